@@ -1,0 +1,146 @@
+package db
+
+import (
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Stage strings are part of the public table contract (orders-db.md): keep them exactly.
+const (
+	StagePending       = "Import Pending"
+	StageStarted       = "Import Started"
+	StagePreprocessing = "Import Preprocessing"
+	StageCompleted     = "Import Completed"
+	StageFailed        = "Import Failed"
+	StageCancelled     = "Import Cancelled"
+)
+
+// Sources of an order (the imports.source column). A watch rule's orders carry the rule name.
+const (
+	SourceSQL = "sql" // default for rows inserted by hand or by the web plugin
+	SourceCLI = "cli"
+)
+
+// Sentinel errors of the store, checked with errors.Is.
+var (
+	ErrNotFound  = errors.New("order not found")
+	ErrLeaseLost = errors.New("lease lost") // fenced write refused: another worker or recovery owns the order now
+	ErrStage     = errors.New("order is not in a stage that allows this")
+)
+
+// Preprocessing is a row of imports_preprocessing.
+type Preprocessing struct {
+	ID              int64             `json:"-"`
+	Container       string            `json:"container"`
+	InputFile       string            `json:"input_file"`
+	OutputFolder    string            `json:"output_folder"`
+	AltOutputFolder string            `json:"alt_output_folder"` // "" when NULL
+	ExtraParams     map[string]string `json:"extra_params"`      // decoded from the json column; non-string values are formatted
+	ExtraParamsRaw  string            `json:"-"`                 // the column as stored ("" when NULL), for validation messages
+}
+
+// Order is the newest imports row of one uuid, with the agent's columns.
+// Files is kept raw: hand-written rows may hold anything, and the runner validates it.
+type Order struct {
+	ID              int64 // row id of the newest row of this uuid
+	UUID            string
+	Group           string
+	User            string
+	DestinationID   string
+	DestinationType string
+	Stage           string
+	Timestamp       time.Time
+	Files           string // the files column as stored (JSON list as text, when well formed)
+	FileNames       string // "" when NULL
+	Description     string // "" when NULL
+	PreprocessingID *int64
+	Preprocessing   *Preprocessing // loaded when PreprocessingID is set and the row exists
+	Source          string
+	Attempt         int
+	LeaseOwner      string     // "" when not running
+	LeaseExpires    *time.Time // nil when not running
+	NotBefore       *time.Time
+	CancelRequested bool
+	Result          *Result // ids the import created, nil until known
+}
+
+// FileList decodes Files; an error names what is wrong with it.
+func (o Order) FileList() ([]string, error) {
+	var files []string
+	if err := json.Unmarshal([]byte(o.Files), &files); err != nil {
+		return nil, err
+	}
+	return files, nil
+}
+
+// Result holds the OMERO objects an import created (stored as JSON in imports.result).
+type Result struct {
+	Filesets []int64 `json:"filesets,omitempty"`
+	Images   []int64 `json:"images,omitempty"`
+	Plates   []int64 `json:"plates,omitempty"`
+}
+
+// Lease identifies one attempt of one worker on one order: every fenced write checks all three.
+type Lease struct {
+	UUID    string
+	Owner   string
+	Attempt int
+}
+
+// Lease returns the fencing token of a claimed order.
+func (o Order) Lease() Lease { return Lease{UUID: o.UUID, Owner: o.LeaseOwner, Attempt: o.Attempt} }
+
+// Event is one row of the history table.
+type Event struct {
+	UUID        string    `json:"-"`
+	Stage       string    `json:"stage"`
+	At          time.Time `json:"at"`
+	Worker      string    `json:"worker"`
+	Description string    `json:"description"`
+}
+
+// NewOrder is what CreateOrder needs. Files are absolute paths. WatchKey, when set, makes the
+// creation idempotent: one order per (rule, path, fingerprint), stored in the same transaction.
+type NewOrder struct {
+	UUID            string // generated when empty
+	Group           string
+	User            string
+	DestinationID   string
+	DestinationType string
+	Files           []string
+	FileNames       []string
+	Description     string
+	Source          string
+	Preprocessing   *Preprocessing // inserted as a new imports_preprocessing row when set
+	WatchKey        *WatchKey
+}
+
+// WatchKey identifies a settled unit of a watch rule.
+type WatchKey struct {
+	Rule        string
+	Path        string
+	Fingerprint string
+}
+
+// WatchItem is a row of the watcher dedupe table.
+type WatchItem struct {
+	WatchKey
+	UUID    string
+	Created time.Time
+}
+
+// Filter selects orders for List; zero values mean any.
+type Filter struct {
+	Stage string
+	Group string
+	User  string
+	Limit int // 0: no limit
+}
+
+// RecoverPolicy says what recovery does with an order whose lease expired.
+type RecoverPolicy struct {
+	Retry       bool          // false: fail it as interrupted; true: back to pending with backoff
+	MaxAttempts int           // with Retry: fail instead once Attempt reaches this
+	Backoff     time.Duration // with Retry: not_before = now + Backoff * attempt
+}
