@@ -1,0 +1,160 @@
+// Package rules holds the drop-folder watch rules: their TOML form, their validation against the
+// data root and the groups' allowed roots, matching a path to the rule that claims it, and turning
+// a settled unit into an order draft. It touches neither the filesystem (except LoadDir, which reads
+// rule files) nor the database.
+//
+// A rule's path is a template below the data root, e.g. "/data/demo/{user}/dropbox". A placeholder
+// is a whole path segment and captures exactly one segment: {user} (needs the allowlist `users`) and
+// {group} (only when the rule's group is "{group}", and then needs the allowlist `groups`). A rule
+// names its OMERO user either by capturing {user} or with the literal key `user`, never both.
+//
+// Include and exclude patterns are doublestar patterns relative to the resolved rule folder
+// (e.g. "/data/demo/alice/dropbox"); excludes are matched against the file's relative path and each
+// of its parent folders, so "tmp" or "**/tmp" exclude whole folders. An empty include means "**".
+// With unit = "folder" each direct subfolder of the rule folder is one unit, made of the files below
+// it that the patterns select (patterns still count from the rule folder: "*/**/*.tif").
+//
+// Hidden names (leading "."; this covers ".processed" and rsync's ".name.XXXXXX"), "*.part",
+// "*.tmp" and "~$*" are never part of a unit, at any depth.
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultSettle is the quiet period of a rule that does not set `settle`.
+const DefaultSettle = 60 * time.Second
+
+// Unit kinds.
+const (
+	UnitFile   = "file"
+	UnitFolder = "folder"
+)
+
+// ErrInvalid is wrapped by every validation error of Compile, Decode and LoadDir.
+var ErrInvalid = errors.New("invalid watch rule")
+
+// Preprocessing is the optional container step a rule attaches to its orders (the same fields as
+// a row of imports_preprocessing).
+type Preprocessing struct {
+	Container       string            `toml:"container"`
+	InputFile       string            `toml:"input_file"`        // default "{Files}"
+	OutputFolder    string            `toml:"output_folder"`     // container-side mount of the file's folder
+	AltOutputFolder string            `toml:"alt_output_folder"` // container-side mount of the local temp folder, optional
+	ExtraParams     map[string]string `toml:"extra_params"`
+}
+
+// Rule is one `[[rules]]` table as written in the settings file or a rules.d file.
+type Rule struct {
+	Name        string         `toml:"name"`
+	Group       string         `toml:"group"`  // OMERO group, or "{group}" captured from the path
+	Path        string         `toml:"path"`   // folder template below the data root
+	Users       []string       `toml:"users"`  // allowlist of a captured {user}
+	Groups      []string       `toml:"groups"` // allowlist of a captured {group}
+	User        string         `toml:"user"`   // literal OMERO user, when the path captures none
+	Include     []string       `toml:"include"`
+	Exclude     []string       `toml:"exclude"`
+	Unit        string         `toml:"unit"`   // "file" (default) or "folder"
+	Settle      Duration       `toml:"settle"` // 0: DefaultSettle
+	Marker      string         `toml:"marker"` // folder units: a file name whose appearance completes the unit
+	Destination string         `toml:"destination"`
+	Description string         `toml:"description"` // optional text copied into the orders
+	Preprocessing *Preprocessing `toml:"preprocessing"`
+}
+
+// Duration is a time.Duration written as a string in TOML ("60s", "1m30s").
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("bad duration %q: %w", string(b), err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// file is the shape of a rules.d file and of Decode's input.
+type file struct {
+	Rules []Rule `toml:"rules"`
+}
+
+// Decode reads `[[rules]]` tables from TOML text. Unknown keys are an error naming the key.
+// It does not validate the rules: Compile does.
+func Decode(data string) ([]Rule, error) {
+	var f file
+	md, err := toml.Decode(data, &f)
+	if err != nil {
+		return nil, fmt.Errorf("decode rules: %w", err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("decode rules: %w: unknown key %s", ErrInvalid, strings.Join(keys, ", "))
+	}
+	return f.Rules, nil
+}
+
+// LoadDir reads every *.toml file of dir (in name order) and returns their rules in that order.
+// A missing dir is an error that wraps fs.ErrNotExist, so that callers treating the folder as
+// optional can check errors.Is(err, fs.ErrNotExist).
+func LoadDir(dir string) ([]Rule, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read rules folder: %w", err)
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if e.Type().IsRegular() || e.Type()&fs.ModeSymlink != 0 {
+			if strings.HasSuffix(e.Name(), ".toml") && !strings.HasPrefix(e.Name(), ".") {
+				names = append(names, e.Name())
+			}
+		}
+	}
+	sort.Strings(names)
+	var all []Rule
+	for _, n := range names {
+		p := filepath.Join(dir, n)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("read rules file: %w", err)
+		}
+		rs, err := Decode(string(b))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		all = append(all, rs...)
+	}
+	return all, nil
+}
+
+// IgnoredName reports whether a file or folder name is never part of a unit: hidden names
+// (including ".processed" and rsync's ".name.XXXXXX"), "*.part", "*.tmp" and "~$*".
+func IgnoredName(name string) bool {
+	if name == "" || name[0] == '.' {
+		return true
+	}
+	if strings.HasPrefix(name, "~$") {
+		return true
+	}
+	return hasSuffixFold(name, ".part") || hasSuffixFold(name, ".tmp")
+}
+
+func hasSuffixFold(s, suffix string) bool {
+	return len(s) >= len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix)
+}
