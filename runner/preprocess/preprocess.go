@@ -1,0 +1,759 @@
+// Package preprocess runs an order's preprocessing container (podman, or a local command mapped to
+// the image) on each file of the order, following the container convention of preprocessing.md,
+// and maps the results the container reports back to host paths.
+//
+// Layout on the host, for an order <order> and a file <dir>/<name>:
+//
+//	<dir>/.processed/<order>/      mounted at <output_folder>/.processed (the container's outputs)
+//	<LocalTmpRoot>/<run>/<k>/      mounted at <alt_output_folder>, one <k> per distinct <dir>
+//
+// The container sees exactly the paths of the convention (<output_folder>/<name>,
+// <output_folder>/.processed, <alt_output_folder>), so existing containers keep working. The
+// per-order subfolder below .processed is this agent's addition: the container decides the names
+// of its outputs, so two orders on files of one folder (or a re-import of a file whose earlier
+// results OMERO still links to) would otherwise overwrite each other's results on the share.
+// Within one order, two files whose results land on the same path fail the order (ErrCollision).
+// A retry of the same order reuses <dir>/.processed/<order>: the container overwrites its own
+// earlier outputs there.
+package preprocess
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/sirupsen/logrus"
+
+	"github.com/omero-adi/omero-adi/runner/redirect"
+)
+
+// Defaults of Config.
+const (
+	DefaultRuntime      = "podman"
+	DefaultTimeout      = 2 * time.Hour
+	DefaultLocalTmpRoot = "/OMERO/OMERO_inplace"
+	// ProcessedDir is the folder beside the originals where converted files go (the convention).
+	ProcessedDir = ".processed"
+	// OrderLabel labels every container with the order's uuid (podman ps --filter label=…).
+	OrderLabel = "omero-adi.order"
+)
+
+// Sentinel errors, checked with errors.Is. Failures of a run come as *Error wrapping one of them.
+var (
+	ErrConfig    = errors.New("invalid preprocessing settings")
+	ErrSpec      = errors.New("invalid preprocessing")
+	ErrStart     = errors.New("preprocessing could not start")
+	ErrExit      = errors.New("preprocessing container failed")
+	ErrNoOutput  = errors.New("preprocessing container printed no results")
+	ErrBadOutput = errors.New("preprocessing container output is not a valid JSON list of results")
+	ErrOutside   = errors.New("preprocessing result lies outside the mounted folders")
+	ErrMissing   = errors.New("preprocessing result is missing")
+	ErrTimeout   = errors.New("preprocessing timed out")
+	ErrCollision = errors.New("preprocessing results collide")
+)
+
+// Config holds the preprocessing settings. The agent owns it; Runner copies it in New.
+type Config struct {
+	Runtime      string              // container engine binary; "podman" when empty
+	ExtraArgs    []string            // extra `podman run` flags, e.g. --runtime runc --network=none
+	UsernsMode   string              // "keep-id" gives --userns=keep-id; "" gives no flag
+	Timeout      time.Duration       // per container run; 0 means DefaultTimeout
+	Local        map[string][]string // image -> local command argv prefix, same arguments and JSON contract
+	LocalTmpRoot string              // parent of the per-order temp folders; DefaultLocalTmpRoot when empty
+	Env          []string            // extra KEY=VALUE for the child, on top of the filtered environment
+}
+
+// Spec is what one order asks for (from db.Preprocessing, plus the order's uuid and log).
+type Spec struct {
+	OrderUUID       string
+	Container       string
+	InputFile       string // "{Files}" is replaced by the file's path as the container sees it
+	OutputFolder    string // container-side mount of the file's folder, e.g. /data
+	AltOutputFolder string // container-side mount of the local temp folder, e.g. /out; "" for none
+	ExtraParams     map[string]string
+	LogPath         string // the order's preprocessing log: container stdout+stderr are appended; "" for none
+}
+
+// Output is one result the container reported, mapped to host paths.
+type Output struct {
+	Input     string      // the original host file
+	Name      string      // result "name" (the base name of full_path when the container gave none)
+	Processed string      // host path below <file's folder>/.processed/<order> (from full_path)
+	Alt       string      // host path below the temp folder (from alt_path); "" without alt_output_folder
+	KeyValues [][2]string // keyvalues flattened in order (list of objects or one object)
+}
+
+// Result is everything one Run produced.
+type Result struct {
+	Outputs []Output
+	// TempDir is <LocalTmpRoot>/<run>, "" without alt_output_folder. The caller deletes it (with
+	// Runner.RemoveTemp) once every ManagedRepository link into it has been redirected.
+	TempDir string
+	// Redirects maps each temp subfolder to the .processed folder holding the same files, as
+	// redirect.Redirect takes it; nil without alt_output_folder.
+	Redirects map[string]string
+}
+
+// Runner runs preprocessing. It holds no resources; it is safe for concurrent Runs.
+type Runner struct {
+	cfg   Config
+	local map[string][]string // keyed by ImageName
+	log   *logrus.Entry
+}
+
+var envKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=`)
+
+// New validates cfg and starts nothing.
+func New(cfg Config, log *logrus.Entry) (*Runner, error) {
+	if cfg.Runtime == "" {
+		cfg.Runtime = DefaultRuntime
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.LocalTmpRoot == "" {
+		cfg.LocalTmpRoot = DefaultLocalTmpRoot
+	}
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("%w: preprocessing.timeout %s: must be positive", ErrConfig, cfg.Timeout)
+	}
+	if !filepath.IsAbs(cfg.LocalTmpRoot) || filepath.Clean(cfg.LocalTmpRoot) != cfg.LocalTmpRoot || cfg.LocalTmpRoot == "/" {
+		return nil, fmt.Errorf("%w: preprocessing.local_tmp_root %q: must be a clean absolute path below /", ErrConfig, cfg.LocalTmpRoot)
+	}
+	if strings.ContainsAny(cfg.UsernsMode, " \t\n") {
+		return nil, fmt.Errorf("%w: preprocessing.userns_mode %q: must not contain spaces", ErrConfig, cfg.UsernsMode)
+	}
+	for i, a := range cfg.ExtraArgs {
+		if a == "" {
+			return nil, fmt.Errorf("%w: preprocessing.extra_args[%d]: empty argument", ErrConfig, i)
+		}
+	}
+	for i, e := range cfg.Env {
+		if !envKey.MatchString(e) {
+			return nil, fmt.Errorf("%w: preprocessing env[%d] %q: want KEY=VALUE", ErrConfig, i, e)
+		}
+	}
+	local := make(map[string][]string, len(cfg.Local))
+	for image, argv := range cfg.Local {
+		if err := checkImage(image); err != nil {
+			return nil, fmt.Errorf("%w: preprocessing.local %q: %v", ErrConfig, image, err)
+		}
+		if len(argv) == 0 || argv[0] == "" {
+			return nil, fmt.Errorf("%w: preprocessing.local %q: empty command", ErrConfig, image)
+		}
+		local[ImageName(image)] = append([]string(nil), argv...)
+	}
+	cfg.Local = nil
+	cfg.ExtraArgs = append([]string(nil), cfg.ExtraArgs...)
+	cfg.Env = append([]string(nil), cfg.Env...)
+	if log == nil {
+		log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	return &Runner{cfg: cfg, local: local, log: log.WithField("component", "preprocess")}, nil
+}
+
+// ImageName gives a registry-less image name the docker.io/ prefix, as the old service did;
+// names that start with a registry host (a dot or port in the first part, or localhost) are kept.
+func ImageName(container string) string {
+	first, _, ok := strings.Cut(container, "/")
+	if ok && (strings.ContainsAny(first, ".:") || first == "localhost") {
+		return container
+	}
+	return "docker.io/" + container
+}
+
+// LocalTmpRoot returns the folder below which temp folders are made.
+func (r *Runner) LocalTmpRoot() string { return r.cfg.LocalTmpRoot }
+
+// RemoveTemp deletes a temp folder made by Run, refusing anything not below LocalTmpRoot.
+func (r *Runner) RemoveTemp(tmpDir string) error {
+	return redirect.RemoveTemp(r.cfg.LocalTmpRoot, tmpDir)
+}
+
+var (
+	orderRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	paramRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+)
+
+// reservedParams are set by the convention; an extra parameter may not repeat them.
+var reservedParams = map[string]bool{"inputfile": true, "outputfolder": true, "altoutputfolder": true}
+
+func checkImage(image string) error {
+	if image == "" {
+		return errors.New("empty image name")
+	}
+	if strings.HasPrefix(image, "-") || strings.ContainsAny(image, " \t\n\r") {
+		return errors.New("not an image name")
+	}
+	return nil
+}
+
+// checkMountPath validates a container-side mount folder.
+func checkMountPath(field, p string) error {
+	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" || strings.ContainsAny(p, ":,\n") {
+		return fmt.Errorf("%w: %s %q: must be a clean absolute container path below / without ':' or ','", ErrSpec, field, p)
+	}
+	return nil
+}
+
+func (s Spec) validate() error {
+	if !orderRE.MatchString(s.OrderUUID) || strings.Contains(s.OrderUUID, "..") {
+		return fmt.Errorf("%w: order uuid %q: want letters, digits, '.', '_' or '-'", ErrSpec, s.OrderUUID)
+	}
+	if err := checkImage(s.Container); err != nil {
+		return fmt.Errorf("%w: preprocessing.container %q: %v", ErrSpec, s.Container, err)
+	}
+	if s.InputFile == "" {
+		return fmt.Errorf("%w: preprocessing.input_file is empty (usually {Files})", ErrSpec)
+	}
+	if err := checkMountPath("preprocessing.output_folder", s.OutputFolder); err != nil {
+		return err
+	}
+	if s.AltOutputFolder != "" {
+		if err := checkMountPath("preprocessing.alt_output_folder", s.AltOutputFolder); err != nil {
+			return err
+		}
+		if within(s.OutputFolder, s.AltOutputFolder) || within(s.AltOutputFolder, s.OutputFolder) || s.OutputFolder == s.AltOutputFolder {
+			return fmt.Errorf("%w: preprocessing.alt_output_folder %q overlaps output_folder %q", ErrSpec, s.AltOutputFolder, s.OutputFolder)
+		}
+	}
+	for k := range s.ExtraParams {
+		if !paramRE.MatchString(k) || reservedParams[strings.ToLower(k)] {
+			return fmt.Errorf("%w: preprocessing.extra_params key %q: want a name of letters, digits, '_', '.', '-' other than inputfile/outputfolder/altoutputfolder", ErrSpec, k)
+		}
+	}
+	return nil
+}
+
+// within reports whether p lies strictly below dir (both clean, slash or OS separators alike).
+func within(dir, p string) bool {
+	if dir == "/" {
+		return p != "/" && strings.HasPrefix(p, "/")
+	}
+	return strings.HasPrefix(p, dir+"/")
+}
+
+// plan is one file's run.
+type plan struct {
+	n         int
+	file      string // host path of the original
+	dir       string // host folder of the file
+	processed string // host <dir>/.processed/<order>
+	tmp       string // host temp subfolder, "" without alt
+	name      string // container name (podman)
+	local     []string
+}
+
+// mount maps a container folder to a host folder (identical for local commands).
+type mount struct{ host, ctr string }
+
+func (r *Runner) argv(spec Spec, p plan) (argv []string, processed, alt mount) {
+	base := filepath.Base(p.file)
+	if p.local != nil {
+		processed = mount{p.processed, p.processed}
+		alt = mount{p.tmp, p.tmp}
+		argv = append([]string(nil), p.local...)
+		argv = append(argv, r.args(spec, p.file, processed.ctr, alt.ctr)...)
+		return argv, processed, alt
+	}
+	out := spec.OutputFolder
+	processed = mount{p.processed, path.Join(out, ProcessedDir)}
+	argv = []string{r.cfg.Runtime, "run", "--rm", "--name", p.name, "--label", OrderLabel + "=" + spec.OrderUUID}
+	if r.cfg.UsernsMode != "" {
+		argv = append(argv, "--userns="+r.cfg.UsernsMode)
+	}
+	argv = append(argv, r.cfg.ExtraArgs...)
+	argv = append(argv, "-v", p.dir+":"+out, "-v", processed.host+":"+processed.ctr)
+	if spec.AltOutputFolder != "" {
+		alt = mount{p.tmp, spec.AltOutputFolder}
+		argv = append(argv, "-v", alt.host+":"+alt.ctr)
+	}
+	argv = append(argv, ImageName(spec.Container))
+	argv = append(argv, r.args(spec, path.Join(out, base), processed.ctr, alt.ctr)...)
+	return argv, processed, alt
+}
+
+// args are the container's arguments: --inputfile, extra params (sorted by key), output folders.
+func (r *Runner) args(spec Spec, input, outDir, altDir string) []string {
+	a := []string{"--inputfile", strings.ReplaceAll(spec.InputFile, "{Files}", input)}
+	keys := make([]string, 0, len(spec.ExtraParams))
+	for k := range spec.ExtraParams {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		a = append(a, "--"+k, spec.ExtraParams[k])
+	}
+	a = append(a, "--outputfolder", outDir)
+	if altDir != "" {
+		a = append(a, "--altoutputfolder", altDir)
+	}
+	return a
+}
+
+// Command returns the exact argv Run would use for one file (dry runs, logs). The run-specific
+// part (temp folder and container name) appears as the placeholder {run}.
+func (r *Runner) Command(spec Spec, file string) []string {
+	p := r.plan(spec, "{run}", 0, file, 0)
+	argv, _, _ := r.argv(spec, p)
+	return argv
+}
+
+func (r *Runner) plan(spec Spec, run string, n int, file string, k int) plan {
+	dir := filepath.Dir(file)
+	p := plan{
+		n:         n,
+		file:      file,
+		dir:       dir,
+		processed: filepath.Join(dir, ProcessedDir, spec.OrderUUID),
+		name:      fmt.Sprintf("adi-%s-%d", run, n),
+		local:     r.local[ImageName(spec.Container)],
+	}
+	if spec.AltOutputFolder != "" {
+		p.tmp = filepath.Join(r.cfg.LocalTmpRoot, run, strconv.Itoa(k))
+	}
+	return p
+}
+
+// Run preprocesses every file: it creates <dir>/.processed/<order> and (with alt_output_folder)
+// one temp folder for the order, runs the container per file and checks its results. On error
+// the temp folder is removed (nothing links to it yet); results already on the share stay for
+// inspection. A cancelled ctx stops the running container and returns ctx's error.
+func (r *Runner) Run(ctx context.Context, spec Spec, files []string) (Result, error) {
+	if err := spec.validate(); err != nil {
+		return Result{}, err
+	}
+	if len(files) == 0 {
+		return Result{}, fmt.Errorf("%w: no files to preprocess", ErrSpec)
+	}
+	for i, f := range files {
+		if !filepath.IsAbs(f) || filepath.Clean(f) != f || strings.ContainsAny(filepath.Dir(f), ":,\n") {
+			return Result{}, fmt.Errorf("%w: files[%d] %q: want a clean absolute path whose folder has no ':' or ','", ErrSpec, i, f)
+		}
+		if _, err := os.Stat(f); err != nil {
+			return Result{}, fmt.Errorf("%w: files[%d]: %v", ErrSpec, i, err)
+		}
+	}
+	run := uuid.NewString()
+	log := r.log.WithFields(logrus.Fields{"order": spec.OrderUUID, "container": spec.Container, "run": run})
+	var res Result
+	if spec.AltOutputFolder != "" {
+		res.TempDir = filepath.Join(r.cfg.LocalTmpRoot, run)
+		res.Redirects = map[string]string{}
+		if err := os.MkdirAll(res.TempDir, 0o755); err != nil {
+			return Result{}, fmt.Errorf("create temp folder: %w", err)
+		}
+	}
+	fail := func(err error) (Result, error) {
+		if res.TempDir != "" {
+			if rerr := r.RemoveTemp(res.TempDir); rerr != nil {
+				log.WithError(rerr).WithField("path", res.TempDir).Warn("could not remove temp folder")
+			}
+		}
+		return Result{}, err
+	}
+	folders := map[string]int{}
+	for n, f := range files {
+		dir := filepath.Dir(f)
+		k, ok := folders[dir]
+		if !ok {
+			k = len(folders)
+			folders[dir] = k
+		}
+		p := r.plan(spec, run, n, f, k)
+		if err := os.MkdirAll(p.processed, 0o755); err != nil {
+			return fail(fmt.Errorf("create %s folder: %w", ProcessedDir, err))
+		}
+		if p.tmp != "" {
+			if err := os.MkdirAll(p.tmp, 0o755); err != nil {
+				return fail(fmt.Errorf("create temp folder: %w", err))
+			}
+			res.Redirects[p.tmp] = p.processed
+		}
+		outs, err := r.runOne(ctx, log.WithField("path", f), spec, p)
+		if err != nil {
+			return fail(err)
+		}
+		for _, o := range outs {
+			if err := collide(res.Outputs, o); err != nil {
+				return fail(r.failure(ErrCollision, spec, f, err.Error()+"; the container names its outputs the same for these files: put them in separate orders"))
+			}
+			res.Outputs = append(res.Outputs, o)
+		}
+	}
+	log.WithField("results", len(res.Outputs)).Info("preprocessing done")
+	return res, nil
+}
+
+// collide checks that o does not share (or nest with) a result of an earlier file of the order.
+func collide(prev []Output, o Output) error {
+	overlap := func(a, b string) bool { return a != "" && b != "" && (a == b || within(a, b) || within(b, a)) }
+	for _, q := range prev {
+		if overlap(q.Processed, o.Processed) || overlap(q.Alt, o.Alt) {
+			return fmt.Errorf("%s and %s both produced %s", q.Input, o.Input, o.Processed)
+		}
+	}
+	return nil
+}
+
+// runOne runs the container for one file and returns its mapped results.
+func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p plan) ([]Output, error) {
+	argv, pm, am := r.argv(spec, p)
+	log.WithField("argv", strings.Join(quoteArgs(argv), " ")).Info("running preprocessing")
+
+	logw, closeLog, err := openLog(spec.LogPath)
+	if err != nil {
+		return nil, r.failure(ErrStart, spec, p.file, fmt.Sprintf("cannot open the preprocessing log: %v", err))
+	}
+	defer closeLog()
+	fmt.Fprintf(logw, "# %s omero-adi preprocessing order %s file %s\n# %s\n",
+		time.Now().UTC().Format(time.RFC3339), spec.OrderUUID, p.file, strings.Join(quoteArgs(argv), " "))
+
+	runCtx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(runCtx, argv[0], argv[1:]...)
+	var stdout lastLine
+	var stderr tail
+	shared := &lockedWriter{w: logw}
+	cmd.Stdout = io.MultiWriter(shared, &stdout)
+	cmd.Stderr = io.MultiWriter(shared, &stderr)
+	cmd.WaitDelay = 30 * time.Second
+	if p.local != nil {
+		cmd.Env = filterEnv(os.Environ(), baseEnv, r.cfg.Env)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	} else {
+		cmd.Env = filterEnv(os.Environ(), podmanEnv, r.cfg.Env)
+		cmd.Cancel = func() error {
+			r.removeContainer(log, p.name)
+			return cmd.Process.Kill()
+		}
+	}
+	start := time.Now()
+	err = cmd.Run()
+	log = log.WithField("duration", time.Since(start).Round(time.Millisecond))
+	if runCtx.Err() != nil {
+		if p.local == nil {
+			r.removeContainer(log, p.name)
+		}
+		if ctx.Err() != nil {
+			fmt.Fprintf(shared, "# stopped: %v\n", ctx.Err())
+			return nil, fmt.Errorf("preprocess %s: %w", p.file, ctx.Err())
+		}
+		fmt.Fprintf(shared, "# stopped after the timeout of %s\n", r.cfg.Timeout)
+		return nil, r.failure(ErrTimeout, spec, p.file, fmt.Sprintf("it ran longer than the timeout of %s and was stopped; raise preprocessing.timeout if the file needs longer, or check the container", r.cfg.Timeout))
+	}
+	if err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return nil, r.failure(ErrExit, spec, p.file, fmt.Sprintf("it exited with status %d%s; fix the cause", exit.ExitCode(), stderr.describe()))
+		}
+		return nil, r.failure(ErrStart, spec, p.file, fmt.Sprintf("could not start %s: %v; install it or map the container to a local command in preprocessing.local", argv[0], err))
+	}
+	line := stdout.last()
+	if line == "" {
+		return nil, r.failure(ErrNoOutput, spec, p.file, "its standard output had no results line (the last line must be a JSON list of results)"+stderr.describe())
+	}
+	raws, err := parseResults(line)
+	if err != nil {
+		return nil, r.failure(ErrBadOutput, spec, p.file, fmt.Sprintf("its last output line %s: %v", clip(line, 200), err))
+	}
+	outs := make([]Output, 0, len(raws))
+	for i, raw := range raws {
+		o, err := mapResult(raw, p, pm, am, spec.AltOutputFolder != "")
+		if err != nil {
+			var re *resultError
+			errors.As(err, &re)
+			return nil, r.failure(re.sentinel, spec, p.file, fmt.Sprintf("result %d: %s", i, re.msg))
+		}
+		log.WithFields(logrus.Fields{"processed": o.Processed, "alt": o.Alt}).Debug("preprocessing result")
+		outs = append(outs, o)
+	}
+	return outs, nil
+}
+
+// removeContainer force-removes a container by name (timeout or cancel); missing is fine.
+func (r *Runner) removeContainer(log *logrus.Entry, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, r.cfg.Runtime, "rm", "--force", "--ignore", "--time", "0", name)
+	cmd.Env = filterEnv(os.Environ(), podmanEnv, r.cfg.Env)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		log.WithError(err).WithFields(logrus.Fields{"container_name": name, "output": clip(string(out), 500)}).Warn("could not remove container")
+	}
+}
+
+// resultError is why a reported result was refused.
+type resultError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *resultError) Error() string { return e.msg }
+
+func refuse(sentinel error, format string, a ...any) error {
+	return &resultError{sentinel: sentinel, msg: fmt.Sprintf(format, a...)}
+}
+
+// mapResult maps one reported result to host paths and checks the files exist inside the mounts.
+func mapResult(raw rawResult, p plan, pm, am mount, withAlt bool) (Output, error) {
+	o := Output{Input: p.file, Name: raw.Name, KeyValues: raw.kv}
+	host, rel, err := toHost(raw.FullPath, pm)
+	if err != nil {
+		return o, refuse(ErrOutside, "full_path %q is not below %s (%s on the host): %v", raw.FullPath, pm.ctr, pm.host, err)
+	}
+	if err := inside(host, pm.host); err != nil {
+		return o, refuse(sentinelOf(err), "full_path %q (%s on the host): %v", raw.FullPath, host, err)
+	}
+	o.Processed = host
+	if o.Name == "" {
+		o.Name = filepath.Base(host)
+	}
+	if !withAlt {
+		return o, nil
+	}
+	if raw.AltPath == "" {
+		return o, refuse(ErrBadOutput, "no alt_path although alt_output_folder is set")
+	}
+	altHost, altRel, err := toHost(raw.AltPath, am)
+	if err != nil {
+		return o, refuse(ErrOutside, "alt_path %q is not below %s (%s on the host): %v", raw.AltPath, am.ctr, am.host, err)
+	}
+	if err := inside(altHost, am.host); err != nil {
+		return o, refuse(sentinelOf(err), "alt_path %q (%s on the host): %v", raw.AltPath, altHost, err)
+	}
+	if altRel != rel {
+		return o, refuse(ErrBadOutput, "alt_path %q and full_path %q name different files (%q and %q below their folders); links could not be redirected", raw.AltPath, raw.FullPath, altRel, rel)
+	}
+	o.Alt = altHost
+	return o, nil
+}
+
+var errEscapes = errors.New("resolves outside its folder")
+
+func sentinelOf(err error) error {
+	if errors.Is(err, errEscapes) {
+		return ErrOutside
+	}
+	return ErrMissing
+}
+
+// toHost maps a container path below m.ctr (after cleaning) to the host.
+func toHost(p string, m mount) (host, rel string, err error) {
+	if !path.IsAbs(p) {
+		return "", "", errors.New("not an absolute path")
+	}
+	c := path.Clean(p)
+	if !within(m.ctr, c) {
+		return "", "", errors.New("outside the mount")
+	}
+	rel = strings.TrimPrefix(c, m.ctr+"/")
+	return filepath.Join(m.host, filepath.FromSlash(rel)), rel, nil
+}
+
+// inside checks host exists and, symlinks resolved, still lies below base: a container must not
+// make the agent import a host file through a link.
+func inside(host, base string) error {
+	real, err := filepath.EvalSymlinks(host)
+	if err != nil {
+		return fmt.Errorf("the file is not there: %w", err)
+	}
+	realBase, err := filepath.EvalSymlinks(base)
+	if err != nil {
+		return fmt.Errorf("the folder is not there: %w", err)
+	}
+	if !within(realBase, real) {
+		return fmt.Errorf("%w (%s)", errEscapes, real)
+	}
+	return nil
+}
+
+// failure builds the error an order's description shows.
+func (r *Runner) failure(sentinel error, spec Spec, file, detail string) error {
+	return &Error{Err: sentinel, Container: spec.Container, File: file, LogPath: spec.LogPath, Detail: detail}
+}
+
+// Error is a failed preprocessing run; its text is written for an order's description.
+type Error struct {
+	Err       error // one of the sentinel errors
+	Container string
+	File      string
+	LogPath   string
+	Detail    string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%v: container %s on file %s: %s", e.Err, e.Container, e.File, e.Detail)
+	if e.LogPath != "" {
+		fmt.Fprintf(&b, "; the container's output is in %s", e.LogPath)
+	}
+	b.WriteString("; then set the order back to Import Pending to retry")
+	return b.String()
+}
+
+// Unwrap returns the sentinel.
+func (e *Error) Unwrap() error { return e.Err }
+
+// openLog opens the order's log for appending; "" discards.
+func openLog(p string) (io.Writer, func(), error) {
+	if p == "" {
+		return io.Discard, func() {}, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+		return nil, nil, err
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, _ = l.w.Write(b) // a full disk must not kill the container; its output is lost
+	return len(b), nil
+}
+
+// maxLine bounds the line lastLine keeps; a longer results line is reported as not JSON.
+const maxLine = 16 << 20
+
+// lastLine keeps the last non-empty line written to it.
+type lastLine struct {
+	cur  []byte
+	over bool
+	prev string
+}
+
+func (l *lastLine) Write(b []byte) (int, error) {
+	n := len(b)
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		chunk := b
+		if i >= 0 {
+			chunk = b[:i]
+		}
+		if len(l.cur)+len(chunk) > maxLine {
+			l.over = true
+		} else {
+			l.cur = append(l.cur, chunk...)
+		}
+		if i < 0 {
+			break
+		}
+		l.flush()
+		b = b[i+1:]
+	}
+	return n, nil
+}
+
+func (l *lastLine) flush() {
+	s := strings.TrimSpace(string(l.cur))
+	if l.over {
+		s = "<a line longer than 16 MiB>"
+	}
+	if s != "" {
+		l.prev = s
+	}
+	l.cur, l.over = l.cur[:0], false
+}
+
+func (l *lastLine) last() string {
+	l.flush()
+	return l.prev
+}
+
+// tail keeps the last bytes of stderr for error messages.
+type tail struct{ b []byte }
+
+const tailMax = 1024
+
+func (t *tail) Write(b []byte) (int, error) {
+	t.b = append(t.b, b...)
+	if len(t.b) > 2*tailMax {
+		t.b = append([]byte(nil), t.b[len(t.b)-tailMax:]...)
+	}
+	return len(b), nil
+}
+
+func (t *tail) describe() string {
+	s := string(t.b)
+	if len(s) > tailMax {
+		s = "…" + s[len(s)-tailMax:]
+	}
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (last error output: %s)", strings.ReplaceAll(s, "\n", " | "))
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return strconv.Quote(s)
+}
+
+func quoteArgs(argv []string) []string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		if a == "" || strings.ContainsAny(a, " \t\n\"'\\$`") {
+			a = strconv.Quote(a)
+		}
+		q[i] = a
+	}
+	return q
+}
+
+// baseEnv is what a local command inherits; podmanEnv adds what podman itself needs. Nothing else
+// (no OMERO_PASSWORD, no database URL, no proxy settings, which podman would copy into containers).
+var (
+	baseEnv   = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"}
+	podmanEnv = append(append([]string(nil), baseEnv...), "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
+		"CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF", "REGISTRY_AUTH_FILE",
+		"CONTAINER_HOST", "CONTAINER_CONNECTION", "DBUS_SESSION_BUS_ADDRESS")
+)
+
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+func filterEnv(environ, keep, extra []string) []string {
+	allowed := make(map[string]bool, len(keep))
+	for _, k := range keep {
+		allowed[k] = true
+	}
+	var env []string
+	hasPath := false
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if allowed[k] {
+			env = append(env, kv)
+			hasPath = hasPath || k == "PATH"
+		}
+	}
+	if !hasPath {
+		env = append(env, "PATH="+defaultPath)
+	}
+	return append(env, extra...)
+}

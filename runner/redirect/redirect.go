@@ -1,0 +1,250 @@
+// Package redirect repoints OMERO ManagedRepository symlinks from the local temp copy of
+// preprocessed files to the same files in .processed on the share (preprocessing.md), and removes
+// the temp folder afterwards.
+//
+// After an in-place (ln_s) import from a temp folder, every file of each fileset is a symlink
+// below <ManagedRepository>/<templatePrefix> pointing into the temp folder. Redirect walks each
+// prefix, and every link whose target lies inside one of the given temp folders gets, atomically,
+// the target with the same relative path below the matching processed folder (subfolders kept,
+// so nested formats such as OME-Zarr survive). The caller deletes the temp folder with RemoveTemp
+// only when Redirect reported no error.
+package redirect
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Sentinel errors, checked with errors.Is.
+var (
+	ErrInvalid    = errors.New("invalid redirect request")
+	ErrIncomplete = errors.New("symlinks still point into the temp folder")
+	ErrRefused    = errors.New("refused to delete")
+)
+
+// LinkError is a link Redirect left unchanged, and why.
+type LinkError struct {
+	Link   string // the symlink (or the folder that could not be read)
+	Target string // its current target
+	Err    error
+}
+
+func (e LinkError) String() string {
+	if e.Target == "" {
+		return fmt.Sprintf("%s: %v", e.Link, e.Err)
+	}
+	return fmt.Sprintf("%s -> %s: %v", e.Link, e.Target, e.Err)
+}
+
+// Error lists the links left pointing into a temp folder; it matches ErrIncomplete. Its text is
+// written for an order's description.
+type Error struct {
+	Links []LinkError
+}
+
+// maxListed bounds how many links the error text names; Links holds them all.
+const maxListed = 20
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "redirect symlinks: %d link(s) in the ManagedRepository still point into the temp folder, which is kept so that they work: ", len(e.Links))
+	for i, l := range e.Links {
+		if i == maxListed {
+			fmt.Fprintf(&b, "; and %d more", len(e.Links)-maxListed)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(l.String())
+	}
+	b.WriteString(". Point each link at the same file below the .processed folder by hand (or fix the cause and rerun), then delete the temp folder")
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrIncomplete) true.
+func (e *Error) Is(target error) bool { return target == ErrIncomplete }
+
+// Redirect repoints every symlink below each <managedRepo>/<prefix> whose target lies inside one of
+// the temp folders of dirs to the same relative path below that folder's processed folder. dirs
+// maps absolute temp folders to absolute processed folders (preprocess.Result.Redirects; for one
+// folder: map[string]string{tmpDir: processedDir}). Each new target must exist, with the same size
+// (regular files) or kind (folders) as the old one; each link is replaced atomically (a new link
+// under a temporary name beside it, renamed over it). Links pointing elsewhere are left alone, so
+// a second call changes nothing. It returns how many links it changed, and an *Error listing
+// those it could not change (the caller then keeps the temp folders).
+func Redirect(managedRepo string, prefixes []string, dirs map[string]string) (changed int, err error) {
+	if !filepath.IsAbs(managedRepo) {
+		return 0, fmt.Errorf("%w: ManagedRepository %q is not an absolute path", ErrInvalid, managedRepo)
+	}
+	if len(prefixes) == 0 {
+		return 0, fmt.Errorf("%w: no templatePrefix given", ErrInvalid)
+	}
+	for _, p := range prefixes {
+		if !filepath.IsLocal(filepath.Clean(p)) {
+			return 0, fmt.Errorf("%w: templatePrefix %q must be a relative path inside the ManagedRepository", ErrInvalid, p)
+		}
+	}
+	maps, err := aliases(dirs)
+	if err != nil {
+		return 0, err
+	}
+	var failed []LinkError
+	for _, p := range prefixes {
+		root := filepath.Join(managedRepo, filepath.Clean(p))
+		werr := filepath.WalkDir(root, func(link string, d fs.DirEntry, err error) error {
+			if err != nil {
+				failed = append(failed, LinkError{Link: link, Err: fmt.Errorf("cannot read: %w", err)})
+				return nil
+			}
+			if d.Type()&fs.ModeSymlink == 0 {
+				return nil
+			}
+			ok, lerr := redirectLink(link, maps)
+			if lerr != nil {
+				failed = append(failed, *lerr)
+			} else if ok {
+				changed++
+			}
+			return nil
+		})
+		if werr != nil {
+			failed = append(failed, LinkError{Link: root, Err: werr})
+		}
+	}
+	if len(failed) > 0 {
+		return changed, &Error{Links: failed}
+	}
+	return changed, nil
+}
+
+// mapping is one temp folder (as written, or symlinks resolved) and its processed folder.
+type mapping struct{ tmp, processed string }
+
+// aliases validates dirs and lists each temp folder under its written and resolved names, longest
+// first so that the deepest folder wins.
+func aliases(dirs map[string]string) ([]mapping, error) {
+	if len(dirs) == 0 {
+		return nil, fmt.Errorf("%w: no temp folder given", ErrInvalid)
+	}
+	var maps []mapping
+	for tmp, proc := range dirs {
+		if !filepath.IsAbs(tmp) || filepath.Clean(tmp) != tmp || tmp == "/" {
+			return nil, fmt.Errorf("%w: temp folder %q: want a clean absolute path below /", ErrInvalid, tmp)
+		}
+		if !filepath.IsAbs(proc) || filepath.Clean(proc) != proc {
+			return nil, fmt.Errorf("%w: processed folder %q: want a clean absolute path", ErrInvalid, proc)
+		}
+		maps = append(maps, mapping{tmp, proc})
+		if real, err := filepath.EvalSymlinks(tmp); err == nil && real != tmp {
+			maps = append(maps, mapping{real, proc})
+		}
+	}
+	sort.Slice(maps, func(i, j int) bool { return len(maps[i].tmp) > len(maps[j].tmp) })
+	return maps, nil
+}
+
+// redirectLink repoints one link when it points into a temp folder; it reports whether it did.
+func redirectLink(link string, maps []mapping) (bool, *LinkError) {
+	target, err := os.Readlink(link)
+	if err != nil {
+		return false, &LinkError{Link: link, Err: err}
+	}
+	abs := target
+	if !filepath.IsAbs(abs) {
+		abs = filepath.Join(filepath.Dir(link), abs)
+	}
+	abs = filepath.Clean(abs)
+	var newTarget string
+	for _, m := range maps {
+		if strings.HasPrefix(abs, m.tmp+string(filepath.Separator)) {
+			newTarget = filepath.Join(m.processed, strings.TrimPrefix(abs, m.tmp+string(filepath.Separator)))
+			break
+		}
+	}
+	if newTarget == "" {
+		return false, nil
+	}
+	fail := func(err error) (bool, *LinkError) { return false, &LinkError{Link: link, Target: target, Err: err} }
+	oldInfo, err := os.Stat(abs)
+	if err != nil {
+		return fail(fmt.Errorf("current target unreadable: %w", err))
+	}
+	newInfo, err := os.Stat(newTarget)
+	if err != nil {
+		return fail(fmt.Errorf("new target %s: %w", newTarget, err))
+	}
+	switch {
+	case oldInfo.Mode().IsRegular() && newInfo.Mode().IsRegular():
+		if oldInfo.Size() != newInfo.Size() {
+			return fail(fmt.Errorf("new target %s has %d bytes, the current one %d", newTarget, newInfo.Size(), oldInfo.Size()))
+		}
+	case oldInfo.IsDir() && newInfo.IsDir():
+	default:
+		return fail(fmt.Errorf("new target %s is a %s, the current one a %s", newTarget, newInfo.Mode().Type(), oldInfo.Mode().Type()))
+	}
+	tmpName, err := tempName(link)
+	if err != nil {
+		return fail(err)
+	}
+	if err := os.Symlink(newTarget, tmpName); err != nil {
+		return fail(fmt.Errorf("create new link: %w", err))
+	}
+	if err := os.Rename(tmpName, link); err != nil {
+		os.Remove(tmpName)
+		return fail(fmt.Errorf("replace link: %w", err))
+	}
+	return true, nil
+}
+
+func tempName(link string) (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return filepath.Join(filepath.Dir(link), "."+filepath.Base(link)+".redirect-"+hex.EncodeToString(b[:])), nil
+}
+
+// RemoveTemp deletes tmpDir and everything in it, refusing (ErrRefused) anything that is not
+// strictly below root, also after resolving symlinks, or that is itself a symlink. A missing
+// tmpDir is not an error.
+func RemoveTemp(root, tmpDir string) error {
+	if !filepath.IsAbs(root) || filepath.Clean(root) != root || root == "/" {
+		return fmt.Errorf("%w: temp root %q: want a clean absolute path below /", ErrRefused, root)
+	}
+	if !filepath.IsAbs(tmpDir) || filepath.Clean(tmpDir) != tmpDir || !strings.HasPrefix(tmpDir, root+string(filepath.Separator)) {
+		return fmt.Errorf("%w: %q is not a folder below the temp root %s", ErrRefused, tmpDir, root)
+	}
+	fi, err := os.Lstat(tmpDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remove temp folder: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%w: %s is not a folder", ErrRefused, tmpDir)
+	}
+	realRoot, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return fmt.Errorf("remove temp folder: %w", err)
+	}
+	realParent, err := filepath.EvalSymlinks(filepath.Dir(tmpDir))
+	if err != nil {
+		return fmt.Errorf("remove temp folder: %w", err)
+	}
+	if real := filepath.Join(realParent, filepath.Base(tmpDir)); !strings.HasPrefix(real, realRoot+string(filepath.Separator)) {
+		return fmt.Errorf("%w: %s resolves to %s, outside the temp root %s", ErrRefused, tmpDir, real, realRoot)
+	}
+	if err := os.RemoveAll(tmpDir); err != nil {
+		return fmt.Errorf("remove temp folder: %w", err)
+	}
+	return nil
+}
