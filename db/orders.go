@@ -1,0 +1,483 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+)
+
+// newest restricts imports i to the newest row of each uuid (old databases hold one row per stage).
+const newest = `i.id = (SELECT max(i2.id) FROM imports i2 WHERE i2.uuid = i.uuid)`
+
+// importCols are the imports columns an Order is scanned from, with table prefix p ("i." or "").
+func importCols(p string) string {
+	c := []string{"id", "uuid", "{text:group_name}", "{text:user_name}", "{text:destination_id}",
+		"{text:destination_type}", "stage", "timestamp", "{text:files}", "{text:file_names}", "description",
+		"preprocessing_id", "source", "attempt", "lease_owner", "lease_expires", "not_before",
+		"cancel_requested", "result"}
+	for i, x := range c {
+		if strings.HasPrefix(x, "{text:") {
+			c[i] = "{text:" + p + x[len("{text:"):]
+		} else {
+			c[i] = p + x
+		}
+	}
+	return strings.Join(c, ", ")
+}
+
+// orderCols is importCols of i plus the preprocessing row p (LEFT JOIN).
+var orderCols = importCols("i.") + `, p.id, p.container, p.input_file, p.output_folder,
+	p.alt_output_folder, {text:p.extra_params}`
+
+// noPreprocessingCols stands in for the preprocessing columns where the join is not possible.
+const noPreprocessingCols = `, NULL, NULL, NULL, NULL, NULL, NULL`
+
+const orderFrom = ` FROM imports i LEFT JOIN imports_preprocessing p ON p.id = i.preprocessing_id `
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+func scanOrder(r rowScanner) (Order, error) {
+	var (
+		o                                           Order
+		group, user, destID, destType, stage, files sql.NullString
+		fileNames, desc, source, owner, result      sql.NullString
+		ts, expires, notBefore                      nullTime
+		ppID, pID, attempt                          sql.NullInt64
+		cancel                                      sql.NullBool
+		container, input, output, alt, extra        sql.NullString
+	)
+	err := r.Scan(&o.ID, &o.UUID, &group, &user, &destID, &destType, &stage, &ts, &files, &fileNames,
+		&desc, &ppID, &source, &attempt, &owner, &expires, &notBefore, &cancel, &result,
+		&pID, &container, &input, &output, &alt, &extra)
+	if err != nil {
+		return Order{}, err
+	}
+	o.Group, o.User, o.DestinationID, o.DestinationType = group.String, user.String, destID.String, destType.String
+	o.Stage, o.Files, o.FileNames, o.Description = stage.String, files.String, fileNames.String, desc.String
+	o.Timestamp = ts.Time
+	o.Source = source.String
+	if !source.Valid {
+		o.Source = SourceSQL
+	}
+	o.Attempt = int(attempt.Int64)
+	o.LeaseOwner = owner.String
+	o.LeaseExpires = expires.ptr()
+	o.NotBefore = notBefore.ptr()
+	o.CancelRequested = cancel.Bool
+	if ppID.Valid {
+		id := ppID.Int64
+		o.PreprocessingID = &id
+	}
+	if result.Valid && result.String != "" {
+		var res Result
+		if err := json.Unmarshal([]byte(result.String), &res); err == nil {
+			o.Result = &res
+		}
+	}
+	if pID.Valid {
+		o.Preprocessing = newPreprocessing(pID.Int64, container, input, output, alt, extra)
+	}
+	return o, nil
+}
+
+func newPreprocessing(id int64, container, input, output, alt, extra sql.NullString) *Preprocessing {
+	p := &Preprocessing{ID: id, Container: container.String, InputFile: input.String,
+		OutputFolder: output.String, AltOutputFolder: alt.String, ExtraParamsRaw: extra.String}
+	if extra.Valid && strings.TrimSpace(extra.String) != "" {
+		p.ExtraParams, _ = decodeExtraParams(extra.String)
+	}
+	return p
+}
+
+// decodeExtraParams decodes the extra_params JSON object; values that are not strings are written
+// as their JSON text (numbers, booleans) so that the container gets what a person typed.
+func decodeExtraParams(raw string) (map[string]string, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		var s string
+		if err := json.Unmarshal(v, &s); err == nil {
+			out[k] = s
+			continue
+		}
+		out[k] = string(v)
+	}
+	return out, nil
+}
+
+// validate checks an order before it is written; errors name the field and value.
+func (n NewOrder) validate() error {
+	bad := func(field string, v any, why string) error {
+		return fmt.Errorf("%w order: %s %q: %s", ErrInvalid, field, fmt.Sprint(v), why)
+	}
+	if strings.TrimSpace(n.Group) == "" {
+		return bad("group", n.Group, "must not be empty")
+	}
+	if strings.TrimSpace(n.User) == "" {
+		return bad("user", n.User, "must not be empty")
+	}
+	if n.DestinationType != "Dataset" && n.DestinationType != "Screen" {
+		return bad("destination_type", n.DestinationType, "must be Dataset or Screen")
+	}
+	if err := ValidDestinationID(n.DestinationID); err != nil {
+		return bad("destination_id", n.DestinationID, err.Error())
+	}
+	if len(n.Files) == 0 {
+		return fmt.Errorf("%w order: files: at least one file is needed", ErrInvalid)
+	}
+	for i, f := range n.Files {
+		if !filepath.IsAbs(f) || filepath.Clean(f) != f {
+			return bad(fmt.Sprintf("files[%d]", i), f, "must be an absolute, clean path")
+		}
+	}
+	if n.UUID != "" && (len(n.UUID) > 36 || strings.TrimSpace(n.UUID) != n.UUID) {
+		return bad("uuid", n.UUID, "must be at most 36 characters without spaces")
+	}
+	if p := n.Preprocessing; p != nil {
+		switch {
+		case strings.TrimSpace(p.Container) == "":
+			return bad("preprocessing.container", p.Container, "must not be empty")
+		case p.InputFile == "":
+			return bad("preprocessing.input_file", p.InputFile, "must not be empty (usually {Files})")
+		case p.OutputFolder == "":
+			return bad("preprocessing.output_folder", p.OutputFolder, "must not be empty (e.g. /data)")
+		}
+	}
+	if k := n.WatchKey; k != nil && (k.Rule == "" || k.Path == "" || k.Fingerprint == "") {
+		return bad("watch key", fmt.Sprintf("%s|%s|%s", k.Rule, k.Path, k.Fingerprint), "rule, path and fingerprint must be set")
+	}
+	return nil
+}
+
+// ValidDestinationID reports whether id is a numeric OMERO id or name:NAME.
+func ValidDestinationID(id string) error {
+	if name, ok := strings.CutPrefix(id, "name:"); ok {
+		if strings.TrimSpace(name) == "" {
+			return errors.New("name: needs a name")
+		}
+		return nil
+	}
+	if v, err := strconv.ParseInt(id, 10, 64); err != nil || v < 0 {
+		return errors.New("must be a numeric id or name:NAME")
+	}
+	return nil
+}
+
+// CreateOrder validates n and writes it as a pending order (with its preprocessing row and watch
+// key, in one transaction). When n.WatchKey already has an order, nothing is written and that
+// order is returned with created=false. Invalid input returns an error wrapping ErrInvalid.
+func (s *Store) CreateOrder(ctx context.Context, n NewOrder) (o Order, created bool, err error) {
+	if err := n.validate(); err != nil {
+		return Order{}, false, err
+	}
+	if n.UUID == "" {
+		n.UUID = uuid.NewString()
+	}
+	if n.Source == "" {
+		n.Source = SourceCLI
+	}
+	files, _ := json.Marshal(n.Files)
+	var fileNames any
+	if n.FileNames != nil {
+		b, _ := json.Marshal(n.FileNames)
+		fileNames = string(b)
+	}
+	existing, err := s.createOrder(ctx, n, string(files), fileNames)
+	if err != nil {
+		return Order{}, false, fmt.Errorf("create order: %w", err)
+	}
+	if existing != "" {
+		o, err := s.Get(ctx, existing)
+		if err != nil {
+			return Order{}, false, fmt.Errorf("create order: watch item %s %s has order %s: %w",
+				n.WatchKey.Rule, n.WatchKey.Path, existing, err)
+		}
+		return o, false, nil
+	}
+	s.signal()
+	o, err = s.Get(ctx, n.UUID)
+	if err != nil {
+		return Order{}, false, fmt.Errorf("create order: %w", err)
+	}
+	s.log.WithFields(map[string]any{"order": o.UUID, "source": o.Source}).Debug("order created")
+	return o, true, nil
+}
+
+// createOrder writes the order; it returns the uuid of the existing order of n.WatchKey instead
+// when there is one.
+func (s *Store) createOrder(ctx context.Context, n NewOrder, files string, fileNames any) (string, error) {
+	defer s.lockWrite()()
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return "", err
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	if k := n.WatchKey; k != nil {
+		res, err := tx.ExecContext(ctx, s.sql(`INSERT INTO adi_watch_items (rule, path, fingerprint, uuid, created)
+			VALUES ($1, $2, $3, $4, {now}) ON CONFLICT DO NOTHING`), k.Rule, k.Path, k.Fingerprint, n.UUID)
+		if err != nil {
+			return "", fmt.Errorf("insert watch item: %w", err)
+		}
+		if c, _ := res.RowsAffected(); c == 0 {
+			var existing string
+			err := tx.QueryRowContext(ctx, s.sql(`SELECT uuid FROM adi_watch_items
+				WHERE rule = $1 AND path = $2 AND fingerprint = $3`), k.Rule, k.Path, k.Fingerprint).Scan(&existing)
+			if err != nil {
+				return "", fmt.Errorf("read watch item: %w", err)
+			}
+			return existing, nil
+		}
+	}
+	var ppID any
+	if p := n.Preprocessing; p != nil {
+		var extra any
+		switch {
+		case p.ExtraParams != nil:
+			b, _ := json.Marshal(p.ExtraParams)
+			extra = string(b)
+		case p.ExtraParamsRaw != "":
+			extra = p.ExtraParamsRaw
+		}
+		var alt any
+		if p.AltOutputFolder != "" {
+			alt = p.AltOutputFolder
+		}
+		var id int64
+		err := tx.QueryRowContext(ctx, s.sql(`INSERT INTO imports_preprocessing
+			(container, input_file, output_folder, alt_output_folder, extra_params)
+			VALUES ($1, $2, $3, $4, $5) RETURNING id`), p.Container, p.InputFile, p.OutputFolder, alt, extra).Scan(&id)
+		if err != nil {
+			return "", fmt.Errorf("insert preprocessing: %w", err)
+		}
+		ppID = id
+	}
+	var desc any
+	if n.Description != "" {
+		desc = n.Description
+	}
+	_, err = tx.ExecContext(ctx, s.sql(`INSERT INTO imports (group_name, user_name, destination_id,
+		destination_type, stage, uuid, timestamp, files, file_names, description, preprocessing_id, source)
+		VALUES ($1, $2, $3, $4, 'Import Pending', $5, {now}, $6, $7, $8, $9, $10)`),
+		n.Group, n.User, n.DestinationID, n.DestinationType, n.UUID, files, fileNames, desc, ppID, n.Source)
+	if err != nil {
+		return "", fmt.Errorf("insert order: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, s.sql(`INSERT INTO adi_history (uuid, stage, at, worker, description)
+		VALUES ($1, 'Import Pending', {now}, $2, $3)`), n.UUID, s.opts.Worker, "created by "+n.Source)
+	if err != nil {
+		return "", fmt.Errorf("insert history: %w", err)
+	}
+	return "", tx.Commit()
+}
+
+// Get returns the order uuid (its newest row), or an error wrapping ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (Order, error) {
+	row := s.db.QueryRowContext(ctx, s.sql(`SELECT `+orderCols+orderFrom+`WHERE i.uuid = $1 ORDER BY i.id DESC LIMIT 1`), id)
+	o, err := scanOrder(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Order{}, fmt.Errorf("get order %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Order{}, fmt.Errorf("get order %s: %w", id, err)
+	}
+	return o, nil
+}
+
+// List returns the newest row of each order that matches f, newest order first.
+func (s *Store) List(ctx context.Context, f Filter) ([]Order, error) {
+	q := `SELECT ` + orderCols + orderFrom + `WHERE ` + newest
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		q += fmt.Sprintf(" AND %s = $%d", cond, len(args))
+	}
+	if f.Stage != "" {
+		add("i.stage", f.Stage)
+	}
+	if f.Group != "" {
+		add("i.group_name", f.Group)
+	}
+	if f.User != "" {
+		add("i.user_name", f.User)
+	}
+	q += " ORDER BY i.id DESC"
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := s.db.QueryContext(ctx, s.sql(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list orders: %w", err)
+	}
+	defer rows.Close()
+	var out []Order
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list orders: %w", err)
+		}
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list orders: %w", err)
+	}
+	return out, nil
+}
+
+// History returns the events of order uuid, oldest first: the older rows of a multi-row order
+// written by the Python service (worker "legacy"), then the history table.
+func (s *Store) History(ctx context.Context, id string) ([]Event, error) {
+	rows, err := s.db.QueryContext(ctx, s.sql(`
+		SELECT 0 AS src, i.id, i.stage, i.timestamp, 'legacy', COALESCE(i.description, '') FROM imports i
+		WHERE i.uuid = $1 AND i.id < (SELECT max(i2.id) FROM imports i2 WHERE i2.uuid = $1)
+		UNION ALL
+		SELECT 1 AS src, h.id, h.stage, h.at, h.worker, h.description FROM adi_history h WHERE h.uuid = $1
+		ORDER BY 1, 2`), id)
+	if err != nil {
+		return nil, fmt.Errorf("read history of %s: %w", id, err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var (
+			src, rowID int64
+			e          Event
+			at         nullTime
+		)
+		if err := rows.Scan(&src, &rowID, &e.Stage, &at, &e.Worker, &e.Description); err != nil {
+			return nil, fmt.Errorf("read history of %s: %w", id, err)
+		}
+		e.UUID, e.At = id, at.Time
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read history of %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// AddEvent appends a history row for order uuid (e.g. "annotation failed: …"); stage is the
+// order's current stage. It returns an error wrapping ErrNotFound for an unknown uuid.
+func (s *Store) AddEvent(ctx context.Context, id, stage, description string) error {
+	defer s.lockWrite()()
+	res, err := s.db.ExecContext(ctx, s.sql(`INSERT INTO adi_history (uuid, stage, at, worker, description)
+		SELECT $1, $2, {now}, $3, $4 WHERE EXISTS (SELECT 1 FROM imports WHERE uuid = $1)`),
+		id, stage, s.opts.Worker, description)
+	if err != nil {
+		return fmt.Errorf("add event to %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("add event to %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// stageError explains why order id cannot do what was asked: ErrNotFound, or ErrStage naming the
+// current stage.
+func (s *Store) stageError(ctx context.Context, op, id string) error {
+	o, err := s.Get(ctx, id)
+	if err != nil {
+		return fmt.Errorf("%s order %s: %w", op, id, err)
+	}
+	return fmt.Errorf("%s order %s in stage %q: %w", op, id, o.Stage, ErrStage)
+}
+
+// Retry puts a failed or cancelled order back to pending, dropping lease, backoff and cancel
+// flag. Other stages return ErrStage.
+func (s *Store) Retry(ctx context.Context, id string) (Order, error) {
+	n, err := s.change(ctx, `UPDATE imports SET stage = 'Import Pending', lease_owner = NULL,
+		lease_expires = NULL, not_before = NULL, cancel_requested = false, description = NULL, timestamp = {now}
+		WHERE id = (SELECT max(id) FROM imports WHERE uuid = $1) AND stage IN ('Import Failed', 'Import Cancelled')`,
+		[]any{id}, s.opts.Worker, "retry requested")
+	if err != nil {
+		return Order{}, fmt.Errorf("retry order %s: %w", id, err)
+	}
+	if n == 0 {
+		return Order{}, s.stageError(ctx, "retry", id)
+	}
+	s.signal()
+	return s.Get(ctx, id)
+}
+
+// Cancel cancels a pending order at once, and asks the worker of a running order to stop (its
+// next heartbeat reports it). Other stages return ErrStage.
+func (s *Store) Cancel(ctx context.Context, id string) (Order, error) {
+	n, err := s.change(ctx, `UPDATE imports SET stage = 'Import Cancelled', description = 'cancelled before it started',
+		timestamp = {now} WHERE id = (SELECT max(id) FROM imports WHERE uuid = $1) AND stage = 'Import Pending'`,
+		[]any{id}, s.opts.Worker, "cancelled before it started")
+	if err != nil {
+		return Order{}, fmt.Errorf("cancel order %s: %w", id, err)
+	}
+	if n == 0 {
+		unlock := s.lockWrite()
+		res, err := s.db.ExecContext(ctx, s.sql(`UPDATE imports SET cancel_requested = true
+			WHERE id = (SELECT max(id) FROM imports WHERE uuid = $1)
+			AND stage IN ('Import Started', 'Import Preprocessing')`), id)
+		unlock()
+		if err != nil {
+			return Order{}, fmt.Errorf("cancel order %s: %w", id, err)
+		}
+		if c, _ := res.RowsAffected(); c == 0 {
+			return Order{}, s.stageError(ctx, "cancel", id)
+		}
+		o, err := s.Get(ctx, id)
+		if err != nil {
+			return Order{}, err
+		}
+		if err := s.AddEvent(ctx, id, o.Stage, "cancel requested"); err != nil {
+			return Order{}, err
+		}
+		return o, nil
+	}
+	return s.Get(ctx, id)
+}
+
+// WatchItems returns the watch items of rule with the given fingerprint (the watcher's rename
+// detection: same content under another path).
+func (s *Store) WatchItems(ctx context.Context, rule, fingerprint string) ([]WatchItem, error) {
+	rows, err := s.db.QueryContext(ctx, s.sql(`SELECT rule, path, fingerprint, uuid, created FROM adi_watch_items
+		WHERE rule = $1 AND fingerprint = $2 ORDER BY created, path`), rule, fingerprint)
+	if err != nil {
+		return nil, fmt.Errorf("read watch items of rule %s: %w", rule, err)
+	}
+	defer rows.Close()
+	var out []WatchItem
+	for rows.Next() {
+		var (
+			w       WatchItem
+			created nullTime
+		)
+		if err := rows.Scan(&w.Rule, &w.Path, &w.Fingerprint, &w.UUID, &created); err != nil {
+			return nil, fmt.Errorf("read watch items of rule %s: %w", rule, err)
+		}
+		w.Created = created.Time
+		out = append(out, w)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read watch items of rule %s: %w", rule, err)
+	}
+	return out, nil
+}
+
+// HasWatchItem returns the uuid of the order created for k, if any.
+func (s *Store) HasWatchItem(ctx context.Context, k WatchKey) (string, bool, error) {
+	var id string
+	err := s.db.QueryRowContext(ctx, s.sql(`SELECT uuid FROM adi_watch_items
+		WHERE rule = $1 AND path = $2 AND fingerprint = $3`), k.Rule, k.Path, k.Fingerprint).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("read watch item %s %s: %w", k.Rule, k.Path, err)
+	}
+	return id, true, nil
+}

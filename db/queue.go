@@ -1,0 +1,365 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// queries holds the statements whose text depends on the engine, built once per Store.
+type queries struct {
+	claim         string // PostgreSQL: the whole claim; SQLite: the UPDATE … RETURNING
+	claimHistory  string // SQLite only
+	preprocessing string
+}
+
+func buildQueries(driver string) queries {
+	var q queries
+	pending := `i.stage = 'Import Pending' AND (i.not_before IS NULL OR i.not_before <= {now}) AND ` + newest
+	if driver == DriverPostgres {
+		q.claim = sqlFor(driver, `WITH c AS (
+			SELECT i.id FROM imports i WHERE `+pending+`
+			ORDER BY i.id LIMIT $2 FOR UPDATE SKIP LOCKED
+		), u AS (
+			UPDATE imports i SET stage = 'Import Started', attempt = i.attempt + 1, lease_owner = $1,
+				lease_expires = {now+$3}, cancel_requested = false, not_before = NULL, timestamp = now()
+			FROM c WHERE i.id = c.id AND i.stage = 'Import Pending'
+			RETURNING i.*
+		), h AS (
+			INSERT INTO adi_history (uuid, stage, at, worker, description)
+			SELECT uuid, stage, now(), $1, 'claimed, attempt ' || attempt FROM u
+		)
+		SELECT `+orderCols+` FROM u i LEFT JOIN imports_preprocessing p ON p.id = i.preprocessing_id ORDER BY i.id`)
+	} else {
+		q.claim = sqlFor(driver, `UPDATE imports SET stage = 'Import Started', attempt = attempt + 1,
+			lease_owner = $1, lease_expires = {now+$3}, cancel_requested = false, not_before = NULL, timestamp = {now}
+			WHERE id IN (SELECT i.id FROM imports i WHERE `+pending+` ORDER BY i.id LIMIT $2)
+			RETURNING `+importCols("")+noPreprocessingCols)
+		q.claimHistory = sqlFor(driver, `INSERT INTO adi_history (uuid, stage, at, worker, description)
+			SELECT uuid, stage, {now}, $1, 'claimed, attempt ' || attempt FROM imports
+			WHERE id IN (SELECT value FROM json_each($2))`)
+	}
+	q.preprocessing = sqlFor(driver, `SELECT id, container, input_file, output_folder, alt_output_folder,
+		{text:extra_params} FROM imports_preprocessing WHERE id = $1`)
+	return q
+}
+
+// sql returns the engine's spelling of an engine-neutral query (see sqlFor), cached.
+func (s *Store) sql(q string) string {
+	if v, ok := s.sqlCache.Load(q); ok {
+		return v.(string)
+	}
+	out := sqlFor(s.driver, q)
+	s.sqlCache.Store(q, out)
+	return out
+}
+
+// fence is the condition of every write by the worker holding a lease: $1 uuid, $2 owner,
+// $3 attempt, and the order still running.
+const fence = `uuid = $1 AND lease_owner = $2 AND attempt = $3 AND stage IN ('Import Started', 'Import Preprocessing')`
+
+func fenceArgs(l Lease) []any { return []any{l.UUID, l.Owner, l.Attempt} }
+
+// change runs an UPDATE of imports (engine-neutral, parameters $1..$n are args, no RETURNING) and
+// writes a history row with worker and description for every row it changed, atomically. It
+// returns the number of rows changed.
+func (s *Store) change(ctx context.Context, update string, args []any, worker, desc string) (int, error) {
+	n := len(args)
+	all := append(append(make([]any, 0, n+2), args...), worker, desc)
+	if s.driver == DriverPostgres {
+		q := fmt.Sprintf(`WITH u AS (%s RETURNING uuid, stage)
+			INSERT INTO adi_history (uuid, stage, at, worker, description)
+			SELECT uuid, stage, now(), $%d, $%d FROM u`, update, n+1, n+2)
+		res, err := s.db.ExecContext(ctx, s.sql(q), all...)
+		if err != nil {
+			return 0, err
+		}
+		c, err := res.RowsAffected()
+		return int(c), err
+	}
+	defer s.lockWrite()()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	rows, err := tx.QueryContext(ctx, s.sql(update+" RETURNING uuid, stage"), args...)
+	if err != nil {
+		return 0, err
+	}
+	type changed struct{ uuid, stage string }
+	var done []changed
+	for rows.Next() {
+		var c changed
+		if err := rows.Scan(&c.uuid, &c.stage); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		done = append(done, c)
+	}
+	if err := rows.Close(); err != nil {
+		return 0, err
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	for _, c := range done {
+		_, err := tx.ExecContext(ctx, s.sql(`INSERT INTO adi_history (uuid, stage, at, worker, description)
+			VALUES ($1, $2, {now}, $3, $4)`), c.uuid, c.stage, worker, desc)
+		if err != nil {
+			return 0, err
+		}
+	}
+	return len(done), tx.Commit()
+}
+
+// Claim moves up to max pending orders whose backoff has passed (oldest first, only the newest
+// row of a uuid) to Import Started under a lease of worker, attempt+1, and returns them with their
+// preprocessing. Several agents may claim at once: each order goes to exactly one of them.
+func (s *Store) Claim(ctx context.Context, worker string, max int, lease time.Duration) ([]Order, error) {
+	if worker == "" || max <= 0 || lease <= 0 {
+		return nil, fmt.Errorf("%w claim: worker %q, max %d, lease %s: need a worker, max > 0 and lease > 0",
+			ErrInvalid, worker, max, lease)
+	}
+	var (
+		out []Order
+		err error
+	)
+	if s.driver == DriverPostgres {
+		out, err = s.queryOrders(ctx, s.db, s.q.claim, worker, max, s.durArg(lease))
+	} else {
+		out, err = s.claimSQLite(ctx, worker, max, lease)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("claim orders: %w", err)
+	}
+	if len(out) > 0 && s.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		s.log.WithFields(logrus.Fields{"worker": worker, "count": len(out)}).Debug("orders claimed")
+	}
+	return out, nil
+}
+
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func (s *Store) queryOrders(ctx context.Context, q querier, query string, args ...any) ([]Order, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Order
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) claimSQLite(ctx context.Context, worker string, max int, lease time.Duration) ([]Order, error) {
+	defer s.lockWrite()()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	out, err := s.queryOrders(ctx, tx, s.q.claim, worker, max, s.durArg(lease))
+	if err != nil || len(out) == 0 {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	ids := make([]int64, len(out))
+	for i, o := range out {
+		ids[i] = o.ID
+	}
+	idList, _ := json.Marshal(ids)
+	if _, err := tx.ExecContext(ctx, s.q.claimHistory, worker, string(idList)); err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if out[i].PreprocessingID == nil {
+			continue
+		}
+		var (
+			id                                   int64
+			container, input, output, alt, extra sql.NullString
+		)
+		err := tx.QueryRowContext(ctx, s.q.preprocessing, *out[i].PreprocessingID).
+			Scan(&id, &container, &input, &output, &alt, &extra)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue // the runner fails the order: preprocessing row missing
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[i].Preprocessing = newPreprocessing(id, container, input, output, alt, extra)
+	}
+	return out, tx.Commit()
+}
+
+// Heartbeat renews the lease l for another lease duration and reports whether cancellation was
+// requested. ErrLeaseLost means the order is no longer this worker's: stop working on it.
+func (s *Store) Heartbeat(ctx context.Context, l Lease, lease time.Duration) (cancelRequested bool, err error) {
+	unlock := s.lockWrite()
+	err = s.db.QueryRowContext(ctx, s.sql(`UPDATE imports SET lease_expires = {now+$4} WHERE `+fence+`
+		RETURNING cancel_requested`), l.UUID, l.Owner, l.Attempt, s.durArg(lease)).Scan(&cancelRequested)
+	unlock()
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, fmt.Errorf("heartbeat order %s: %w", l.UUID, ErrLeaseLost)
+	}
+	if err != nil {
+		return false, fmt.Errorf("heartbeat order %s: %w", l.UUID, err)
+	}
+	return cancelRequested, nil
+}
+
+// SetStage moves a running order to another running stage (Import Started or Import
+// Preprocessing), fenced by l; a non-empty description also replaces the order's description.
+func (s *Store) SetStage(ctx context.Context, l Lease, stage, description string) error {
+	if stage != StageStarted && stage != StagePreprocessing {
+		return fmt.Errorf("%w stage %q for a running order (want %q or %q)", ErrInvalid, stage, StageStarted, StagePreprocessing)
+	}
+	n, err := s.change(ctx, `UPDATE imports SET stage = $4, timestamp = {now},
+		description = COALESCE(NULLIF($5, ''), description) WHERE `+fence,
+		append(fenceArgs(l), stage, description), l.Owner, description)
+	if err != nil {
+		return fmt.Errorf("set stage of order %s: %w", l.UUID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("set stage of order %s: %w", l.UUID, ErrLeaseLost)
+	}
+	return nil
+}
+
+// SetResult stores the OMERO ids an import created (column result, JSON), fenced by l.
+func (s *Store) SetResult(ctx context.Context, l Lease, r Result) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("set result of order %s: %w", l.UUID, err)
+	}
+	unlock := s.lockWrite()
+	res, err := s.db.ExecContext(ctx, s.sql(`UPDATE imports SET result = $4 WHERE `+fence),
+		l.UUID, l.Owner, l.Attempt, string(b))
+	unlock()
+	if err != nil {
+		return fmt.Errorf("set result of order %s: %w", l.UUID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("set result of order %s: %w", l.UUID, ErrLeaseLost)
+	}
+	return nil
+}
+
+// Finish ends a running order with Import Completed, Import Failed or Import Cancelled and the
+// description (empty clears it), fenced by l, and drops the lease.
+func (s *Store) Finish(ctx context.Context, l Lease, stage, description string) error {
+	if stage != StageCompleted && stage != StageFailed && stage != StageCancelled {
+		return fmt.Errorf("%w final stage %q (want %q, %q or %q)", ErrInvalid, stage, StageCompleted, StageFailed, StageCancelled)
+	}
+	n, err := s.change(ctx, `UPDATE imports SET stage = $4, description = NULLIF($5, ''), timestamp = {now},
+		lease_owner = NULL, lease_expires = NULL, not_before = NULL, cancel_requested = false WHERE `+fence,
+		append(fenceArgs(l), stage, description), l.Owner, description)
+	if err != nil {
+		return fmt.Errorf("finish order %s: %w", l.UUID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("finish order %s: %w", l.UUID, ErrLeaseLost)
+	}
+	return nil
+}
+
+// Release expires lease l now (at shutdown), so that recovery applies its policy to the order.
+func (s *Store) Release(ctx context.Context, l Lease) error {
+	unlock := s.lockWrite()
+	res, err := s.db.ExecContext(ctx, s.sql(`UPDATE imports SET lease_expires = {now} WHERE `+fence), fenceArgs(l)...)
+	unlock()
+	if err != nil {
+		return fmt.Errorf("release order %s: %w", l.UUID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("release order %s: %w", l.UUID, ErrLeaseLost)
+	}
+	return nil
+}
+
+// Recover handles running orders (Import Started, Import Preprocessing) whose lease expired, or
+// that have no lease (left by the Python service): it fails them as interrupted, or with p.Retry
+// queues them again after a backoff until p.MaxAttempts. It returns how many it changed and never
+// touches other stages.
+func (s *Store) Recover(ctx context.Context, p RecoverPolicy) (int, error) {
+	type candidate struct {
+		id, attempt int64
+		uuid, stage string
+		owner       sql.NullString
+	}
+	rows, err := s.db.QueryContext(ctx, s.sql(`SELECT i.id, i.uuid, i.stage, i.attempt, i.lease_owner FROM imports i
+		WHERE i.stage IN ('Import Started', 'Import Preprocessing')
+		AND (i.lease_expires IS NULL OR i.lease_expires <= {now}) AND `+newest+` ORDER BY i.id`))
+	if err != nil {
+		return 0, fmt.Errorf("recover orders: %w", err)
+	}
+	var cands []candidate
+	for rows.Next() {
+		var c candidate
+		if err := rows.Scan(&c.id, &c.uuid, &c.stage, &c.attempt, &c.owner); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("recover orders: %w", err)
+		}
+		cands = append(cands, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("recover orders: %w", err)
+	}
+	total := 0
+	for _, c := range cands {
+		// Fenced on everything read above: a worker that heartbeated or finished meanwhile wins.
+		cond := ` WHERE id = $1 AND stage = $2 AND attempt = $3 AND COALESCE(lease_owner, '') = $4
+			AND (lease_expires IS NULL OR lease_expires <= {now})`
+		args := []any{c.id, c.stage, c.attempt, c.owner.String}
+		retry := fmt.Sprintf("UPDATE imports SET stage = 'Import Pending' WHERE uuid = '%s';", c.uuid)
+		var (
+			n    int
+			desc string
+		)
+		switch {
+		case p.Retry && (p.MaxAttempts <= 0 || int(c.attempt) < p.MaxAttempts):
+			wait := p.Backoff * time.Duration(c.attempt)
+			desc = fmt.Sprintf("import interrupted (agent stopped or lost its lease during %s); queued again "+
+				"after %s (attempt %d of %d); the import may be partial in OMERO", c.stage, wait, c.attempt, p.MaxAttempts)
+			n, err = s.change(ctx, `UPDATE imports SET stage = 'Import Pending', description = $5, timestamp = {now},
+				lease_owner = NULL, lease_expires = NULL, cancel_requested = false, not_before = {now+$6}`+cond,
+				append(args, desc, s.durArg(wait)), s.opts.Worker, desc)
+		default:
+			desc = fmt.Sprintf("import interrupted (agent stopped or lost its lease during %s); the import may be "+
+				"partial in OMERO — check, then retry with: %s", c.stage, retry)
+			if p.Retry {
+				desc = fmt.Sprintf("import interrupted (agent stopped or lost its lease during %s) and gave up after "+
+					"%d attempts (max_attempts %d); the import may be partial in OMERO — check, then retry with: %s",
+					c.stage, c.attempt, p.MaxAttempts, retry)
+			}
+			n, err = s.change(ctx, `UPDATE imports SET stage = 'Import Failed', description = $5, timestamp = {now},
+				lease_owner = NULL, lease_expires = NULL, not_before = NULL`+cond,
+				append(args, desc), s.opts.Worker, desc)
+		}
+		if err != nil {
+			return total, fmt.Errorf("recover order %s: %w", c.uuid, err)
+		}
+		if n > 0 {
+			s.log.WithFields(logrus.Fields{"order": c.uuid, "stage": c.stage, "attempt": c.attempt,
+				"lease_owner": c.owner.String}).Warn("interrupted order recovered")
+		}
+		total += n
+	}
+	return total, nil
+}

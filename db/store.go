@@ -1,0 +1,257 @@
+// Package db is the orders database of omero-adi: connection by URL (PostgreSQL through
+// pgx/v5/stdlib and sqlx, or embedded SQLite through modernc.org/sqlite), embedded migrations, and the
+// order store: create, claim, heartbeat, fenced stage changes, recovery, retry, cancel, history,
+// watch-item dedupe and notifications of new pending work. The tables and stage strings are a public
+// contract shared with the web plugin, dashboards and people with psql (orders-db.md).
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/jmoiron/sqlx"
+	"github.com/sirupsen/logrus"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// ErrInvalid is returned (wrapped) when an order or argument is unusable; the message names the
+// field and its value.
+var ErrInvalid = errors.New("invalid")
+
+// ErrClosed is returned by operations on a closed Store.
+var ErrClosed = errors.New("store closed")
+
+// applicationName marks the agent's PostgreSQL sessions, so that the history trigger records only
+// stage changes made by others.
+const applicationName = "omero-adi"
+
+// notifyChannel is the PostgreSQL NOTIFY channel of new pending work.
+const notifyChannel = "omero_adi_pending"
+
+// Options configure a Store. The zero value works.
+type Options struct {
+	Logger *logrus.Entry // nil: the standard logger
+	Worker string        // written as worker of the history rows this Store writes; "" = host name
+
+	// NotifyPoll is how often SQLite checks PRAGMA data_version for Notify (default 20ms).
+	NotifyPoll time.Duration
+	// NotifyReconnect is how long the PostgreSQL listener waits before reconnecting (default 1s).
+	NotifyReconnect time.Duration
+}
+
+// Store is the orders database. It is safe for concurrent use; Close releases its connections and
+// stops the notification listener.
+type Store struct {
+	driver string
+	dsn    string
+	db     *sqlx.DB
+	log    *logrus.Entry
+	opts   Options
+	q      queries
+
+	sqlCache sync.Map // engine-neutral query text -> engine's text
+
+	// wmu serializes this Store's SQLite write transactions: SQLite has one writer at a time, and
+	// waiting on a mutex is far cheaper than on the busy handler. Unused for PostgreSQL.
+	wmu sync.Mutex
+
+	notifyOnce sync.Once
+	notifyCh   chan struct{}
+	stop       context.CancelFunc
+	stopCtx    context.Context
+	wg         sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open connects to the database named by url (see ParseURL). It checks the connection but does
+// not migrate: call Migrate.
+func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
+	driver, dsn, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = logrus.NewEntry(logrus.StandardLogger())
+	}
+	if opts.Worker == "" {
+		opts.Worker, _ = os.Hostname()
+	}
+	if opts.NotifyPoll <= 0 {
+		opts.NotifyPoll = 20 * time.Millisecond
+	}
+	if opts.NotifyReconnect <= 0 {
+		opts.NotifyReconnect = time.Second
+	}
+	s := &Store{driver: driver, opts: opts, log: opts.Logger.WithField("component", "db"),
+		notifyCh: make(chan struct{}, 1)}
+	s.stopCtx, s.stop = context.WithCancel(context.Background())
+	var sqlDriver string
+	switch driver {
+	case DriverPostgres:
+		sqlDriver = "pgx"
+		u, _ := url.Parse(dsn) // ParseURL produced it
+		q := u.Query()
+		if q.Get("application_name") == "" {
+			q.Set("application_name", applicationName)
+			u.RawQuery = q.Encode()
+		}
+		dsn = u.String()
+	case DriverSQLite:
+		sqlDriver = "sqlite"
+	}
+	s.dsn = dsn
+	s.db, err = sqlx.Open(sqlDriver, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", MaskURL(rawURL), err)
+	}
+	if driver == DriverSQLite {
+		s.db.SetMaxOpenConns(4)
+		s.db.SetMaxIdleConns(4)
+	} else {
+		s.db.SetMaxOpenConns(32)
+		s.db.SetMaxIdleConns(32)
+		s.db.SetConnMaxIdleTime(5 * time.Minute)
+	}
+	if err := s.db.PingContext(ctx); err != nil {
+		_ = s.db.Close()
+		return nil, fmt.Errorf("connect to database %s: %w", MaskURL(rawURL), maskErr(err, rawURL))
+	}
+	s.q = buildQueries(driver)
+	s.log.WithFields(logrus.Fields{"driver": driver, "url": MaskURL(rawURL)}).Debug("database opened")
+	return s, nil
+}
+
+// maskErr keeps a password that a driver might echo out of an error message.
+func maskErr(err error, rawURL string) error {
+	u, perr := url.Parse(rawURL)
+	if perr != nil || u.User == nil {
+		return err
+	}
+	pw, ok := u.User.Password()
+	if !ok || pw == "" || !strings.Contains(err.Error(), pw) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), pw, "***"))
+}
+
+// Close stops the notification listener and closes the connections. It is idempotent.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.stop()
+		s.wg.Wait()
+		s.closeErr = s.db.Close()
+	})
+	return s.closeErr
+}
+
+// Driver returns "postgres" or "sqlite".
+func (s *Store) Driver() string { return s.driver }
+
+// DB returns the connection pool, for tests and raw SQL.
+func (s *Store) DB() *sqlx.DB { return s.db }
+
+// Worker returns the name this Store writes into history rows.
+func (s *Store) Worker() string { return s.opts.Worker }
+
+// lockWrite serializes SQLite writers of this Store; the returned func unlocks.
+func (s *Store) lockWrite() func() {
+	if s.driver != DriverSQLite {
+		return func() {}
+	}
+	s.wmu.Lock()
+	return s.wmu.Unlock
+}
+
+// sqliteTime is the layout of timestamps stored in SQLite (UTC), as strftime('%Y-%m-%d %H:%M:%f').
+const sqliteTime = "2006-01-02 15:04:05.000"
+
+var timeLayouts = []string{
+	sqliteTime,
+	"2006-01-02 15:04:05.999999999-07:00",
+	"2006-01-02 15:04:05.999999999Z07:00",
+	"2006-01-02T15:04:05.999999999Z07:00",
+	"2006-01-02 15:04:05.999999999",
+	"2006-01-02T15:04:05.999999999",
+	"2006-01-02 15:04:05",
+	"2006-01-02",
+}
+
+// nullTime scans a timestamp from either engine: time.Time from PostgreSQL, text from SQLite.
+type nullTime struct {
+	Time  time.Time
+	Valid bool
+}
+
+// Scan implements sql.Scanner.
+func (n *nullTime) Scan(v any) error {
+	n.Valid = false
+	var s string
+	switch x := v.(type) {
+	case nil:
+		return nil
+	case time.Time:
+		n.Time, n.Valid = x, true
+		return nil
+	case string:
+		s = x
+	case []byte:
+		s = string(x)
+	case int64: // unix seconds
+		n.Time, n.Valid = time.Unix(x, 0).UTC(), true
+		return nil
+	default:
+		return fmt.Errorf("scan timestamp: unsupported type %T", v)
+	}
+	for _, l := range timeLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			n.Time, n.Valid = t, true
+			return nil
+		}
+	}
+	return fmt.Errorf("scan timestamp: cannot parse %q", s)
+}
+
+func (n nullTime) ptr() *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := n.Time
+	return &t
+}
+
+var laterRe = regexp.MustCompile(`\{now\+(\$\d+)\}`)
+
+// sqlFor rewrites the engine-neutral spelling of a query: {now} is the database's current time,
+// {now+$N} is now plus the duration of parameter N (pass durArg), {text:EXPR} is EXPR as text.
+func sqlFor(driver, q string) string {
+	if driver == DriverPostgres {
+		q = laterRe.ReplaceAllString(q, "(now() + ${1}::bigint * interval '1 microsecond')")
+		q = strings.ReplaceAll(q, "{now}", "now()")
+		q = strings.ReplaceAll(q, "{timestamp}", "timestamptz")
+		return textRe.ReplaceAllString(q, "${1}::text")
+	}
+	q = laterRe.ReplaceAllString(q, "strftime('%Y-%m-%d %H:%M:%f', 'now', ${1})")
+	q = strings.ReplaceAll(q, "{now}", "strftime('%Y-%m-%d %H:%M:%f', 'now')")
+	q = strings.ReplaceAll(q, "{timestamp}", "TEXT")
+	return textRe.ReplaceAllString(q, "${1}")
+}
+
+var textRe = regexp.MustCompile(`\{text:([^}]+)\}`)
+
+// durArg is the query parameter for {now+$N}.
+func (s *Store) durArg(d time.Duration) any {
+	if s.driver == DriverPostgres {
+		return d.Microseconds()
+	}
+	return fmt.Sprintf("%+.3f seconds", d.Seconds())
+}
