@@ -253,3 +253,19 @@ func (c *Compiled) dir(path string) (bool, *Match, miss) {
 	}
 	return false, nil, miss{why: "inside a folder unit", score: reached}
 }
+
+// Selects reports whether a file at rel (relative to the resolved rule folder, "/"-separated) is
+// part of a unit of this rule by name: no ignored name on the way, not excluded (itself or a
+// parent folder), included. The watcher uses it while walking a folder unit.
+func (c *Compiled) Selects(rel string) bool {
+	if rel == "" || strings.HasPrefix(rel, "/") {
+		return false
+	}
+	parts := strings.Split(rel, "/")
+	for _, p := range parts {
+		if IgnoredName(p) || p == ".." {
+			return false
+		}
+	}
+	return !c.excludedDirs(parts) && c.included(rel)
+}

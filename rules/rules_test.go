@@ -598,3 +598,30 @@ func TestDraft(t *testing.T) {
 		t.Fatalf("Draft with another rule's match: %v", err)
 	}
 }
+
+func TestSelects(t *testing.T) {
+	s := mustCompile(t, Rule{Name: "plates", Group: "Demo", Path: "/data/demo/plates", User: "robot", Unit: "folder",
+		Include: []string{"*/**/*.tif"}, Exclude: []string{"*/thumbs"}, Destination: "Screen:1"})
+	c := s.Rules()[0]
+	tests := []struct {
+		rel  string
+		want bool
+	}{
+		{"p1/a.tif", true},
+		{"p1/A/1/a.tif", true},
+		{"p1/a.txt", false},
+		{"p1/thumbs/a.tif", false},
+		{"p1/.processed/a.tif", false},
+		{"p1/a.tif.part", false},
+		{"a.tif", false},
+		{"", false},
+		{"/p1/a.tif", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.rel, func(t *testing.T) {
+			if got := c.Selects(tt.rel); got != tt.want {
+				t.Fatalf("Selects(%q) = %v, want %v", tt.rel, got, tt.want)
+			}
+		})
+	}
+}
