@@ -376,7 +376,7 @@ func TestRunPodman(t *testing.T) {
 	})
 
 	t.Run("several results, spaces, keyvalues object", func(t *testing.T) {
-		in := e.original(t, "g/carol/my scan 1.lif", "scan")
+		in := e.original(t, "g/carol x/my scan 1.lif", "scan")
 		res, err := e.runner.Run(ctx, e.spec("order-several", map[string]string{"results": "3", "keyvalues": "object", "note": "a b"}), []string{in})
 		if err != nil {
 			t.Fatal(err)
