@@ -1,0 +1,349 @@
+// Command omero is a test double of the OMERO command-line client, built from
+// /work/shared/design/omero-cli.md: it implements the subcommands omero-adi calls (login, logout,
+// sessions key|open|login|logout, import, obj, hql, version) with the real client's flags, output
+// and exit codes, against a simulated server whose state is a JSON file named by the environment
+// variable OMERO_DOUBLE_STATE (see package world). It rejects what the real CLI rejects.
+//
+// Choices the real CLI leaves to the server or to Bio-Formats, made here so tests can rely on them:
+//   - Filesets: a file given on the command line is one fileset. A folder yields one fileset per
+//     file below it, down to --depth levels (default 4; files directly inside are level 1); hidden
+//     entries (name starting with ".") are skipped. A folder whose name ends in ".zarr", or that
+//     holds a ".zattrs" or "zarr.json" file, is one fileset of every file below it.
+//   - Images: one image per fileset, except when the fileset's name (file or .zarr folder) contains
+//     "__series_N": then N images (named "NAME [k]"). With a Screen target (-r or -T Screen:…) every
+//     fileset becomes one Plate holding its images.
+//   - A fileset's files land at <ManagedRepository>/<templatePrefix><path below its root>, where the
+//     root is the folder holding the file (or the .zarr folder) that was found: a .zarr folder keeps
+//     its name and subfolders. The ManagedRepository is the folder named by OMERO_DOUBLE_MANAGED_REPO.
+//   - -T Dataset:name:NAME uses the newest dataset of that name in the session's group, or creates one.
+//   - --file receives what the Java importer prints on stdout (the ids), as in omero-py, and --errs
+//     what it prints on stderr (the log and the summary).
+//   - A path that does not exist fails the import before anything is imported (exit 1); nothing
+//     found to import is "No imports found" (exit 1); a target that does not exist or lies in another
+//     group than the session's fails with exit 2 and no import; a ManagedRepository the double cannot
+//     write fails an ln_s import with exit 2 and the "Check failed" message.
+//   - `--transfer` must be written `--transfer=TYPE` (TYPE one of ln_s, ln, cp, upload); `--skip`
+//     takes all|checksum|minmax|thumbnails|upgrade; there is no `--no-upgrade`.
+//   - Login failures exit with the real codes modulo 256: 11 bad session key, 42 connection refused,
+//     43 unknown host, 52 no terminal (also after a refused password, as the CLI cannot ask again),
+//     44 unknown group, 45 user not in the group.
+//
+// Failure switches (world.Failure) and every call's argv are kept in the state for tests.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/omero-adi/omero-adi/internal/omerotest/world"
+)
+
+// exitError ends the program with a message on stderr and an exit status (taken modulo 256 as the
+// operating system does with Python's sys.exit(523)).
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func die(code int, format string, a ...any) error {
+	return &exitError{code: code, msg: fmt.Sprintf(format, a...)}
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) > 0 && args[0] == "__hang" {
+		time.Sleep(time.Duration(1<<62 - 1))
+		return 0
+	}
+	statePath := os.Getenv("OMERO_DOUBLE_STATE")
+	if err := recordCall(statePath, args); err != nil {
+		fmt.Fprintf(os.Stderr, "omero double: %v\n", err)
+		return 1
+	}
+	err := dispatch(statePath, args)
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			fmt.Fprintln(os.Stderr, ee.msg)
+		}
+		return ee.code % 256
+	}
+	fmt.Fprintf(os.Stderr, "omero double: %v\n", err)
+	return 1
+}
+
+func dispatch(statePath string, args []string) error {
+	if len(args) == 0 {
+		return usageError("omero", "the following arguments are required: subcommand")
+	}
+	sub, rest := args[0], args[1:]
+	switch sub {
+	case "login":
+		return cmdLogin(statePath, rest)
+	case "logout":
+		return cmdLogout(statePath, rest)
+	case "sessions":
+		if len(rest) == 0 {
+			return usageError("omero sessions", "the following arguments are required: subcommand")
+		}
+		switch rest[0] {
+		case "login":
+			return cmdLogin(statePath, rest[1:])
+		case "logout":
+			return cmdLogout(statePath, rest[1:])
+		case "key":
+			return cmdSessionsKey(rest[1:])
+		case "open":
+			return cmdSessionsOpen(statePath, rest[1:])
+		default:
+			return usageError("omero sessions", fmt.Sprintf("argument subcommand: invalid choice: '%s'", rest[0]))
+		}
+	case "import":
+		return cmdImport(statePath, rest)
+	case "obj":
+		return cmdObj(statePath, rest)
+	case "hql":
+		return cmdHQL(statePath, rest)
+	case "version":
+		fmt.Println("5.19.4-double")
+		return nil
+	default:
+		return usageError("omero", fmt.Sprintf("argument subcommand: invalid choice: '%s'", sub))
+	}
+}
+
+// recordCall stores argv and whether a password travelled on it.
+func recordCall(statePath string, args []string) error {
+	if statePath == "" {
+		return errors.New("OMERO_DOUBLE_STATE is not set")
+	}
+	return world.Update(statePath, func(st *world.State) error {
+		c := world.Call{
+			Argv:          append([]string(nil), args...),
+			PasswordInEnv: os.Getenv("OMERO_PASSWORD") != "",
+			SessionDir:    os.Getenv("OMERO_SESSIONDIR"),
+		}
+		for _, a := range args {
+			if a == "-w" || a == "--password" || strings.HasPrefix(a, "--password=") ||
+				(strings.HasPrefix(a, "-w") && len(a) > 2 && !strings.HasPrefix(a, "--")) {
+				c.PasswordInArgv = true
+			}
+			for _, u := range st.Users {
+				if u.Password != "" && a == u.Password {
+					c.PasswordInArgv = true
+				}
+			}
+		}
+		if c.PasswordInArgv {
+			st.PasswordInArgv = true
+		}
+		st.Calls = append(st.Calls, c)
+		return nil
+	})
+}
+
+// --- argument parsing, after Python's argparse ---
+
+type optSpec struct {
+	names    []string
+	dest     string
+	value    bool     // takes a value
+	optional bool     // nargs="?": the value may be missing
+	eqOnly   bool     // only the --name=VALUE form is accepted
+	choices  []string // allowed values
+	isInt    bool
+}
+
+type parsed struct {
+	vals map[string][]string
+	pos  []string
+}
+
+func (p *parsed) get(dest string) string {
+	v := p.vals[dest]
+	if len(v) == 0 {
+		return ""
+	}
+	return v[len(v)-1]
+}
+
+func (p *parsed) has(dest string) bool { _, ok := p.vals[dest]; return ok }
+
+func (p *parsed) all(dest string) []string { return p.vals[dest] }
+
+func usageError(prog, msg string) error {
+	return die(2, "usage: %s [-h] ...\n%s: error: %s", prog, prog, msg)
+}
+
+var loginSpecs = []optSpec{
+	{names: []string{"-C", "--create"}, dest: "create"},
+	{names: []string{"-s", "--server"}, dest: "server", value: true},
+	{names: []string{"-p", "--port"}, dest: "port", value: true},
+	{names: []string{"-g", "--group"}, dest: "group", value: true},
+	{names: []string{"-u", "--user"}, dest: "user", value: true},
+	{names: []string{"-w", "--password"}, dest: "password", value: true},
+	{names: []string{"-k", "--key"}, dest: "key", value: true},
+	{names: []string{"--sudo"}, dest: "sudo", value: true},
+	{names: []string{"-q", "--quiet"}, dest: "quiet"},
+	{names: []string{"--session-dir"}, dest: "session_dir", value: true},
+}
+
+func parseArgs(prog string, specs []optSpec, args []string) (*parsed, error) {
+	p := &parsed{vals: map[string][]string{}}
+	find := func(name string) *optSpec {
+		for i := range specs {
+			for _, n := range specs[i].names {
+				if n == name {
+					return &specs[i]
+				}
+			}
+		}
+		return nil
+	}
+	add := func(s *optSpec, shown, v string) error {
+		if s.value && len(s.choices) > 0 && v != "" {
+			ok := false
+			for _, c := range s.choices {
+				ok = ok || c == v
+			}
+			if !ok {
+				quoted := make([]string, len(s.choices))
+				for i, c := range s.choices {
+					quoted[i] = "'" + c + "'"
+				}
+				return usageError(prog, fmt.Sprintf("argument %s: invalid choice: '%s' (choose from %s)",
+					strings.Join(s.names, "/"), v, strings.Join(quoted, ", ")))
+			}
+		}
+		if s.isInt {
+			if _, err := strconv.Atoi(v); err != nil {
+				return usageError(prog, fmt.Sprintf("argument %s: invalid int value: '%s'", shown, v))
+			}
+		}
+		p.vals[s.dest] = append(p.vals[s.dest], v)
+		return nil
+	}
+	var unknown []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			p.pos = append(p.pos, args[i+1:]...)
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			p.pos = append(p.pos, a)
+			continue
+		}
+		name, val, hasEq := a, "", false
+		if strings.HasPrefix(a, "--") {
+			if k, v, ok := strings.Cut(a, "="); ok {
+				name, val, hasEq = k, v, true
+			}
+		}
+		s := find(name)
+		if s == nil && !strings.HasPrefix(a, "--") && len(a) > 2 {
+			// -d151: a short option with its value attached
+			if s2 := find(a[:2]); s2 != nil && s2.value {
+				s, name, val, hasEq = s2, a[:2], a[2:], true
+			}
+		}
+		if s == nil {
+			unknown = append(unknown, a)
+			continue
+		}
+		shown := strings.Join(s.names, "/")
+		switch {
+		case !s.value:
+			if hasEq {
+				return nil, usageError(prog, fmt.Sprintf("argument %s: ignored explicit argument '%s'", shown, val))
+			}
+			p.vals[s.dest] = append(p.vals[s.dest], "")
+		case hasEq:
+			if err := add(s, shown, val); err != nil {
+				return nil, err
+			}
+		case s.eqOnly:
+			return nil, usageError(prog, fmt.Sprintf("argument %s: write it as %s=TYPE", shown, name))
+		case i+1 < len(args) && (!strings.HasPrefix(args[i+1], "-") || args[i+1] == "-"):
+			i++
+			if err := add(s, shown, args[i]); err != nil {
+				return nil, err
+			}
+		case s.optional:
+			p.vals[s.dest] = append(p.vals[s.dest], "")
+		default:
+			return nil, usageError(prog, fmt.Sprintf("argument %s: expected one argument", shown))
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, usageError("omero", "unrecognized arguments: "+strings.Join(unknown, " "))
+	}
+	return p, nil
+}
+
+// --- sessions store: the current session of one OMERO_SESSIONDIR ---
+
+type current struct {
+	Host string `json:"host"`
+	Port int    `json:"port"`
+	User string `json:"user"`
+	Key  string `json:"key"`
+}
+
+func sessionDir(p *parsed) string {
+	if d := p.get("session_dir"); d != "" {
+		return d
+	}
+	if d := os.Getenv("OMERO_SESSIONDIR"); d != "" {
+		return d
+	}
+	if d := os.Getenv("OMERO_USERDIR"); d != "" {
+		return filepath.Join(d, "sessions")
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, "omero", "sessions")
+}
+
+func readCurrent(dir string) (current, bool) {
+	var c current
+	b, err := os.ReadFile(filepath.Join(dir, "._CURRENT_"))
+	if err != nil {
+		return c, false
+	}
+	if err := jsonUnmarshal(b, &c); err != nil || c.Key == "" {
+		return c, false
+	}
+	return c, true
+}
+
+func writeCurrent(dir string, c current) error {
+	if err := os.MkdirAll(filepath.Join(dir, c.Host, c.User), 0o700); err != nil {
+		return fmt.Errorf("write session: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, c.Host, c.User, c.Key), []byte("omero.sess="+c.Key+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write session: %w", err)
+	}
+	b, _ := jsonMarshal(c)
+	if err := os.WriteFile(filepath.Join(dir, "._CURRENT_"), b, 0o600); err != nil {
+		return fmt.Errorf("write session: %w", err)
+	}
+	return nil
+}
+
+func removeCurrent(dir string, c current) {
+	_ = os.Remove(filepath.Join(dir, c.Host, c.User, c.Key))
+	_ = os.Remove(filepath.Join(dir, "._CURRENT_"))
+}

@@ -1,0 +1,329 @@
+// Package world holds the state of the OMERO CLI test double: the users, groups and containers the
+// "server" knows, the sessions it handed out, and everything imports and object calls created. The
+// state lives in one JSON file shared by every process of the double (many imports run at once), so
+// each change is a read-modify-write under an exclusive flock on a lock file beside it.
+package world
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// FirstID is where the double starts numbering the objects it creates, above every seeded id.
+const FirstID = 1000
+
+// State is the whole world of the double. Fields are exported for JSON and for tests to read.
+type State struct {
+	Server      Server       `json:"server"`
+	Users       []User       `json:"users"`
+	Groups      []Group      `json:"groups"`
+	Datasets    []Container  `json:"datasets"`
+	Screens     []Container  `json:"screens"`
+	Sessions    []Session    `json:"sessions"`
+	Filesets    []Fileset    `json:"filesets"`
+	Images      []Image      `json:"images"`
+	Plates      []Plate      `json:"plates"`
+	Annotations []Annotation `json:"annotations"`
+	Links       []Link       `json:"links"`
+	Imports     []Import     `json:"imports"`
+	Calls       []Call       `json:"calls"`
+	// PasswordInArgv is set once any call carried a password on its command line (-w, --password, or
+	// an argument equal to a known password): tests assert it stays false.
+	PasswordInArgv bool    `json:"password_in_argv"`
+	NextID         int64   `json:"next_id"`
+	Failure        Failure `json:"failure"`
+	// HangPIDs are the processes a hanging import left running (itself and its child), so tests can
+	// check that a timeout killed them all.
+	HangPIDs []int `json:"hang_pids"`
+}
+
+// Server is the only address the double answers on; another host is an unknown host (exit 43) and
+// another port a refused connection (exit 42).
+type Server struct {
+	Host string `json:"host"`
+	Port int    `json:"port"`
+}
+
+// User is an OMERO experimenter. Admins may log in for others with --sudo.
+type User struct {
+	ID       int64  `json:"id"`
+	Name     string `json:"name"`
+	Password string `json:"password"`
+	Admin    bool   `json:"admin"`
+}
+
+// Group is an OMERO group with its members' user ids.
+type Group struct {
+	ID      int64   `json:"id"`
+	Name    string  `json:"name"`
+	Members []int64 `json:"members"`
+}
+
+// Container is a Dataset or a Screen.
+type Container struct {
+	ID      int64  `json:"id"`
+	Name    string `json:"name"`
+	GroupID int64  `json:"group_id"`
+	OwnerID int64  `json:"owner_id"`
+}
+
+// Session is a server session; its Key is what `-k` passes.
+type Session struct {
+	Key     string    `json:"key"`
+	UserID  int64     `json:"user_id"`
+	GroupID int64     `json:"group_id"`
+	SudoBy  string    `json:"sudo_by,omitempty"`
+	Closed  bool      `json:"closed"`
+	Created time.Time `json:"created"`
+}
+
+// Fileset is one imported fileset: its templatePrefix (relative to the ManagedRepository, ending in
+// "/"), the client paths it was imported from and the repository paths (relative) created for them.
+type Fileset struct {
+	ID             int64    `json:"id"`
+	GroupID        int64    `json:"group_id"`
+	OwnerID        int64    `json:"owner_id"`
+	TemplatePrefix string   `json:"template_prefix"`
+	ClientPaths    []string `json:"client_paths"`
+	RepoPaths      []string `json:"repo_paths"`
+}
+
+// Image is an imported image.
+type Image struct {
+	ID        int64  `json:"id"`
+	Name      string `json:"name"`
+	FilesetID int64  `json:"fileset_id"`
+	GroupID   int64  `json:"group_id"`
+	DatasetID int64  `json:"dataset_id,omitempty"`
+	PlateID   int64  `json:"plate_id,omitempty"`
+}
+
+// Plate is an imported plate (screen imports).
+type Plate struct {
+	ID        int64  `json:"id"`
+	Name      string `json:"name"`
+	FilesetID int64  `json:"fileset_id"`
+	GroupID   int64  `json:"group_id"`
+	ScreenID  int64  `json:"screen_id,omitempty"`
+}
+
+// Annotation is a MapAnnotation with its key-value pairs in order.
+type Annotation struct {
+	ID      int64       `json:"id"`
+	NS      string      `json:"ns"`
+	Values  [][2]string `json:"values"`
+	GroupID int64       `json:"group_id"`
+}
+
+// Link is an annotation link such as ImageAnnotationLink parent=Image:101 child=MapAnnotation:456.
+type Link struct {
+	ID      int64  `json:"id"`
+	Kind    string `json:"kind"`
+	Parent  string `json:"parent"`
+	Child   string `json:"child"`
+	GroupID int64  `json:"group_id"`
+}
+
+// Import records one `omero import` run that got past its checks.
+type Import struct {
+	User            string   `json:"user"`
+	Group           string   `json:"group"`
+	Target          string   `json:"target"` // "Dataset:151", "Screen:201" or "" (orphaned)
+	Paths           []string `json:"paths"`
+	Transfer        string   `json:"transfer"`
+	Skip            []string `json:"skip"`
+	Depth           int      `json:"depth"`
+	ParallelUpload  int      `json:"parallel_upload"`
+	ParallelFileset int      `json:"parallel_fileset"`
+	Filesets        []int64  `json:"filesets"`
+	Prefixes        []string `json:"prefixes"`
+	Images          []int64  `json:"images"`
+	Plates          []int64  `json:"plates"`
+	ExitCode        int      `json:"exit_code"`
+	Argv            []string `json:"argv"`
+}
+
+// Call records every invocation of the double, before it does anything.
+type Call struct {
+	Argv           []string `json:"argv"`
+	PasswordInArgv bool     `json:"password_in_argv"`
+	PasswordInEnv  bool     `json:"password_in_env"`
+	SessionDir     string   `json:"session_dir"`
+}
+
+// Failure switches make the double misbehave the way a real server or CLI does.
+type Failure struct {
+	// BadPassword refuses every password login as a wrong password (exit 52, as without a terminal
+	// the CLI cannot ask again).
+	BadPassword bool `json:"bad_password"`
+	// ConnectionRefused makes the next N server calls fail with exit 42; negative: every call.
+	ConnectionRefused int `json:"connection_refused"`
+	// UnknownHost makes the next N server calls fail with exit 43; negative: every call.
+	UnknownHost int `json:"unknown_host"`
+	// FailImport fails an import after FailImportAfter filesets were imported (exit 2).
+	FailImport      bool `json:"fail_import"`
+	FailImportAfter int  `json:"fail_import_after"`
+	// NoImports makes an import exit 0 with no output and "No imports due to errors!" on stderr.
+	NoImports bool `json:"no_imports"`
+	// Hang makes an import start a child process and sleep until killed.
+	Hang bool `json:"hang"`
+	// FailObj makes every obj action fail as the server refusing the change (exit 80).
+	FailObj bool `json:"fail_obj"`
+	// ImportDelay is slept before each fileset of an import.
+	ImportDelay time.Duration `json:"import_delay"`
+}
+
+// ErrNoState means the state file path is not set or does not exist.
+var ErrNoState = errors.New("no state file")
+
+// NewID hands out the next object id.
+func (s *State) NewID() int64 {
+	if s.NextID < FirstID {
+		s.NextID = FirstID
+	}
+	id := s.NextID
+	s.NextID++
+	return id
+}
+
+// UserByName finds a user.
+func (s *State) UserByName(name string) *User {
+	for i := range s.Users {
+		if s.Users[i].Name == name {
+			return &s.Users[i]
+		}
+	}
+	return nil
+}
+
+// UserByID finds a user.
+func (s *State) UserByID(id int64) *User {
+	for i := range s.Users {
+		if s.Users[i].ID == id {
+			return &s.Users[i]
+		}
+	}
+	return nil
+}
+
+// GroupByName finds a group.
+func (s *State) GroupByName(name string) *Group {
+	for i := range s.Groups {
+		if s.Groups[i].Name == name {
+			return &s.Groups[i]
+		}
+	}
+	return nil
+}
+
+// GroupByID finds a group.
+func (s *State) GroupByID(id int64) *Group {
+	for i := range s.Groups {
+		if s.Groups[i].ID == id {
+			return &s.Groups[i]
+		}
+	}
+	return nil
+}
+
+// IsMember reports whether user uid belongs to group g.
+func (g *Group) IsMember(uid int64) bool {
+	for _, m := range g.Members {
+		if m == uid {
+			return true
+		}
+	}
+	return false
+}
+
+// SessionByKey finds an open session.
+func (s *State) SessionByKey(key string) *Session {
+	for i := range s.Sessions {
+		if s.Sessions[i].Key == key && !s.Sessions[i].Closed {
+			return &s.Sessions[i]
+		}
+	}
+	return nil
+}
+
+// Load reads the state without locking (for tests, after the double's processes ended).
+func Load(path string) (State, error) {
+	var st State
+	if path == "" {
+		return st, ErrNoState
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return st, fmt.Errorf("read state %s: %w", path, ErrNoState)
+		}
+		return st, fmt.Errorf("read state: %w", err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("decode state %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// Save writes the state atomically (temporary file, then rename). Call it under Update's lock or
+// before any process of the double runs.
+func Save(path string, st State) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".state-*.json")
+	if err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		_ = tmp.Close()
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("write state: %w", err)
+	}
+	return nil
+}
+
+// Update runs fn on the state under an exclusive lock and saves it when fn returns nil. An error
+// from fn is returned as is and nothing is saved.
+func Update(path string, fn func(*State) error) error {
+	if path == "" {
+		return ErrNoState
+	}
+	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("open state lock: %w", err)
+	}
+	defer func() { _ = lock.Close() }()
+	for {
+		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("lock state: %w", err)
+	}
+	defer func() { _ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) }()
+	st, err := Load(path)
+	if err != nil {
+		return err
+	}
+	if err := fn(&st); err != nil {
+		return err
+	}
+	return Save(path, st)
+}
