@@ -93,6 +93,9 @@ type Output struct {
 	Input     string      // the original host file
 	Name      string      // result "name" (the base name of full_path when the container gave none)
 	Processed string      // host path below <file's folder>/.processed/<order> (from full_path)
+	// ProcessedDir is the host folder the container saw as <output_folder>/.processed, i.e.
+	// <file's folder>/.processed/<order> (look there for a metadata.csv the container wrote).
+	ProcessedDir string
 	Alt       string      // host path below the temp folder (from alt_path); "" without alt_output_folder
 	KeyValues [][2]string // keyvalues flattened in order (list of objects or one object)
 }
@@ -460,7 +463,13 @@ func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p pla
 	if err != nil {
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {
-			return nil, r.failure(ErrExit, spec, p.file, fmt.Sprintf("it exited with status %d%s; fix the cause", exit.ExitCode(), stderr.describe()))
+			what := "it exited"
+			if p.local == nil && exit.ExitCode() >= 125 && exit.ExitCode() <= 127 {
+				// podman's own codes: 125 podman failed (image not found or not pullable, bad flag
+				// or mount), 126 entrypoint not executable, 127 entrypoint not found.
+				what = r.cfg.Runtime + " could not run the container"
+			}
+			return nil, r.failure(ErrExit, spec, p.file, fmt.Sprintf("%s with status %d%s; fix the cause", what, exit.ExitCode(), stderr.describe()))
 		}
 		return nil, r.failure(ErrStart, spec, p.file, fmt.Sprintf("could not start %s: %v; install it or map the container to a local command in preprocessing.local", argv[0], err))
 	}
@@ -511,7 +520,7 @@ func refuse(sentinel error, format string, a ...any) error {
 
 // mapResult maps one reported result to host paths and checks the files exist inside the mounts.
 func mapResult(raw rawResult, p plan, pm, am mount, withAlt bool) (Output, error) {
-	o := Output{Input: p.file, Name: raw.Name, KeyValues: raw.kv}
+	o := Output{Input: p.file, Name: raw.Name, ProcessedDir: p.processed, KeyValues: raw.kv}
 	host, rel, err := toHost(raw.FullPath, pm)
 	if err != nil {
 		return o, refuse(ErrOutside, "full_path %q is not below %s (%s on the host): %v", raw.FullPath, pm.ctr, pm.host, err)

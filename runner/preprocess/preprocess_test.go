@@ -37,7 +37,7 @@ const (
 	localMode
 )
 
-func setup(t *testing.T, m mode, timeout time.Duration) *env {
+func setup(t *testing.T, m mode, timeout time.Duration, edits ...func(*Config)) *env {
 	t.Helper()
 	e := &env{data: t.TempDir(), tmpRoot: t.TempDir(), sums: map[string]string{}}
 	e.logPath = filepath.Join(t.TempDir(), "logs", "preprocessing.log")
@@ -47,6 +47,9 @@ func setup(t *testing.T, m mode, timeout time.Duration) *env {
 	} else {
 		e.image = "example.org/converter:1"
 		cfg.Local = map[string][]string{e.image: {convtest.Binary(t)}}
+	}
+	for _, edit := range edits {
+		edit(&cfg)
 	}
 	log := logrus.New()
 	log.SetLevel(logrus.DebugLevel)
@@ -333,6 +336,9 @@ func TestRunPodman(t *testing.T) {
 		}
 		o := res.Outputs[0]
 		checkOutput(t, e, o, "order-single", in, "plate1.ome.tiff")
+		if want := filepath.Join(e.data, "g/alice/.processed/order-single"); o.ProcessedDir != want {
+			t.Errorf("ProcessedDir = %s, want %s", o.ProcessedDir, want)
+		}
 		if o.Name != "plate1" {
 			t.Errorf("Name = %q", o.Name)
 		}
@@ -393,6 +399,20 @@ func TestRunPodman(t *testing.T) {
 			}
 		}
 		e.checkOriginals(t)
+	})
+
+	t.Run("filtered environment", func(t *testing.T) {
+		t.Setenv("OMERO_PASSWORD", "secret")
+		t.Setenv("http_proxy", "http://proxy.invalid:3128")
+		in := e.original(t, "g/env/e.lif", "e")
+		res, err := e.runner.Run(ctx, e.spec("order-env", map[string]string{"echoenv": "OMERO_PASSWORD,http_proxy"}), []string{in})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := [][2]string{{"source", "e.lif"}, {"result", "0"}, {"env_OMERO_PASSWORD", "<unset>"}, {"env_http_proxy", "<unset>"}}
+		if got := res.Outputs[0].KeyValues; !reflect.DeepEqual(got, want) {
+			t.Errorf("keyvalues %q, want %q: the container must see neither secrets nor the host's proxy", got, want)
+		}
 	})
 
 	t.Run("without alt folder", func(t *testing.T) {
@@ -639,10 +659,11 @@ func TestTimeoutLocal(t *testing.T) {
 }
 
 func TestRunLocal(t *testing.T) {
-	e := setup(t, localMode, time.Minute)
+	e := setup(t, localMode, time.Minute, func(c *Config) { c.Env = []string{"CONVERTER_LICENSE=abc"} })
 	t.Setenv("OMERO_PASSWORD", "secret")
 	in := e.original(t, "g/l/my file.lif", "local pixels")
 	spec := e.spec("order-local", map[string]string{"nested": "yes", "echoenv": "OMERO_PASSWORD"})
+	spec.ExtraParams["echoenv"] = "OMERO_PASSWORD,CONVERTER_LICENSE"
 	res, err := e.runner.Run(context.Background(), spec, []string{in})
 	if err != nil {
 		t.Fatal(err)
@@ -652,9 +673,9 @@ func TestRunLocal(t *testing.T) {
 	if got := readFile(t, filepath.Join(o.Processed, "0", "0", "0.0")); got != "local pixels" {
 		t.Errorf("chunk %q", got)
 	}
-	want := [][2]string{{"source", "my file.lif"}, {"result", "0"}, {"env_OMERO_PASSWORD", "<unset>"}}
+	want := [][2]string{{"source", "my file.lif"}, {"result", "0"}, {"env_OMERO_PASSWORD", "<unset>"}, {"env_CONVERTER_LICENSE", "abc"}}
 	if !reflect.DeepEqual(o.KeyValues, want) {
-		t.Errorf("KeyValues %q, want %q (the child must not see OMERO_PASSWORD)", o.KeyValues, want)
+		t.Errorf("KeyValues %q, want %q (the child must not see OMERO_PASSWORD, and must see Config.Env)", o.KeyValues, want)
 	}
 	e.checkOriginals(t)
 }
@@ -723,4 +744,48 @@ func TestRemoveTempRefusesOutsideRoot(t *testing.T) {
 	if _, err := os.Stat(outside); err != nil {
 		t.Fatalf("folder outside the root was touched: %v", err)
 	}
+}
+
+func TestMissingImage(t *testing.T) {
+	e := setup(t, podmanMode, time.Minute, func(c *Config) { c.ExtraArgs = append(c.ExtraArgs, "--pull=never") })
+	in := e.original(t, "g/m/a.lif", "a")
+	spec := e.spec("order-noimage", nil)
+	spec.Container = "localhost/adi-no-such-image:1"
+	_, err := e.runner.Run(context.Background(), spec, []string{in})
+	if !errors.Is(err, ErrExit) {
+		t.Fatalf("Run: %v, want ErrExit", err)
+	}
+	for _, want := range []string{"podman could not run the container with status 125", "localhost/adi-no-such-image:1"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+}
+
+// BenchmarkRunPodman measures one container run per file (podman start-up dominates).
+func BenchmarkRunPodman(b *testing.B) {
+	e := setupBench(b)
+	in := filepath.Join(e.data, "bench.lif")
+	if err := os.WriteFile(in, []byte("bench"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		res, err := e.runner.Run(context.Background(), e.spec("order-bench", nil), []string{in})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := e.runner.RemoveTemp(res.TempDir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func setupBench(b *testing.B) *env {
+	e := &env{data: b.TempDir(), tmpRoot: b.TempDir(), image: convtest.Image(b)}
+	r, err := New(Config{Timeout: time.Minute, LocalTmpRoot: e.tmpRoot, ExtraArgs: convtest.PodmanArgs()}, logrus.NewEntry(logrus.New()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.runner = r
+	return e
 }

@@ -400,3 +400,44 @@ func TestRemoveTemp(t *testing.T) {
 		t.Errorf("RemoveTemp of a missing folder: %v", err)
 	}
 }
+
+// BenchmarkRedirect redirects 1000 links (a large fileset, e.g. an OME-Zarr) per iteration.
+func BenchmarkRedirect(b *testing.B) {
+	base := b.TempDir()
+	repo, tmp, processed := filepath.Join(base, "repo"), filepath.Join(base, "tmp", "0"), filepath.Join(base, "processed")
+	const n = 1000
+	for i := 0; i < n; i++ {
+		rel := fmt.Sprintf("x.ome.zarr/0/%d/0.%d", i/50, i)
+		for _, d := range []string{tmp, processed} {
+			p := filepath.Join(d, rel)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte("chunk"), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	relink := func() {
+		for i := 0; i < n; i++ {
+			rel := fmt.Sprintf("x.ome.zarr/0/%d/0.%d", i/50, i)
+			l := filepath.Join(repo, prefixA, rel)
+			os.Remove(l)
+			if err := os.MkdirAll(filepath.Dir(l), 0o755); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.Symlink(filepath.Join(tmp, rel), l); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	for b.Loop() {
+		b.StopTimer()
+		relink()
+		b.StartTimer()
+		changed, err := Redirect(repo, []string{prefixA}, map[string]string{tmp: processed})
+		if err != nil || changed != n {
+			b.Fatalf("Redirect: %d, %v", changed, err)
+		}
+	}
+}

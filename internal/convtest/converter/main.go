@@ -13,7 +13,7 @@
 //	                         missing (result file not written), symlink (result is a symlink to
 //	                         /etc/passwd), sleep (ignore SIGTERM and sleep an hour)
 //	--pidfile PATH           write the process id there first (timeout tests)
-//	--echoenv NAME           report the environment variable NAME as keyvalue env_NAME
+//	--echoenv NAME[,NAME]    report each environment variable NAME as keyvalue env_NAME
 //
 // Every other parameter is echoed in the keyvalues as param_<key>.
 package main
@@ -85,7 +85,7 @@ func parse(args []string) (options, error) {
 		case "pidfile":
 			o.pidfile = v
 		case "echoenv":
-			o.echoenv = append(o.echoenv, v)
+			o.echoenv = append(o.echoenv, strings.Split(v, ",")...)
 		default:
 			o.params = append(o.params, param{k, v})
 		}
