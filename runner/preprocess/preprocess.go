@@ -90,14 +90,14 @@ type Spec struct {
 
 // Output is one result the container reported, mapped to host paths.
 type Output struct {
-	Input     string      // the original host file
-	Name      string      // result "name" (the base name of full_path when the container gave none)
-	Processed string      // host path below <file's folder>/.processed/<order> (from full_path)
+	Input     string // the original host file
+	Name      string // result "name" (the base name of full_path when the container gave none)
+	Processed string // host path below <file's folder>/.processed/<order> (from full_path)
 	// ProcessedDir is the host folder the container saw as <output_folder>/.processed, i.e.
 	// <file's folder>/.processed/<order> (look there for a metadata.csv the container wrote).
 	ProcessedDir string
-	Alt       string      // host path below the temp folder (from alt_path); "" without alt_output_folder
-	KeyValues [][2]string // keyvalues flattened in order (list of objects or one object)
+	Alt          string      // host path below the temp folder (from alt_path); "" without alt_output_folder
+	KeyValues    [][2]string // keyvalues flattened in order (list of objects or one object)
 }
 
 // Result is everything one Run produced.
