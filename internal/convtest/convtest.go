@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/omero-adi/omero-adi/internal/testenv"
 )
@@ -95,10 +96,11 @@ func build() (string, string, error) {
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return "", "", err
 	}
-	// Binaries of older converter sources are of no further use.
+	// Binaries of older converter sources are of no further use (an hour later, when no other
+	// checkout's tests can be using them).
 	old, _ := filepath.Glob(filepath.Join(dir, "converter-*"))
 	for _, p := range old {
-		if p != final {
+		if fi, err := os.Stat(p); err == nil && p != final && time.Since(fi.ModTime()) > time.Hour {
 			os.Remove(p)
 		}
 	}

@@ -64,6 +64,7 @@ var (
 	ErrMissing   = errors.New("preprocessing result is missing")
 	ErrTimeout   = errors.New("preprocessing timed out")
 	ErrCollision = errors.New("preprocessing results collide")
+	ErrUnsafe    = errors.New("preprocessing output folder is unsafe")
 )
 
 // Config holds the preprocessing settings. The agent owns it; Runner copies it in New.
@@ -90,14 +91,14 @@ type Spec struct {
 
 // Output is one result the container reported, mapped to host paths.
 type Output struct {
-	Input     string // the original host file
-	Name      string // result "name" (the base name of full_path when the container gave none)
-	Processed string // host path below <file's folder>/.processed/<order> (from full_path)
+	Input     string      // the original host file
+	Name      string      // result "name" (the base name of full_path when the container gave none)
+	Processed string      // host path below <file's folder>/.processed/<order> (from full_path)
+	Alt       string      // host path below the temp folder (from alt_path); "" without alt_output_folder
+	KeyValues [][2]string // keyvalues flattened in order (list of objects or one object)
 	// ProcessedDir is the host folder the container saw as <output_folder>/.processed, i.e.
 	// <file's folder>/.processed/<order> (look there for a metadata.csv the container wrote).
 	ProcessedDir string
-	Alt          string      // host path below the temp folder (from alt_path); "" without alt_output_folder
-	KeyValues    [][2]string // keyvalues flattened in order (list of objects or one object)
 }
 
 // Result is everything one Run produced.
@@ -378,8 +379,8 @@ func (r *Runner) Run(ctx context.Context, spec Spec, files []string) (Result, er
 			folders[dir] = k
 		}
 		p := r.plan(spec, run, n, f, k)
-		if err := os.MkdirAll(p.processed, 0o755); err != nil {
-			return fail(fmt.Errorf("create %s folder: %w", ProcessedDir, err))
+		if err := makeProcessed(p); err != nil {
+			return fail(err)
 		}
 		if p.tmp != "" {
 			if err := os.MkdirAll(p.tmp, 0o755); err != nil {
@@ -400,6 +401,25 @@ func (r *Runner) Run(ctx context.Context, spec Spec, files []string) (Result, er
 	}
 	log.WithField("results", len(res.Outputs)).Info("preprocessing done")
 	return res, nil
+}
+
+// makeProcessed creates <dir>/.processed/<order> and checks that no part of it is a symlink: users
+// own their folders, and a planted .processed link would make the agent mount (read-write) and
+// import whatever it points to.
+func makeProcessed(p plan) error {
+	for _, d := range []string{filepath.Dir(p.processed), p.processed} {
+		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("create %s folder: %w", ProcessedDir, err)
+		}
+		fi, err := os.Lstat(d)
+		if err != nil {
+			return fmt.Errorf("create %s folder: %w", ProcessedDir, err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%w: %s is a %s, not a folder (a symlink there could make the agent write and import elsewhere); remove it and retry the order", ErrUnsafe, d, fi.Mode().Type())
+		}
+	}
+	return nil
 }
 
 // collide checks that o does not share (or nest with) a result of an earlier file of the order.

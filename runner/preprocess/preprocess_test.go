@@ -570,6 +570,23 @@ func TestFailures(t *testing.T) {
 	}
 }
 
+func TestProcessedSymlinkRefused(t *testing.T) {
+	e := setup(t, localMode, time.Minute)
+	in := e.original(t, "g/evil/a.lif", "a")
+	victim := t.TempDir()
+	if err := os.Symlink(victim, filepath.Join(e.data, "g/evil/.processed")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.runner.Run(context.Background(), e.spec("order-evil", nil), []string{in})
+	if !errors.Is(err, ErrUnsafe) || !strings.Contains(err.Error(), "symlink") {
+		t.Fatalf("Run: %v, want ErrUnsafe", err)
+	}
+	if entries, _ := os.ReadDir(victim); len(entries) != 0 {
+		t.Errorf("something was written through the symlink: %v", entries)
+	}
+	assertEmpty(t, e.tmpRoot)
+}
+
 func TestStartFailure(t *testing.T) {
 	in := filepath.Join(t.TempDir(), "a.lif")
 	if err := os.WriteFile(in, []byte("a"), 0o644); err != nil {
