@@ -135,8 +135,8 @@ func New(cfg Config, log *logrus.Entry) (*Runner, error) {
 	if cfg.Timeout < 0 {
 		return nil, fmt.Errorf("%w: preprocessing.timeout %s: must be positive", ErrConfig, cfg.Timeout)
 	}
-	if !filepath.IsAbs(cfg.LocalTmpRoot) || filepath.Clean(cfg.LocalTmpRoot) != cfg.LocalTmpRoot || cfg.LocalTmpRoot == "/" {
-		return nil, fmt.Errorf("%w: preprocessing.local_tmp_root %q: must be a clean absolute path below /", ErrConfig, cfg.LocalTmpRoot)
+	if !filepath.IsAbs(cfg.LocalTmpRoot) || filepath.Clean(cfg.LocalTmpRoot) != cfg.LocalTmpRoot || cfg.LocalTmpRoot == "/" || strings.ContainsAny(cfg.LocalTmpRoot, ":,\n") {
+		return nil, fmt.Errorf("%w: preprocessing.local_tmp_root %q: must be a clean absolute path below / without ':' or ','", ErrConfig, cfg.LocalTmpRoot)
 	}
 	if strings.ContainsAny(cfg.UsernsMode, " \t\n") {
 		return nil, fmt.Errorf("%w: preprocessing.userns_mode %q: must not contain spaces", ErrConfig, cfg.UsernsMode)

@@ -143,6 +143,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"negative timeout", Config{Timeout: -time.Second}, "preprocessing.timeout"},
 		{"relative tmp root", Config{LocalTmpRoot: "tmp"}, `local_tmp_root "tmp"`},
 		{"root tmp root", Config{LocalTmpRoot: "/"}, `local_tmp_root "/"`},
+		{"colon in tmp root", Config{LocalTmpRoot: "/tmp/a:b"}, `local_tmp_root "/tmp/a:b"`},
 		{"userns with space", Config{UsernsMode: "keep id"}, "userns_mode"},
 		{"empty extra arg", Config{ExtraArgs: []string{"--network=none", ""}}, "extra_args[1]"},
 		{"bad env", Config{Env: []string{"NOEQUALS"}}, `env[0] "NOEQUALS"`},
