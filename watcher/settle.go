@@ -1,0 +1,411 @@
+package watcher
+
+import (
+	"container/heap"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/omero-adi/omero-adi/rules"
+)
+
+// hashChunk is how much of a file's head and of its tail the fingerprint hashes.
+const hashChunk = 64 << 10
+
+// cand is a pending unit: observed, not yet settled.
+type cand struct {
+	path   string
+	hash   uint64
+	match  rules.Match
+	root   *root
+	folder bool
+	sig    uint64 // signature of the last observation (0: none yet)
+	since  time.Time
+	last   time.Time
+	due    time.Time
+	idx    int // in the queue; -1 when not scheduled
+	// folder units: the last walk
+	files  []string
+	fp     string
+	marker bool
+}
+
+func (c *cand) settle() time.Duration { return c.match.Rule.Settle.Duration }
+
+// candHeap orders candidates by due time.
+type candHeap []*cand
+
+func (h candHeap) Len() int           { return len(h) }
+func (h candHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h candHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i]; h[i].idx = i; h[j].idx = j }
+func (h *candHeap) Push(x any)        { c := x.(*cand); c.idx = len(*h); *h = append(*h, c) }
+func (h *candHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	c.idx = -1
+	return c
+}
+
+func (w *Watcher) addPending(c *cand) {
+	w.pending[c.hash] = c
+	c.root.pending++
+}
+
+func (w *Watcher) dropPending(c *cand) {
+	if w.pending[c.hash] == c {
+		delete(w.pending, c.hash)
+		c.root.pending--
+	}
+	w.unschedule(c)
+}
+
+func (w *Watcher) schedule(c *cand, at time.Time) {
+	if w.cfg.MinObserve > 0 {
+		if min := c.last.Add(w.cfg.MinObserve); at.Before(min) {
+			at = min
+		}
+	}
+	c.due = at
+	if c.idx >= 0 {
+		heap.Fix(&w.queue, c.idx)
+	} else {
+		heap.Push(&w.queue, c)
+	}
+}
+
+func (w *Watcher) unschedule(c *cand) {
+	if c.idx >= 0 {
+		heap.Remove(&w.queue, c.idx)
+	}
+}
+
+// touch records an event on a pending unit: it changed now, so the quiet period restarts.
+func (w *Watcher) touch(c *cand, now time.Time) {
+	c.since = now
+	w.schedule(c, now.Add(c.settle()))
+}
+
+// reobserve looks at a due candidate again.
+func (w *Watcher) reobserve(ctx context.Context, c *cand, st *ScanStats) {
+	if c.folder {
+		w.unitFound(ctx, c.root, c.match, st)
+		return
+	}
+	var s unix.Stat_t
+	if err := unix.Lstat(c.path, &s); err != nil || s.Mode&unix.S_IFMT != unix.S_IFREG {
+		w.log.WithFields(logrus.Fields{"path": c.path, "rule": c.match.Rule.Name}).Debug("pending file gone")
+		w.dropPending(c)
+		return
+	}
+	w.observedFile(ctx, c, s.Size, mtimeOf(&s), st)
+}
+
+// observedFile applies one observation (size, mtime) of a file candidate.
+func (w *Watcher) observedFile(ctx context.Context, c *cand, size, mtime int64, st *ScanStats) {
+	if size == 0 {
+		w.dropPending(c) // empty: not a unit (yet); a write event or rescan brings it back
+		return
+	}
+	w.observed(ctx, c, fileSig(size, mtime), mtime, false, st)
+}
+
+// observed applies one observation with signature sig to a candidate and settles it, schedules
+// it, or (an empty folder unit that stayed empty) drops it.
+func (w *Watcher) observed(ctx context.Context, c *cand, sig uint64, newest int64, empty bool, st *ScanStats) {
+	now := time.Now()
+	if sig != c.sig {
+		first := c.sig == 0
+		c.sig, c.since = sig, now
+		if first && w.cfg.TrustMtime && newest > 0 {
+			if t := time.Unix(0, newest); t.Before(now) {
+				c.since = t
+			}
+		}
+	}
+	c.last = now
+	switch {
+	case c.folder && c.marker && !empty:
+		w.settleUnit(ctx, c, st)
+	case now.Sub(c.since) >= c.settle():
+		if empty {
+			w.dropPending(c)
+			return
+		}
+		w.settleUnit(ctx, c, st)
+	default:
+		w.schedule(c, c.since.Add(c.settle()))
+	}
+}
+
+// errChanged says a file changed while it was fingerprinted.
+var errChanged = errors.New("changed while fingerprinting")
+
+// settleUnit fingerprints a settled candidate, asks the Sink whether it is known and hands it over.
+func (w *Watcher) settleUnit(ctx context.Context, c *cand, st *ScanStats) {
+	rule := c.match.Rule
+	entry := w.log.WithFields(logrus.Fields{"rule": rule.Name, "path": c.path})
+	fp, files := c.fp, c.files
+	if !c.folder {
+		var err error
+		fp, err = fileFingerprint(c.path, c.sig)
+		switch {
+		case errors.Is(err, errChanged):
+			w.touch(c, time.Now())
+			return
+		case err != nil:
+			entry.WithError(err).Debug("cannot fingerprint pending file; dropped")
+			w.dropPending(c)
+			return
+		}
+		files = []string{c.path}
+	}
+	known, err := w.sink.Known(ctx, rule.Name, c.path, fp)
+	if err != nil {
+		w.retry(c, entry.WithError(err), "cannot ask whether unit is known; retrying")
+		return
+	}
+	if known {
+		w.known[c.hash] = c.sig &^ 1
+		st.AlreadyOrdered++
+		w.dropPending(c)
+		entry.Debug("unit already ordered")
+		return
+	}
+	u := Unit{Rule: rule, Match: c.match, Path: c.path, Files: files, Fingerprint: fp}
+	if err := w.sink.Settled(ctx, u); err != nil {
+		w.retry(c, entry.WithError(err), "cannot hand over settled unit; retrying")
+		return
+	}
+	w.known[c.hash] = c.sig &^ 1
+	st.Settled++
+	w.settled++
+	w.dropPending(c)
+	entry.WithFields(logrus.Fields{"files": len(files), "fingerprint": fp}).Debug("unit settled")
+}
+
+// retry reschedules a candidate whose hand-over failed.
+func (w *Watcher) retry(c *cand, entry *logrus.Entry, msg string) {
+	w.warnOnce("sink:"+c.path, entry, msg)
+	c.root.errors++
+	c.root.lastErr = msg
+	d := c.settle()
+	if d < time.Second {
+		d = time.Second
+	}
+	w.schedule(c, time.Now().Add(d))
+}
+
+// fileFingerprint hashes head and tail of a file; it fails with errChanged when the file's size
+// or mtime is no longer the observed signature.
+func fileFingerprint(path string, sig uint64) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("open file: %w", err)
+	}
+	defer f.Close()
+	var s unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &s); err != nil {
+		return "", fmt.Errorf("stat file: %w", err)
+	}
+	size, mtime := s.Size, mtimeOf(&s)
+	if fileSig(size, mtime) != sig {
+		return "", errChanged
+	}
+	h := sha256.New()
+	buf := make([]byte, hashChunk)
+	n, err := io.ReadFull(f, buf[:min(int64(hashChunk), size)])
+	if err != nil {
+		return "", fmt.Errorf("read file: %w", err)
+	}
+	h.Write(buf[:n])
+	if size > hashChunk {
+		off := max(size-hashChunk, hashChunk)
+		n, err := f.ReadAt(buf[:size-off], off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("read file: %w", err)
+		}
+		h.Write(buf[:n])
+	}
+	if err := unix.Fstat(int(f.Fd()), &s); err != nil {
+		return "", fmt.Errorf("stat file: %w", err)
+	}
+	if s.Size != size || mtimeOf(&s) != mtime {
+		return "", errChanged
+	}
+	sum := h.Sum(nil)
+	return strconv.FormatInt(size, 10) + ":" + strconv.FormatInt(mtime, 10) + ":" + hex.EncodeToString(sum[:16]), nil
+}
+
+// unitFound observes a folder unit: walk it, compute its signature, and update its candidate.
+func (w *Watcher) unitFound(ctx context.Context, r *root, m rules.Match, st *ScanStats) {
+	h := hashString(m.UnitPath)
+	c := w.pending[h]
+	if c != nil && c.path != m.UnitPath {
+		c = nil
+	}
+	files, fp, newest, marker, err := w.walkUnit(m)
+	if err != nil {
+		if c != nil {
+			w.dropPending(c)
+		}
+		if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTDIR) {
+			r.errors++
+			r.lastErr = err.Error()
+			w.warnOnce("unit:"+m.UnitPath, w.log.WithError(err).WithField("path", m.UnitPath), "cannot walk folder unit")
+		}
+		return
+	}
+	st.Seen++
+	sig := fnvAdd(fnvOffset, fp) | 2
+	sig &^= 1
+	if c == nil {
+		if v, ok := w.known[h]; ok && v == sig {
+			st.AlreadyOrdered++
+			return
+		}
+		c = &cand{path: m.UnitPath, hash: h, match: m, root: r, folder: true, idx: -1}
+		w.addPending(c)
+	}
+	c.files, c.fp, c.marker = files, fp, marker
+	w.observed(ctx, c, sig, newest, len(files) == 0, st)
+}
+
+type unitFile struct {
+	rel   string
+	size  int64
+	mtime int64
+}
+
+// walkUnit lists a folder unit: its files (selected by the rule; without the marker, empty files
+// and ignored names), the fingerprint, the newest mtime, and whether the marker exists.
+func (w *Watcher) walkUnit(m rules.Match) ([]string, string, int64, bool, error) {
+	rule := m.Rule
+	unitRel := m.UnitPath[len(m.Folder)+1:] // relative to the rule folder
+	var list []unitFile
+	marker := false
+	var walk func(dir, rel string, top bool) error
+	walk = func(dir, rel string, top bool) error {
+		fd, err := openDir(dir, true)
+		if err != nil {
+			if !top && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP)) {
+				return nil
+			}
+			return fmt.Errorf("walk folder unit: %w", err)
+		}
+		var subdirs []string
+		err = w.dr.each(fd, func(name []byte, namePtr *byte, typ uint8) error {
+			n := bstr(name)
+			if top && rule.Marker != "" && n == rule.Marker {
+				marker = true
+				return nil
+			}
+			if rules.IgnoredName(n) {
+				return nil
+			}
+			if typ == unix.DT_DIR {
+				subdirs = append(subdirs, string(name))
+				return nil
+			}
+			if typ != unix.DT_REG && typ != unix.DT_UNKNOWN {
+				return nil
+			}
+			var s unix.Stat_t
+			if fstatat(fd, name, namePtr, &s) != nil {
+				return nil
+			}
+			if s.Mode&unix.S_IFMT == unix.S_IFDIR {
+				subdirs = append(subdirs, string(name))
+				return nil
+			}
+			if s.Mode&unix.S_IFMT != unix.S_IFREG || s.Size == 0 {
+				return nil
+			}
+			frel := rel + "/" + n
+			if !rule.Selects(unitRel + frel) {
+				return nil
+			}
+			list = append(list, unitFile{rel: frel, size: s.Size, mtime: mtimeOf(&s)})
+			return nil
+		})
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+		for _, sd := range subdirs {
+			if err := walk(dir+"/"+sd, rel+"/"+sd, false); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(m.UnitPath, "", true); err != nil {
+		return nil, "", 0, false, err
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].rel < list[j].rel })
+	h := sha256.New()
+	var total, newest int64
+	files := make([]string, len(list))
+	var line []byte
+	for i, f := range list {
+		files[i] = m.UnitPath + f.rel
+		total += f.size
+		newest = max(newest, f.mtime)
+		line = append(line[:0], f.rel[1:]...)
+		line = append(line, 0)
+		line = strconv.AppendInt(line, f.size, 10)
+		line = append(line, 0)
+		line = strconv.AppendInt(line, f.mtime, 10)
+		line = append(line, '\n')
+		h.Write(line)
+	}
+	sum := h.Sum(nil)
+	fp := fmt.Sprintf("%d:%d:%d:%s", len(list), total, newest, hex.EncodeToString(sum[:16]))
+	return files, fp, newest, marker, nil
+}
+
+// FNV-1a, 64 bit.
+const (
+	fnvOffset uint64 = 14695981039346656037
+	fnvPrime  uint64 = 1099511628211
+)
+
+func fnvAdd(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
+}
+
+func fnvAddBytes(h uint64, b []byte) uint64 {
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= fnvPrime
+	}
+	return h
+}
+
+func hashString(path string) uint64 { return fnvAdd(fnvOffset, path) }
+
+// fileSig mixes size and mtime into a non-zero signature with bit 0 clear (the cache uses bit 0).
+func fileSig(size, mtime int64) uint64 {
+	x := uint64(size)*0x9E3779B97F4A7C15 ^ uint64(mtime)
+	x ^= x >> 30
+	x *= 0xBF58476D1CE4E5B9
+	x ^= x >> 27
+	x *= 0x94D049BB133111EB
+	x ^= x >> 31
+	return (x | 2) &^ 1
+}
