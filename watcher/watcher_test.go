@@ -485,4 +485,3 @@ func keys(m map[string]Unit) []string {
 	sort.Strings(ks)
 	return ks
 }
-
