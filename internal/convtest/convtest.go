@@ -168,5 +168,10 @@ func buildImage(podman, bin, hash string) (string, error) {
 			_ = exec.Command(podman, "rmi", old).Run()
 		}
 	}
+	// Two test binaries importing the same tag at once leave the loser's image untagged.
+	out, _ = exec.Command(podman, "images", "--quiet", "--filter", "dangling=true", "--filter", "label=omero-adi.test=converter").Output()
+	for _, id := range strings.Fields(string(out)) {
+		_ = exec.Command(podman, "rmi", id).Run()
+	}
 	return name, nil
 }
