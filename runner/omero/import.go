@@ -1,0 +1,331 @@
+package omero
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"go.yaml.in/yaml/v3"
+)
+
+// ImportError is the error of a failed import. Partial lists the filesets that finished before
+// the failure (also returned as Import's result); errors.Is matches its sentinel.
+type ImportError struct {
+	Sentinel error // ErrImport, ErrNoImport, ErrLogin or ErrConnection
+	ExitCode int
+	Partial  ImportResult
+	ErrsFile string // the CLI's log of this import
+	Tail     string // the last lines of ErrsFile and of stderr
+	Advice   string // what a person should do
+}
+
+func (e *ImportError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Sentinel.Error())
+	fmt.Fprintf(&b, " (exit status %d", e.ExitCode)
+	if n := len(e.Partial.Filesets); n > 0 {
+		fmt.Fprintf(&b, "; %d fileset(s) were imported before the failure", n)
+	}
+	b.WriteString(")")
+	if e.Advice != "" {
+		b.WriteString(": " + e.Advice)
+	}
+	if e.Tail != "" {
+		b.WriteString("; last log lines: " + strings.Join(strings.Fields(strings.ReplaceAll(e.Tail, "\n", " | ")), " "))
+	}
+	return b.String()
+}
+
+func (e *ImportError) Unwrap() error { return e.Sentinel }
+
+// LogFiles returns the paths of an order's CLI logs: --file (what the importer prints on stdout:
+// the ids) and --errs (its log and summary).
+func (c *Client) LogFiles(orderUUID string) (logs, errs string) {
+	base := filepath.Join(c.cfg.LogDir, "cli."+orderUUID)
+	return base + ".logs", base + ".errs"
+}
+
+// ImportArgs is the exact command of an import, program first (for dry runs; mask the key before
+// showing it).
+func (c *Client) ImportArgs(s *Session, req ImportRequest) []string {
+	logs, errs := c.LogFiles(req.OrderUUID)
+	args := append([]string{c.cfg.CLI, "import"}, c.conn(s)...)
+	args = append(args, "--transfer=ln_s", "--output", "yaml", "--file", logs, "--errs", errs)
+	if c.cfg.ParallelUpload > 0 {
+		args = append(args, "--parallel-upload", strconv.Itoa(c.cfg.ParallelUpload))
+	}
+	if c.cfg.ParallelFilesets > 0 {
+		args = append(args, "--parallel-fileset", strconv.Itoa(c.cfg.ParallelFilesets))
+	}
+	if c.cfg.SkipAll {
+		args = append(args, "--skip", "all")
+	} else {
+		for _, s := range []struct {
+			on   bool
+			name string
+		}{{c.cfg.SkipChecksum, "checksum"}, {c.cfg.SkipMinmax, "minmax"}, {c.cfg.SkipThumbnails, "thumbnails"}, {c.cfg.SkipUpgrade, "upgrade"}} {
+			if s.on {
+				args = append(args, "--skip", s.name)
+			}
+		}
+	}
+	if req.Depth > 0 {
+		args = append(args, "--depth", strconv.Itoa(req.Depth))
+	}
+	t := req.Target
+	switch {
+	case t.ID > 0 && t.Kind == "Screen":
+		args = append(args, "-r", strconv.FormatInt(t.ID, 10))
+	case t.ID > 0:
+		args = append(args, "-d", strconv.FormatInt(t.ID, 10))
+	default:
+		args = append(args, "-T", t.Kind+":name:"+t.Name)
+	}
+	return append(args, req.Paths...)
+}
+
+func checkRequest(req ImportRequest) error {
+	if err := checkUUID(req.OrderUUID); err != nil {
+		return err
+	}
+	t := req.Target
+	switch {
+	case t.Kind != "Dataset" && t.Kind != "Screen":
+		return fmt.Errorf("%w: target kind %q: use Dataset or Screen", ErrRequest, t.Kind)
+	case t.ID < 0:
+		return fmt.Errorf("%w: target id %d: must be positive", ErrRequest, t.ID)
+	case t.ID == 0 && t.Name == "":
+		return fmt.Errorf("%w: target %s has neither an id nor a name", ErrRequest, t.Kind)
+	case t.ID == 0 && strings.ContainsAny(t.Name, "\x00\n\r"):
+		return fmt.Errorf("%w: target name %q holds a NUL or line break", ErrRequest, t.Name)
+	case len(req.Paths) == 0:
+		return fmt.Errorf("%w: no path to import", ErrRequest)
+	case req.Depth < 0:
+		return fmt.Errorf("%w: depth %d: must be 0 (default) or positive", ErrRequest, req.Depth)
+	}
+	for _, p := range req.Paths {
+		if !filepath.IsAbs(p) || strings.ContainsAny(p, "\x00\n\r") {
+			return fmt.Errorf("%w: path %q: must be absolute, without NUL or line breaks", ErrRequest, p)
+		}
+	}
+	return nil
+}
+
+// Import runs one in-place import (see ImportArgs) in its own process group, killed as a whole on
+// cancellation or after ImportTimeout. It returns what was created; on failure the error is an
+// *ImportError (or ErrTimeout / ctx.Err()) and the result holds the filesets that finished first.
+func (c *Client) Import(ctx context.Context, s *Session, req ImportRequest) (ImportResult, error) {
+	if err := checkRequest(req); err != nil {
+		return ImportResult{}, err
+	}
+	if s == nil || s.Key == "" {
+		return ImportResult{}, fmt.Errorf("%w: import without a session", ErrRequest)
+	}
+	if err := os.MkdirAll(c.cfg.LogDir, 0o755); err != nil {
+		return ImportResult{}, fmt.Errorf("create log_dir: %w", err)
+	}
+	logs, errs := c.LogFiles(req.OrderUUID)
+	for _, f := range []string{logs, errs} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return ImportResult{}, fmt.Errorf("remove old import log: %w", err)
+		}
+	}
+	argv := c.ImportArgs(s, req)
+	log := c.log.WithFields(logrus.Fields{"order": req.OrderUUID, "target": fmt.Sprintf("%s:%d", req.Target.Kind, req.Target.ID), "paths": len(req.Paths)})
+	log.Info("OMERO import started")
+	start := time.Now()
+	res, runErr := c.run(ctx, call{args: argv[1:], env: []string{"OMERO_SESSIONDIR=" + s.Dir}, timeout: c.cfg.ImportTimeout})
+
+	// The ids are on stdout, or in the --file log when the CLI writes stdout there.
+	out := append(readBounded(logs, maxStdout), '\n')
+	out = append(out, res.stdout...)
+	filesets, parseErr := parseOutput(out)
+	result := ImportResult{Filesets: filesets}
+
+	if runErr != nil {
+		if errors.Is(runErr, ErrTimeout) {
+			runErr = fmt.Errorf("%w: the import did not finish within %s (omero.import_timeout) and was stopped; raise the timeout for very large data, or check the OMERO server; see %s",
+				ErrTimeout, c.cfg.ImportTimeout, errs)
+		}
+		return result, runErr
+	}
+	ie := &ImportError{ExitCode: res.code, Partial: result, ErrsFile: errs, Tail: joinTail(res.stderr, fileTail(errs))}
+	switch {
+	case res.code == 0 && parseErr != nil:
+		ie.Sentinel = ErrImport
+		ie.Advice = fmt.Sprintf("cannot read the import's output (%v); see %s and %s", parseErr, logs, errs)
+	case res.code == 0 && !hasIDs(filesets):
+		ie.Sentinel = ErrNoImport
+		ie.Advice = fmt.Sprintf("the importer exited without an Image or Plate; check that the files are in a format OMERO reads and are not excluded, see %s", errs)
+	case res.code == 0:
+		log.WithFields(logrus.Fields{"filesets": len(filesets), "took": time.Since(start)}).Info("OMERO import finished")
+		return result, nil
+	case res.code == exitBadKey:
+		ie.Sentinel = ErrLogin
+		ie.Advice = "the session key was rejected (the session expired or was closed); retry the order"
+	case res.code == exitRefused || res.code == exitUnknownHost:
+		ie.Sentinel = ErrConnection
+		ie.Advice = fmt.Sprintf("the OMERO server at %s:%d could not be reached; check that it runs and retry the order", c.cfg.Host, c.cfg.Port)
+	case strings.Contains(ie.Tail, "ManagedRepository"):
+		ie.Sentinel = ErrImport
+		ie.Advice = fmt.Sprintf("in-place import needs write access to the ManagedRepository at %s (omero.managed_repository) with the same path as the server; fix the mount or permissions and retry the order", c.repoName())
+	default:
+		ie.Sentinel = ErrImport
+		ie.Advice = fmt.Sprintf("see %s for the cause, fix it and retry the order", errs)
+	}
+	log.WithFields(logrus.Fields{"exit": res.code, "filesets": len(filesets)}).Warn("OMERO import failed")
+	return result, ie
+}
+
+func (c *Client) repoName() string {
+	if c.cfg.ManagedRepository == "" {
+		return "/OMERO/ManagedRepository"
+	}
+	return c.cfg.ManagedRepository
+}
+
+func hasIDs(fs []Fileset) bool {
+	for _, f := range fs {
+		if len(f.Images) > 0 || len(f.Plates) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func joinTail(parts ...string) string {
+	var keep []string
+	for _, p := range parts {
+		if p = strings.TrimSpace(p); p != "" {
+			lines := strings.Split(p, "\n")
+			if len(lines) > errsLines {
+				lines = lines[len(lines)-errsLines:]
+			}
+			keep = append(keep, strings.Join(lines, "\n"))
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+// idList reads a YAML sequence of ids, or a single id.
+type idList []int64
+
+func (l *idList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		var id int64
+		if err := n.Decode(&id); err != nil {
+			return err
+		}
+		*l = idList{id}
+		return nil
+	}
+	var ids []int64
+	if err := n.Decode(&ids); err != nil {
+		return err
+	}
+	*l = ids
+	return nil
+}
+
+type outputEntry struct {
+	Fileset int64  `yaml:"Fileset"`
+	Image   idList `yaml:"Image"`
+	Plate   idList `yaml:"Plate"`
+}
+
+var legacyRE = regexp.MustCompile(`^(Image|Plate):(\d+(?:,\d+)*)$`)
+
+// parseOutput reads the importer's output: YAML documents ("---" then a list of {Fileset, Image,
+// Plate} in any key order), and, outside documents, legacy lines "Image:1,2" or "Plate:4" (one
+// fileset each, id unknown: 0). Other text outside documents is ignored; a document that is not
+// such YAML is an error. Filesets seen twice (stdout and --file) are kept once.
+func parseOutput(b []byte) ([]Fileset, error) {
+	var out []Fileset
+	seen := map[int64]bool{}
+	add := func(f Fileset) {
+		if f.ID != 0 && seen[f.ID] {
+			return
+		}
+		seen[f.ID] = true
+		out = append(out, f)
+	}
+	var doc []string
+	inDoc := false
+	flush := func() error {
+		if !inDoc {
+			return nil
+		}
+		text := strings.Join(doc, "\n")
+		doc, inDoc = nil, false
+		if strings.TrimSpace(text) == "" {
+			return nil
+		}
+		var entries []outputEntry
+		if err := yaml.Unmarshal([]byte(text), &entries); err != nil {
+			var one outputEntry
+			if err2 := yaml.Unmarshal([]byte(text), &one); err2 != nil {
+				return fmt.Errorf("parse import output %q: %w", firstLine(text), err)
+			}
+			entries = []outputEntry{one}
+		}
+		for _, e := range entries {
+			if e.Fileset <= 0 && len(e.Image) == 0 && len(e.Plate) == 0 {
+				return fmt.Errorf("parse import output %q: an entry without Fileset, Image or Plate", firstLine(text))
+			}
+			add(Fileset{ID: e.Fileset, Images: e.Image, Plates: e.Plate})
+		}
+		return nil
+	}
+	for _, line := range strings.Split(string(bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))), "\n") {
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case trimmed == "---" || strings.HasPrefix(trimmed, "--- "):
+			if err := flush(); err != nil {
+				return out, err
+			}
+			inDoc = true
+			if rest := strings.TrimSpace(strings.TrimPrefix(trimmed, "---")); rest != "" {
+				doc = append(doc, rest)
+			}
+		case trimmed == "...":
+			if err := flush(); err != nil {
+				return out, err
+			}
+		case inDoc:
+			doc = append(doc, line)
+		default:
+			if m := legacyRE.FindStringSubmatch(trimmed); m != nil {
+				var ids []int64
+				for _, s := range strings.Split(m[2], ",") {
+					id, _ := strconv.ParseInt(s, 10, 64)
+					ids = append(ids, id)
+				}
+				if m[1] == "Image" {
+					add(Fileset{Images: ids})
+				} else {
+					add(Fileset{Plates: ids})
+				}
+			}
+		}
+	}
+	return out, flush()
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i] + " …"
+	}
+	if len(s) > 80 {
+		s = s[:80] + "…"
+	}
+	return s
+}

@@ -1,0 +1,552 @@
+package omero
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/omero-adi/omero-adi/internal/omerotest"
+)
+
+// testPassword is the admin password of the fixture: distinctive, so tests can look for leaks.
+const testPassword = "s3cret-Pw with space"
+
+type fixture struct {
+	c      *Client
+	d      *omerotest.Double
+	cfg    Config
+	logDir string
+}
+
+func quietLog() *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return logrus.NewEntry(l)
+}
+
+// setup returns a client wired to a fresh double; edit changes the config first.
+func setup(t *testing.T, edit ...func(*Config)) *fixture {
+	t.Helper()
+	d := omerotest.New(t)
+	d.Update(t, func(st *omerotest.State) { st.UserByName(omerotest.AdminUser).Password = testPassword })
+	root := t.TempDir()
+	cfg := Config{
+		CLI: d.Bin, Host: omerotest.Host, Port: omerotest.Port, AdminUser: omerotest.AdminUser,
+		AdminPassword: testPassword, ManagedRepository: d.ManagedRepo,
+		LogDir: filepath.Join(root, "log"), SessionRoot: filepath.Join(root, "sessions"),
+		ParallelUpload: 2, SkipThumbnails: true, ImportTimeout: 30 * time.Second, CallTimeout: 20 * time.Second,
+		ConnectRetries: 2, ConnectBackoff: 10 * time.Millisecond, KillGrace: 500 * time.Millisecond,
+		Env: d.Env(),
+	}
+	for _, e := range edit {
+		e(&cfg)
+	}
+	c, err := New(cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{c: c, d: d, cfg: cfg, logDir: cfg.LogDir}
+}
+
+func (f *fixture) login(t *testing.T, uuid string) *Session {
+	t.Helper()
+	s, err := f.c.Login(context.Background(), uuid, "alice", "Demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.c.Close(context.Background(), s) })
+	return s
+}
+
+func files(t *testing.T, names ...string) string {
+	t.Helper()
+	root := t.TempDir()
+	for _, n := range names {
+		p := filepath.Join(root, n)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+func TestRoundTrip(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	s := f.login(t, "order-1")
+	if s.Key == "" || s.User != "alice" || s.Group != "Demo" || s.Dir != filepath.Join(f.cfg.SessionRoot, "order-1") {
+		t.Fatalf("session = %+v", s)
+	}
+	data := files(t, "a.tif", "nested/b__series_2.tif", "img.zarr/.zattrs", "img.zarr/0/0")
+	res, err := f.c.Import(ctx, s, ImportRequest{OrderUUID: "order-1", Target: Target{Kind: "Dataset", ID: 151}, Paths: []string{data}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := f.d.State(t)
+	if len(st.Imports) != 1 {
+		t.Fatalf("imports = %+v", st.Imports)
+	}
+	imp := st.Imports[0]
+	if imp.User != "alice" || imp.Group != "Demo" || imp.Target != "Dataset:151" || imp.Transfer != "ln_s" ||
+		imp.ParallelUpload != 2 || !reflect.DeepEqual(imp.Skip, []string{"thumbnails"}) {
+		t.Errorf("import = %+v", imp)
+	}
+	var gotFS, gotImages []int64
+	for _, fs := range res.Filesets {
+		gotFS = append(gotFS, fs.ID)
+		gotImages = append(gotImages, fs.Images...)
+	}
+	if !reflect.DeepEqual(gotFS, imp.Filesets) || !reflect.DeepEqual(gotImages, imp.Images) || len(gotImages) != 4 {
+		t.Errorf("result %+v, double recorded filesets %v images %v", res, imp.Filesets, imp.Images)
+	}
+
+	prefixes, err := f.c.TemplatePrefixes(ctx, s, append(gotFS, gotFS[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := 0
+	for _, fs := range st.Filesets {
+		if prefixes[fs.ID] != fs.TemplatePrefix {
+			t.Errorf("prefix of %d = %q, want %q", fs.ID, prefixes[fs.ID], fs.TemplatePrefix)
+		}
+		// every link below the prefix points at the original
+		err := filepath.WalkDir(filepath.Join(f.d.ManagedRepo, prefixes[fs.ID]), func(p string, e os.DirEntry, err error) error {
+			if err != nil || e.IsDir() {
+				return err
+			}
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			if !strings.HasPrefix(target, data+"/") {
+				t.Errorf("link %s points at %s, outside %s", p, target, data)
+			}
+			if b, err := os.ReadFile(p); err != nil || !strings.HasSuffix(target, string(b)) {
+				t.Errorf("link %s does not read its original: %q %v", p, b, err)
+			}
+			links++
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if links != 4 {
+		t.Errorf("links = %d, want 4", links)
+	}
+
+	kv := [][2]string{
+		{"UUID", "order-1"},
+		{"Filepath", "/data/with space/it's \"quoted\" \\ back.tif"},
+		{"multi line", "first\nsecond\r\nthird"},
+		{"empty", ""},
+		{"unicode ✓", "ünïcödé\ttab"},
+		{"Import_Timestamp", "2024-01-15 10:30:00"},
+	}
+	targets := []string{fmt.Sprintf("Image:%d", gotImages[0]), fmt.Sprintf("Image:%d", gotImages[1])}
+	if err := f.c.Annotate(ctx, s, "biomero.import", kv, targets); err != nil {
+		t.Fatal(err)
+	}
+	st = f.d.State(t)
+	if len(st.Annotations) != 1 {
+		t.Fatalf("annotations = %+v", st.Annotations)
+	}
+	a := st.Annotations[0]
+	if a.NS != "biomero.import" || !reflect.DeepEqual(a.Values, kv) {
+		t.Errorf("annotation values\n got %q\nwant %q", a.Values, kv)
+	}
+	var parents []string
+	for _, l := range st.Links {
+		if l.Kind != "ImageAnnotationLink" || l.Child != fmt.Sprintf("MapAnnotation:%d", a.ID) {
+			t.Errorf("link %+v", l)
+		}
+		parents = append(parents, l.Parent)
+	}
+	if !reflect.DeepEqual(parents, targets) {
+		t.Errorf("linked %v, want %v", parents, targets)
+	}
+
+	name := `converted "x" it's.ome.tiff`
+	if err := f.c.RenameImage(ctx, s, gotImages[0], name); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.d.State(t).Images[0].Name; got != name {
+		t.Errorf("name = %q", got)
+	}
+
+	f.c.Close(ctx, s)
+	if _, err := os.Stat(s.Dir); !os.IsNotExist(err) {
+		t.Errorf("session folder left: %v", err)
+	}
+	st = f.d.State(t)
+	if !st.Sessions[len(st.Sessions)-1].Closed {
+		t.Error("session not logged out")
+	}
+	if st.PasswordInArgv {
+		t.Error("a password went on a command line")
+	}
+	for _, call := range st.Calls {
+		if call.PasswordInEnv != (call.Argv[0] == "login") {
+			t.Errorf("call %q: password in environment = %v", call.Argv, call.PasswordInEnv)
+		}
+	}
+	logs, errs := f.c.LogFiles("order-1")
+	if b, err := os.ReadFile(errs); err != nil || !strings.Contains(string(b), "==> Summary") {
+		t.Errorf("errs log %s: %v %q", errs, err, b)
+	}
+	if _, err := os.Stat(logs); err != nil {
+		t.Errorf("logs file: %v", err)
+	}
+}
+
+func TestScreenAndNamedDataset(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	s := f.login(t, "order-2")
+	data := files(t, "p1.plate", "p2__series_3.plate")
+	res, err := f.c.Import(ctx, s, ImportRequest{OrderUUID: "order-2", Target: Target{Kind: "Screen", ID: 201}, Paths: []string{data}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Filesets) != 2 || len(res.Filesets[0].Plates) != 1 || len(res.Filesets[1].Images) != 3 {
+		t.Fatalf("screen result %+v", res)
+	}
+	plate := fmt.Sprintf("Plate:%d", res.Filesets[0].Plates[0])
+	if err := f.c.Annotate(ctx, s, "biomero.import", [][2]string{{"k", "v"}}, []string{plate}); err != nil {
+		t.Fatal(err)
+	}
+	if l := f.d.State(t).Links; len(l) != 1 || l[0].Kind != "PlateAnnotationLink" || l[0].Parent != plate {
+		t.Errorf("plate links %+v", l)
+	}
+	res, err = f.c.Import(ctx, s, ImportRequest{OrderUUID: "order-2", Target: Target{Kind: "Dataset", Name: "by name"},
+		Paths: []string{filepath.Join(data, "p1.plate")}, Depth: 1})
+	if err != nil || len(res.Filesets) != 1 {
+		t.Fatalf("named dataset import: %+v %v", res, err)
+	}
+	st := f.d.State(t)
+	if ds := st.Datasets[len(st.Datasets)-1]; ds.Name != "by name" || st.Images[len(st.Images)-1].DatasetID != ds.ID {
+		t.Errorf("dataset %+v", ds)
+	}
+}
+
+func TestFailures(t *testing.T) {
+	data := files(t, "a.tif", "b.tif", "c.tif")
+	req := func(target int64) ImportRequest {
+		return ImportRequest{OrderUUID: "o", Target: Target{Kind: "Dataset", ID: target}, Paths: []string{data}}
+	}
+	cases := []struct {
+		name    string
+		failure omerotest.Failure
+		edit    func(*Config)
+		op      func(t *testing.T, f *fixture) error
+		want    error
+		text    string
+	}{
+		{name: "bad password", failure: omerotest.Failure{BadPassword: true}, want: ErrLogin, text: "OMERO_PASSWORD",
+			op: func(t *testing.T, f *fixture) error {
+				_, err := f.c.Login(context.Background(), "o", "alice", "Demo")
+				return err
+			}},
+		{name: "user not in group", want: ErrLogin, text: `add user "alice" to group "Other"`,
+			op: func(t *testing.T, f *fixture) error {
+				_, err := f.c.Login(context.Background(), "o", "alice", "Other")
+				return err
+			}},
+		{name: "unknown group", want: ErrLogin, text: `group "Nope" exists`,
+			op: func(t *testing.T, f *fixture) error {
+				_, err := f.c.Login(context.Background(), "o", "alice", "Nope")
+				return err
+			}},
+		{name: "connection refused", failure: omerotest.Failure{ConnectionRefused: -1}, want: ErrConnection, text: "connection refused (3 attempts)",
+			op: func(t *testing.T, f *fixture) error {
+				_, err := f.c.Login(context.Background(), "o", "alice", "Demo")
+				return err
+			}},
+		{name: "unknown host", failure: omerotest.Failure{UnknownHost: -1}, want: ErrConnection, text: "unknown host",
+			op: func(t *testing.T, f *fixture) error {
+				_, err := f.c.Login(context.Background(), "o", "alice", "Demo")
+				return err
+			}},
+		{name: "wrong port", edit: func(c *Config) { c.Port = 4065; c.ConnectRetries = 0 }, want: ErrConnection, text: "omero.host/omero.port",
+			op: func(t *testing.T, f *fixture) error {
+				_, err := f.c.Login(context.Background(), "o", "alice", "Demo")
+				return err
+			}},
+		{name: "fileset fails", failure: omerotest.Failure{FailImport: true, FailImportAfter: 1}, want: ErrImport, text: "1 fileset(s) were imported before the failure",
+			op: func(t *testing.T, f *fixture) error {
+				res, err := f.c.Import(context.Background(), f.login(t, "o"), req(151))
+				var ie *ImportError
+				if !errors.As(err, &ie) || len(ie.Partial.Filesets) != 1 || len(res.Filesets) != 1 || ie.ExitCode != 2 {
+					t.Errorf("partial result: %+v %+v", res, ie)
+				}
+				return err
+			}},
+		{name: "exit 0 without ids", failure: omerotest.Failure{NoImports: true}, want: ErrNoImport, text: "No imports due to errors!",
+			op: func(t *testing.T, f *fixture) error {
+				_, err := f.c.Import(context.Background(), f.login(t, "o"), req(151))
+				return err
+			}},
+		{name: "dataset of another group", want: ErrImport, text: "not in the current group",
+			op: func(t *testing.T, f *fixture) error {
+				_, err := f.c.Import(context.Background(), f.login(t, "o"), req(300))
+				return err
+			}},
+		{name: "no ManagedRepository", edit: func(c *Config) { c.Env = append(c.Env, "OMERO_DOUBLE_MANAGED_REPO=/nonexistent/repo") },
+			want: ErrImport, text: "needs write access to the ManagedRepository",
+			op: func(t *testing.T, f *fixture) error {
+				_, err := f.c.Import(context.Background(), f.login(t, "o"), req(151))
+				return err
+			}},
+		{name: "closed session", want: ErrLogin, text: "session key was rejected",
+			op: func(t *testing.T, f *fixture) error {
+				s := f.login(t, "o")
+				key, dir := s.Key, s.Dir
+				f.c.Close(context.Background(), s)
+				_, err := f.c.Import(context.Background(), &Session{Key: key, Dir: dir}, req(151))
+				return err
+			}},
+		{name: "obj refused", want: ErrCall, text: "create annotation",
+			op: func(t *testing.T, f *fixture) error {
+				s := f.login(t, "o")
+				if _, err := f.c.Import(context.Background(), s, req(151)); err != nil {
+					t.Fatal(err)
+				}
+				f.d.SetFailure(t, omerotest.Failure{FailObj: true})
+				if err := f.c.RenameImage(context.Background(), s, f.d.State(t).Images[0].ID, "x"); !errors.Is(err, ErrCall) {
+					t.Errorf("rename: %v", err)
+				}
+				return f.c.Annotate(context.Background(), s, "ns", [][2]string{{"k", "v"}}, []string{fmt.Sprintf("Image:%d", f.d.State(t).Images[0].ID)})
+			}},
+		{name: "link to an image of nobody", want: ErrCall, text: "write annotation",
+			op: func(t *testing.T, f *fixture) error {
+				return f.c.Annotate(context.Background(), f.login(t, "o"), "ns", [][2]string{{"k", "v"}}, []string{"Image:424242"})
+			}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var edits []func(*Config)
+			if c.edit != nil {
+				edits = append(edits, c.edit)
+			}
+			f := setup(t, edits...)
+			f.d.SetFailure(t, c.failure)
+			err := c.op(t, f)
+			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.text) {
+				t.Errorf("err = %v\nwant %v with %q", err, c.want, c.text)
+			}
+			if err != nil && strings.Contains(err.Error(), testPassword) {
+				t.Errorf("error shows the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestLoginRetriesConnection(t *testing.T) {
+	f := setup(t)
+	f.d.SetFailure(t, omerotest.Failure{ConnectionRefused: 2})
+	s, err := f.c.Login(context.Background(), "o", "alice", "Demo")
+	if err != nil {
+		t.Fatalf("login after 2 refusals with 2 retries: %v", err)
+	}
+	f.c.Close(context.Background(), s)
+	logins := 0
+	for _, c := range f.d.State(t).Calls {
+		if c.Argv[0] == "login" {
+			logins++
+		}
+	}
+	if logins != 3 {
+		t.Errorf("login calls = %d, want 3", logins)
+	}
+}
+
+// alive reports whether pid is a running (not zombie) process.
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z" && fields[0] != "X"
+}
+
+func waitDead(t *testing.T, pids []int) {
+	t.Helper()
+	if len(pids) < 2 {
+		t.Fatalf("the double recorded %d hanging processes, want itself and its child", len(pids))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var living []int
+		for _, p := range pids {
+			if alive(p) {
+				living = append(living, p)
+			}
+		}
+		if len(living) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, p := range living {
+				_ = syscall.Kill(p, syscall.SIGKILL)
+			}
+			t.Fatalf("processes %v survived", living)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestImportTimeoutKillsProcessGroup(t *testing.T) {
+	f := setup(t, func(c *Config) { c.ImportTimeout = 700 * time.Millisecond })
+	s := f.login(t, "o")
+	f.d.SetFailure(t, omerotest.Failure{Hang: true})
+	start := time.Now()
+	_, err := f.c.Import(context.Background(), s, ImportRequest{OrderUUID: "o", Target: Target{Kind: "Dataset", ID: 151}, Paths: []string{files(t, "a.tif")}})
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "omero.import_timeout") {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("timeout took %s", d)
+	}
+	waitDead(t, f.d.State(t).HangPIDs)
+}
+
+func TestImportCancelKillsProcessGroup(t *testing.T) {
+	f := setup(t)
+	s := f.login(t, "o")
+	f.d.SetFailure(t, omerotest.Failure{Hang: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.c.Import(ctx, s, ImportRequest{OrderUUID: "o", Target: Target{Kind: "Dataset", ID: 151}, Paths: []string{files(t, "a.tif")}})
+		done <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(f.d.State(t).HangPIDs) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the import never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("err = %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Import did not return after cancel")
+	}
+	waitDead(t, f.d.State(t).HangPIDs)
+}
+
+func TestRequestValidation(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	s := &Session{Key: "k", Dir: t.TempDir()}
+	good := ImportRequest{OrderUUID: "o", Target: Target{Kind: "Dataset", ID: 1}, Paths: []string{"/data/a"}}
+	cases := []struct {
+		name string
+		edit func(*ImportRequest)
+		text string
+	}{
+		{"uuid with slash", func(r *ImportRequest) { r.OrderUUID = "../x" }, `order uuid "../x"`},
+		{"kind", func(r *ImportRequest) { r.Target.Kind = "Project" }, `target kind "Project"`},
+		{"no id nor name", func(r *ImportRequest) { r.Target.ID = 0 }, "neither an id nor a name"},
+		{"relative path", func(r *ImportRequest) { r.Paths = []string{"a.tif"} }, `path "a.tif"`},
+		{"no paths", func(r *ImportRequest) { r.Paths = nil }, "no path"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := good
+			c.edit(&r)
+			_, err := f.c.Import(ctx, s, r)
+			if !errors.Is(err, ErrRequest) || !strings.Contains(err.Error(), c.text) {
+				t.Errorf("err = %v, want ErrRequest with %q", err, c.text)
+			}
+		})
+	}
+	for _, bad := range []struct{ user, group string }{{"-w", "Demo"}, {"alice", ""}, {"al\nice", "Demo"}} {
+		if _, err := f.c.Login(ctx, "o", bad.user, bad.group); !errors.Is(err, ErrRequest) {
+			t.Errorf("login %q/%q: %v", bad.user, bad.group, err)
+		}
+	}
+	if err := f.c.Annotate(ctx, s, "ns", nil, []string{"Dataset:1"}); !errors.Is(err, ErrRequest) {
+		t.Errorf("annotate a dataset: %v", err)
+	}
+	if err := f.c.Annotate(ctx, s, "ns", [][2]string{{"", "v"}}, []string{"Image:1"}); !errors.Is(err, ErrRequest) {
+		t.Errorf("annotate with an empty key: %v", err)
+	}
+	if err := f.c.RenameImage(ctx, s, 1, "two\nlines"); !errors.Is(err, ErrRequest) {
+		t.Errorf("rename with a newline: %v", err)
+	}
+	if n := len(f.d.State(t).Calls); n != 0 {
+		t.Errorf("invalid requests ran the CLI %d times", n)
+	}
+}
+
+func TestChildEnvironment(t *testing.T) {
+	t.Setenv("OMERO_PASSWORD", "from-agent-env")
+	t.Setenv("OMERO_USERDIR", "/var/lib/omero-user")
+	t.Setenv("JAVA_OPTS", "-Xmx2g")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "nope")
+	f := setup(t)
+	env := f.c.childEnv([]string{"OMERO_SESSIONDIR=/s"})
+	sort.Strings(env)
+	joined := strings.Join(env, "\n")
+	for _, want := range []string{"OMERO_USERDIR=/var/lib/omero-user", "JAVA_OPTS=-Xmx2g", "OMERO_SESSIONDIR=/s", "OMERO_DOUBLE_STATE="} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("environment lacks %s:\n%s", want, joined)
+		}
+	}
+	for _, bad := range []string{"from-agent-env", "AWS_SECRET"} {
+		if strings.Contains(joined, bad) {
+			t.Errorf("environment holds %s:\n%s", bad, joined)
+		}
+	}
+}
+
+func TestLogsHideSecrets(t *testing.T) {
+	var buf strings.Builder
+	l := logrus.New()
+	l.SetOutput(&buf)
+	l.SetLevel(logrus.DebugLevel)
+	f := setup(t)
+	c, err := New(f.cfg, logrus.NewEntry(l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s, err := c.Login(ctx, "o", "alice", "Demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Import(ctx, s, ImportRequest{OrderUUID: "o", Target: Target{Kind: "Dataset", ID: 151}, Paths: []string{files(t, "a.tif")}}); err != nil {
+		t.Fatal(err)
+	}
+	c.Close(ctx, s)
+	out := buf.String()
+	if !strings.Contains(out, "component=omero") || !strings.Contains(out, "***") {
+		t.Errorf("expected debug logs with a masked key:\n%s", out)
+	}
+	for _, secret := range []string{testPassword, s.Key} {
+		if strings.Contains(out, secret) {
+			t.Errorf("logs hold %q:\n%s", secret, out)
+		}
+	}
+}
