@@ -560,6 +560,17 @@ func (w *Watcher) unwatch(dir string) {
 	r.watches--
 }
 
+// unwatchTree forgets a watched directory and every watched directory below it.
+func (w *Watcher) unwatchTree(dir string) {
+	w.unwatch(dir)
+	prefix := dir + "/"
+	for p := range w.watched {
+		if strings.HasPrefix(p, prefix) {
+			w.unwatch(p)
+		}
+	}
+}
+
 // warnOnce logs msg at Warn the first time key is seen, at Debug afterwards.
 func (w *Watcher) warnOnce(key string, entry *logrus.Entry, msg string) {
 	if w.warned[key] {
@@ -582,8 +593,13 @@ func (w *Watcher) handleEvent(ctx context.Context, ev fsnotify.Event) {
 	}
 	now := time.Now()
 	var st ScanStats
-	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+	if ev.Has(fsnotify.Remove) {
 		w.unwatch(path) // a pending unit finds out at its next observation
+	}
+	if _, watched := w.watched[path]; watched && ev.Has(fsnotify.Rename) {
+		// A renamed directory keeps its inotify watches, registered under the old paths: drop them
+		// all; its new name arrives as a Create and is walked and watched again.
+		w.unwatchTree(path)
 	}
 	parent := filepath.Dir(path)
 	if w.unitDirs[parent] {

@@ -105,6 +105,29 @@ func TestFileCopiedSettlesOnce(t *testing.T) {
 	rec.none(t, 700*time.Millisecond)
 }
 
+func TestRenamedFolderStaysWatched(t *testing.T) {
+	data := t.TempDir()
+	box := data + "/demo/alice/dropbox"
+	writeFile(t, box+"/old/sub/a.tif", 100)
+	rec := newRecorder()
+	w := must(New(Config{RescanInterval: time.Hour}, compile(t, data, userRule(data, 200*time.Millisecond)), rec.sink(), testLog(t)))
+	start(t, w)
+	rec.next(t, 5*time.Second)
+	if err := os.Rename(box+"/old", box+"/new"); err != nil {
+		t.Fatal(err)
+	}
+	u := rec.next(t, 5*time.Second) // the moved file: same content, new path
+	if u.Path != box+"/new/sub/a.tif" {
+		t.Fatalf("unit %s after the rename", u.Path)
+	}
+	writeFile(t, box+"/new/sub/b.tif", 100) // only events can find this within the test
+	u = rec.next(t, 5*time.Second)
+	if u.Path != box+"/new/sub/b.tif" {
+		t.Fatalf("unit %s, want the file written into the renamed folder", u.Path)
+	}
+	rec.none(t, 500*time.Millisecond)
+}
+
 func TestSlowWriterSettlesOnlyAfterItStops(t *testing.T) {
 	data := t.TempDir()
 	mkdir(t, data+"/demo/bob/dropbox")
