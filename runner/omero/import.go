@@ -248,57 +248,31 @@ var legacyRE = regexp.MustCompile(`^(Image|Plate):(\d+(?:,\d+)*)$`)
 // fileset each, id unknown: 0). Other text outside documents is ignored; a document that is not
 // such YAML is an error. Filesets seen twice (stdout and --file) are kept once.
 func parseOutput(b []byte) ([]Fileset, error) {
-	var out []Fileset
-	seen := map[int64]bool{}
-	add := func(f Fileset) {
-		if f.ID != 0 && seen[f.ID] {
-			return
-		}
-		seen[f.ID] = true
-		out = append(out, f)
+	// First split the text into documents and legacy lines, in order.
+	type item struct {
+		doc    string
+		legacy *Fileset
 	}
+	var items []item
 	var doc []string
 	inDoc := false
-	flush := func() error {
-		if !inDoc {
-			return nil
+	flush := func() {
+		if inDoc && strings.TrimSpace(strings.Join(doc, "")) != "" {
+			items = append(items, item{doc: strings.Join(doc, "\n")})
 		}
-		text := strings.Join(doc, "\n")
 		doc, inDoc = nil, false
-		if strings.TrimSpace(text) == "" {
-			return nil
-		}
-		var entries []outputEntry
-		if err := yaml.Unmarshal([]byte(text), &entries); err != nil {
-			var one outputEntry
-			if err2 := yaml.Unmarshal([]byte(text), &one); err2 != nil {
-				return fmt.Errorf("parse import output %q: %w", firstLine(text), err)
-			}
-			entries = []outputEntry{one}
-		}
-		for _, e := range entries {
-			if e.Fileset <= 0 && len(e.Image) == 0 && len(e.Plate) == 0 {
-				return fmt.Errorf("parse import output %q: an entry without Fileset, Image or Plate", firstLine(text))
-			}
-			add(Fileset{ID: e.Fileset, Images: e.Image, Plates: e.Plate})
-		}
-		return nil
 	}
 	for _, line := range strings.Split(string(bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))), "\n") {
 		trimmed := strings.TrimSpace(line)
 		switch {
 		case trimmed == "---" || strings.HasPrefix(trimmed, "--- "):
-			if err := flush(); err != nil {
-				return out, err
-			}
+			flush()
 			inDoc = true
 			if rest := strings.TrimSpace(strings.TrimPrefix(trimmed, "---")); rest != "" {
 				doc = append(doc, rest)
 			}
 		case trimmed == "...":
-			if err := flush(); err != nil {
-				return out, err
-			}
+			flush()
 		case inDoc:
 			doc = append(doc, line)
 		default:
@@ -308,15 +282,70 @@ func parseOutput(b []byte) ([]Fileset, error) {
 					id, _ := strconv.ParseInt(s, 10, 64)
 					ids = append(ids, id)
 				}
-				if m[1] == "Image" {
-					add(Fileset{Images: ids})
-				} else {
-					add(Fileset{Plates: ids})
+				f := Fileset{Images: ids}
+				if m[1] == "Plate" {
+					f = Fileset{Plates: ids}
 				}
+				items = append(items, item{legacy: &f})
 			}
 		}
 	}
-	return out, flush()
+	flush()
+
+	var out []Fileset
+	seen := map[int64]bool{}
+	add := func(f Fileset) {
+		if f.ID != 0 && seen[f.ID] {
+			return
+		}
+		seen[f.ID] = true
+		out = append(out, f)
+	}
+	addEntries := func(entries []outputEntry, text string) error {
+		for _, e := range entries {
+			if e.Fileset <= 0 && len(e.Image) == 0 && len(e.Plate) == 0 {
+				return fmt.Errorf("parse import output %q: an entry without Fileset, Image or Plate", firstLine(text))
+			}
+			add(Fileset{ID: e.Fileset, Images: e.Image, Plates: e.Plate})
+		}
+		return nil
+	}
+
+	// Fast path: documents that are all YAML lists concatenate into one list.
+	all := make([]string, 0, len(items))
+	for _, it := range items {
+		if it.legacy != nil || !strings.HasPrefix(strings.TrimSpace(it.doc), "- ") {
+			all = nil
+			break
+		}
+		all = append(all, it.doc)
+	}
+	if len(all) > 0 {
+		var entries []outputEntry
+		text := strings.Join(all, "\n")
+		if err := yaml.Unmarshal([]byte(text), &entries); err == nil {
+			return out, addEntries(entries, text)
+		}
+	}
+
+	for _, it := range items {
+		if it.legacy != nil {
+			add(*it.legacy)
+			continue
+		}
+		var entries []outputEntry
+		if err := yaml.Unmarshal([]byte(it.doc), &entries); err != nil {
+			var one outputEntry
+			if err2 := yaml.Unmarshal([]byte(it.doc), &one); err2 != nil {
+				return out, fmt.Errorf("parse import output %q: %w", firstLine(it.doc), err)
+			}
+			entries = []outputEntry{one}
+		}
+		if err := addEntries(entries, it.doc); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
 }
 
 func firstLine(s string) string {

@@ -3,6 +3,9 @@
 // session folder per order), runs in-place imports and reads their YAML output, finds the
 // templatePrefix of each fileset, and writes key-value annotations and image names in few calls.
 //
+// The importer's ids are read from the --file log, where omero-py sends the Java importer's stdout,
+// and from stdout, so either behaviour works.
+//
 // Every call is an argv (never a shell string) with a filtered environment; the admin password
 // travels only in OMERO_PASSWORD of the login call, never in argv or logs. Imports run in their own
 // process group, which is killed as a whole on cancellation or timeout.

@@ -2,6 +2,7 @@ package omero
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -31,6 +32,8 @@ func TestParseOutput(t *testing.T) {
 			[]Fileset{{ID: 5, Images: []int64{6}}}, false},
 		{"the same fileset twice is kept once", "---\n- Fileset: 5\n  Image: [6]\n\n---\n- Fileset: 5\n  Image: [6]\n",
 			[]Fileset{{ID: 5, Images: []int64{6}}}, false},
+		{"a mapping document", "---\nFileset: 5\nImage: [6]\n---\n- Fileset: 7\n  Image: [8]\n",
+			[]Fileset{{ID: 5, Images: []int64{6}}, {ID: 7, Images: []int64{8}}}, false},
 		{"legacy lines", "Image:101,102\nPlate:4\n",
 			[]Fileset{{Images: []int64{101, 102}}, {Plates: []int64{4}}}, false},
 		{"empty", "", nil, false},
@@ -143,5 +146,22 @@ func TestImportArgs(t *testing.T) {
 				t.Errorf("argv %q holds the password or a flag the CLI lacks", got)
 			}
 		})
+	}
+}
+
+// BenchmarkParseOutput reads the output of a 2,000-fileset import (a large plate screen).
+func BenchmarkParseOutput(b *testing.B) {
+	var sb strings.Builder
+	for i := 0; i < 2000; i++ {
+		fmt.Fprintf(&sb, "---\n- Plate: [%d]\n  Fileset: %d\n  Image: [%d, %d, %d, %d]\n", i, 10000+i, 4*i, 4*i+1, 4*i+2, 4*i+3)
+	}
+	in := []byte(sb.String())
+	b.SetBytes(int64(len(in)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		fs, err := parseOutput(in)
+		if err != nil || len(fs) != 2000 {
+			b.Fatal(len(fs), err)
+		}
 	}
 }
