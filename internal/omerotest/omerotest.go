@@ -76,9 +76,11 @@ func Build(t testing.TB) string {
 			buildErr = err.Error()
 			return
 		}
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goBin); err != nil {
-			goBin = "go"
+		// go test puts $GOROOT/bin on PATH.
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			buildErr = "build the OMERO CLI double: the go command is not on PATH"
+			return
 		}
 		_, self, _, _ := runtime.Caller(0)
 		src := filepath.Join(filepath.Dir(self), "omero")

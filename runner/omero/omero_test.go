@@ -550,3 +550,19 @@ func TestLogsHideSecrets(t *testing.T) {
 		}
 	}
 }
+
+// A slow import stopped by the timeout still reports the filesets it finished.
+func TestSlowImportTimeoutKeepsPartialResult(t *testing.T) {
+	f := setup(t, func(c *Config) { c.ImportTimeout = 1800 * time.Millisecond })
+	s := f.login(t, "o")
+	f.d.SetFailure(t, omerotest.Failure{ImportDelay: time.Second})
+	res, err := f.c.Import(context.Background(), s, ImportRequest{OrderUUID: "o", Target: Target{Kind: "Dataset", ID: 151},
+		Paths: []string{files(t, "a.tif", "b.tif", "c.tif")}})
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	st := f.d.State(t)
+	if len(res.Filesets) != 1 || len(st.Filesets) != 1 || res.Filesets[0].ID != st.Filesets[0].ID {
+		t.Errorf("partial result %+v, double holds %+v", res, st.Filesets)
+	}
+}
