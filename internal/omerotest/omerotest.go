@@ -163,8 +163,7 @@ func (d *Double) Env() []string {
 // State reads the current state.
 func (d *Double) State(t testing.TB) State {
 	t.Helper()
-	var st State
-	err := world.Update(d.StatePath, func(s *State) error { st = *s; return nil })
+	st, err := world.Read(d.StatePath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -297,27 +297,46 @@ func Save(path string, st State) error {
 	return nil
 }
 
-// Update runs fn on the state under an exclusive lock and saves it when fn returns nil. An error
-// from fn is returned as is and nothing is saved.
-func Update(path string, fn func(*State) error) error {
+// lock takes a flock on the lock file beside the state; the returned func releases it.
+func lock(path string, how int) (func(), error) {
 	if path == "" {
-		return ErrNoState
+		return nil, ErrNoState
 	}
-	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return fmt.Errorf("open state lock: %w", err)
+		return nil, fmt.Errorf("open state lock: %w", err)
 	}
-	defer func() { _ = lock.Close() }()
 	for {
-		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
+		err = syscall.Flock(int(f.Fd()), how)
 		if !errors.Is(err, syscall.EINTR) {
 			break
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("lock state: %w", err)
+		_ = f.Close()
+		return nil, fmt.Errorf("lock state: %w", err)
 	}
-	defer func() { _ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) }()
+	return func() { _ = f.Close() }, nil // closing the file releases the lock
+}
+
+// Read loads the state under a shared lock.
+func Read(path string) (State, error) {
+	unlock, err := lock(path, syscall.LOCK_SH)
+	if err != nil {
+		return State{}, err
+	}
+	defer unlock()
+	return Load(path)
+}
+
+// Update runs fn on the state under an exclusive lock and saves it when fn returns nil. An error
+// from fn is returned as is and nothing is saved.
+func Update(path string, fn func(*State) error) error {
+	unlock, err := lock(path, syscall.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	st, err := Load(path)
 	if err != nil {
 		return err
