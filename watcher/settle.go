@@ -159,7 +159,10 @@ func (w *Watcher) settleUnit(ctx context.Context, c *cand, st *ScanStats) {
 	fp, files := c.fp, c.files
 	if !c.folder {
 		var err error
-		fp, err = fileFingerprint(c.path, c.sig)
+		if w.hbuf == nil {
+			w.hbuf = make([]byte, hashChunk)
+		}
+		fp, err = fileFingerprint(c.path, c.sig, w.hbuf)
 		switch {
 		case errors.Is(err, errChanged):
 			w.touch(c, time.Now())
@@ -207,9 +210,9 @@ func (w *Watcher) retry(c *cand, entry *logrus.Entry, msg string) {
 	w.schedule(c, time.Now().Add(d))
 }
 
-// fileFingerprint hashes head and tail of a file; it fails with errChanged when the file's size
+// fileFingerprint hashes head and tail of a file (buf holds hashChunk bytes); it fails with errChanged when the file's size
 // or mtime is no longer the observed signature.
-func fileFingerprint(path string, sig uint64) (string, error) {
+func fileFingerprint(path string, sig uint64, buf []byte) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("open file: %w", err)
@@ -224,7 +227,6 @@ func fileFingerprint(path string, sig uint64) (string, error) {
 		return "", errChanged
 	}
 	h := sha256.New()
-	buf := make([]byte, hashChunk)
 	n, err := io.ReadFull(f, buf[:min(int64(hashChunk), size)])
 	if err != nil {
 		return "", fmt.Errorf("read file: %w", err)

@@ -154,6 +154,7 @@ type Watcher struct {
 	unitDirs map[string]bool   // watched folder units (top level only)
 	fsw      *fsnotify.Watcher
 	dr       *dirReader
+	hbuf     []byte // fingerprint read buffer
 	warned   map[string]bool
 	limitLog bool
 	overLog  bool
