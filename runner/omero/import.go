@@ -39,7 +39,7 @@ func (e *ImportError) Error() string {
 		b.WriteString(": " + e.Advice)
 	}
 	if e.Tail != "" {
-		b.WriteString("; last log lines: " + strings.Join(strings.Fields(strings.ReplaceAll(e.Tail, "\n", " | ")), " "))
+		b.WriteString("; last log lines: " + oneLine(e.Tail))
 	}
 	return b.String()
 }

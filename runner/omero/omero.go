@@ -285,10 +285,10 @@ func (c *Client) loginError(res callResult, user, group string, attempts int) er
 	who := fmt.Sprintf("user %q in group %q", user, group)
 	switch res.code {
 	case exitRefused:
-		return fmt.Errorf("%w at %s:%d: connection refused (%d attempts)%s; check that OMERO.server is running and that omero.host/omero.port (env OMERO_HOST, OMERO_PORT) point at it",
+		return fmt.Errorf("%w at %s:%d: connection refused (attempts: %d)%s; check that OMERO.server is running and that omero.host/omero.port (env OMERO_HOST, OMERO_PORT) point at it",
 			ErrConnection, c.cfg.Host, c.cfg.Port, attempts, detail(res.stderr))
 	case exitUnknownHost:
-		return fmt.Errorf("%w: unknown host %q (%d attempts)%s; fix omero.host (env OMERO_HOST)",
+		return fmt.Errorf("%w: unknown host %q (attempts: %d)%s; fix omero.host (env OMERO_HOST)",
 			ErrConnection, c.cfg.Host, attempts, detail(res.stderr))
 	case exitUnknownGroup:
 		return fmt.Errorf("%w for %s%s; check that group %q exists in OMERO", ErrLogin, who, detail(res.stderr), group)
@@ -341,5 +341,16 @@ func detail(stderr string) string {
 	if s == "" {
 		return ""
 	}
-	return " (omero said: " + strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " | ")), " ") + ")"
+	return " (omero said: " + oneLine(s) + ")"
+}
+
+// oneLine joins the non-empty lines of s with " | ", spaces collapsed.
+func oneLine(s string) string {
+	var lines []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.Join(strings.Fields(l), " "); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, " | ")
 }

@@ -272,7 +272,7 @@ func TestFailures(t *testing.T) {
 				_, err := f.c.Login(context.Background(), "o", "alice", "Nope")
 				return err
 			}},
-		{name: "connection refused", failure: omerotest.Failure{ConnectionRefused: -1}, want: ErrConnection, text: "connection refused (3 attempts)",
+		{name: "connection refused", failure: omerotest.Failure{ConnectionRefused: -1}, want: ErrConnection, text: "connection refused (attempts: 3)",
 			op: func(t *testing.T, f *fixture) error {
 				_, err := f.c.Login(context.Background(), "o", "alice", "Demo")
 				return err
@@ -346,6 +346,7 @@ func TestFailures(t *testing.T) {
 			f := setup(t, edits...)
 			f.d.SetFailure(t, c.failure)
 			err := c.op(t, f)
+			t.Logf("error: %v", err)
 			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.text) {
 				t.Errorf("err = %v\nwant %v with %q", err, c.want, c.text)
 			}
