@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/omero-adi/omero-adi/rules"
 )
@@ -111,13 +112,30 @@ func (r *recorder) collect(t *testing.T, n int, timeout time.Duration) map[strin
 }
 
 func testLog(t *testing.T) *logrus.Entry {
+	e, _ := testLogHook(t)
+	return e
+}
+
+// testLogHook returns a logger whose entries the hook records (ADI_TEST_LOG=1 also prints them).
+func testLogHook(t *testing.T) (*logrus.Entry, *logtest.Hook) {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
+	l.SetLevel(logrus.DebugLevel)
 	if os.Getenv("ADI_TEST_LOG") != "" {
 		l.SetOutput(os.Stderr)
-		l.SetLevel(logrus.DebugLevel)
 	}
-	return logrus.NewEntry(l).WithField("test", t.Name())
+	return logrus.NewEntry(l).WithField("test", t.Name()), logtest.NewLocal(l)
+}
+
+// warnings returns the Warn entries with message msg.
+func warnings(h *logtest.Hook, msg string) []*logrus.Entry {
+	var out []*logrus.Entry
+	for _, e := range h.AllEntries() {
+		if e.Level == logrus.WarnLevel && e.Message == msg {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // compile builds a rule set rooted at dataRoot.

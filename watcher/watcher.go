@@ -333,6 +333,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 
 	w.mu.Lock()
 	for _, r := range w.roots {
+		r.mode, r.reason, r.limit = "", "", false // decided again by the start scan
 		if noEvents != "" {
 			r.mode, r.reason = ModePoll, noEvents
 		}

@@ -229,7 +229,8 @@ func TestIgnored(t *testing.T) {
 		mkdir(t, data+"/demo/"+u+"/dropbox")
 	}
 	rec := newRecorder()
-	w := must(New(Config{}, compile(t, data, userRule(data, 200*time.Millisecond)), rec.sink(), testLog(t)))
+	log, hook := testLogHook(t)
+	w := must(New(Config{}, compile(t, data, userRule(data, 200*time.Millisecond)), rec.sink(), log))
 	start(t, w)
 
 	box := data + "/demo/alice/dropbox"
@@ -258,6 +259,13 @@ func TestIgnored(t *testing.T) {
 	}
 	if st.Seen != 1 || st.AlreadyOrdered != 1 || st.Settled != 0 || st.Pending != 0 || st.Ignored < 10 {
 		t.Fatalf("scan stats %+v", st)
+	}
+	if _, err := w.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	denied := warnings(hook, "folder names no allowed user or group; ignored")
+	if len(denied) != 1 || denied[0].Data["path"] != data+"/demo/mallory" {
+		t.Fatalf("%d warnings about mallory's folder after three looks, want exactly one naming it", len(denied))
 	}
 }
 
@@ -325,7 +333,8 @@ func TestWatchLimitFallsBackToPolling(t *testing.T) {
 		writeFile(t, fmt.Sprintf("%s/demo/alice/dropbox/d%d/pre.tif", data, i), 100)
 	}
 	rec := newRecorder()
-	w := must(New(Config{PollInterval: 200 * time.Millisecond}, compile(t, data, userRule(data, 200*time.Millisecond)), rec.sink(), testLog(t)))
+	log, hook := testLogHook(t)
+	w := must(New(Config{PollInterval: 200 * time.Millisecond}, compile(t, data, userRule(data, 200*time.Millisecond)), rec.sink(), log))
 	var adds atomic.Int32
 	w.addWatch = func(p string) error {
 		if adds.Add(1) > 4 {
@@ -344,6 +353,10 @@ func TestWatchLimitFallsBackToPolling(t *testing.T) {
 	}
 	rec.collect(t, 5, 5*time.Second)
 	rec.none(t, 500*time.Millisecond)
+	warns := warnings(hook, "out of inotify watches, root switched to polling")
+	if len(warns) != 1 || warns[0].Data["hint"] != WatchLimitHint {
+		t.Fatalf("%d watch-limit warnings, want one with the sysctl hint", len(warns))
+	}
 }
 
 func TestOverflowRescans(t *testing.T) {
