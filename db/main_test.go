@@ -33,7 +33,7 @@ func forEngines(t *testing.T, f func(t *testing.T, url string)) {
 
 func testLogger() *logrus.Entry {
 	l := logrus.New()
-	l.SetLevel(logrus.WarnLevel)
+	l.SetLevel(logrus.ErrorLevel)
 	return logrus.NewEntry(l)
 }
 

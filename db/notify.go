@@ -11,7 +11,8 @@ import (
 // Notify returns a channel that receives (coalesced, buffered 1) whenever new pending work may
 // exist. PostgreSQL: LISTEN on a dedicated connection, fed by the imports trigger; after a
 // (re)connect it signals once, since notifications may have been missed. SQLite: a dedicated
-// connection polls PRAGMA data_version. Both also signal when this Store creates or retries an
+// connection polls PRAGMA data_version (every commit by another connection changes it), and
+// signals once when it starts. Both also signal when this Store creates or retries an
 // order. The listener starts on the first call and stops with Close; callers still poll now and
 // then (a notification is a hint, not a guarantee).
 func (s *Store) Notify() <-chan struct{} {
@@ -142,9 +143,8 @@ func (s *Store) pollSQLite(ctx context.Context) {
 		default:
 			failing = false
 			if v != last {
-				if last != -1 {
-					s.signal()
-				}
+				// The first reading also signals: changes before it may have been missed.
+				s.signal()
 				last = v
 			}
 		}

@@ -370,7 +370,8 @@ func (s *Store) History(ctx context.Context, id string) ([]Event, error) {
 func (s *Store) AddEvent(ctx context.Context, id, stage, description string) error {
 	defer s.lockWrite()()
 	res, err := s.db.ExecContext(ctx, s.sql(`INSERT INTO adi_history (uuid, stage, at, worker, description)
-		SELECT $1, $2, {now}, $3, $4 WHERE EXISTS (SELECT 1 FROM imports WHERE uuid = $1)`),
+		SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), {now}, CAST($3 AS TEXT), CAST($4 AS TEXT)
+		WHERE EXISTS (SELECT 1 FROM imports WHERE uuid = CAST($1 AS TEXT))`),
 		id, stage, s.opts.Worker, description)
 	if err != nil {
 		return fmt.Errorf("add event to %s: %w", id, err)

@@ -21,22 +21,12 @@ type queries struct {
 
 func buildQueries(driver string) queries {
 	var q queries
-	pending := `i.stage = 'Import Pending' AND (i.not_before IS NULL OR i.not_before <= {now}) AND ` + newest
 	if driver == DriverPostgres {
-		q.claim = sqlFor(driver, `WITH c AS (
-			SELECT i.id FROM imports i WHERE `+pending+`
-			ORDER BY i.id LIMIT $2 FOR UPDATE SKIP LOCKED
-		), u AS (
-			UPDATE imports i SET stage = 'Import Started', attempt = i.attempt + 1, lease_owner = $1,
-				lease_expires = {now+$3}, cancel_requested = false, not_before = NULL, timestamp = now()
-			FROM c WHERE i.id = c.id AND i.stage = 'Import Pending'
-			RETURNING i.*
-		), h AS (
-			INSERT INTO adi_history (uuid, stage, at, worker, description)
-			SELECT uuid, stage, now(), $1, 'claimed, attempt ' || attempt FROM u
-		)
-		SELECT `+orderCols+` FROM u i LEFT JOIN imports_preprocessing p ON p.id = i.preprocessing_id ORDER BY i.id`)
+		// adi_claim (migration 0001) runs the claim with the right plan; see its comment.
+		q.claim = sqlFor(driver, `SELECT `+orderCols+` FROM adi_claim($1, $2, $3) i
+			LEFT JOIN imports_preprocessing p ON p.id = i.preprocessing_id ORDER BY i.id`)
 	} else {
+		pending := `i.stage = 'Import Pending' AND (i.not_before IS NULL OR i.not_before <= {now}) AND ` + newest
 		q.claim = sqlFor(driver, `UPDATE imports SET stage = 'Import Started', attempt = attempt + 1,
 			lease_owner = $1, lease_expires = {now+$3}, cancel_requested = false, not_before = NULL, timestamp = {now}
 			WHERE id IN (SELECT i.id FROM imports i WHERE `+pending+` ORDER BY i.id LIMIT $2)
@@ -83,40 +73,40 @@ func (s *Store) change(ctx context.Context, update string, args []any, worker, d
 		c, err := res.RowsAffected()
 		return int(c), err
 	}
-	defer s.lockWrite()()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, err
-	}
-	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
-	rows, err := tx.QueryContext(ctx, s.sql(update+" RETURNING uuid, stage"), args...)
-	if err != nil {
-		return 0, err
-	}
-	type changed struct{ uuid, stage string }
-	var done []changed
-	for rows.Next() {
-		var c changed
-		if err := rows.Scan(&c.uuid, &c.stage); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		done = append(done, c)
-	}
-	if err := rows.Close(); err != nil {
-		return 0, err
-	}
-	if err := rows.Err(); err != nil {
-		return 0, err
-	}
-	for _, c := range done {
-		_, err := tx.ExecContext(ctx, s.sql(`INSERT INTO adi_history (uuid, stage, at, worker, description)
-			VALUES ($1, $2, {now}, $3, $4)`), c.uuid, c.stage, worker, desc)
+	var changed int
+	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		changed = 0
+		rows, err := s.on(ctx, tx, tx, s.sql(update+" RETURNING uuid, stage")).QueryContext(ctx, args...)
 		if err != nil {
-			return 0, err
+			return err
 		}
-	}
-	return len(done), tx.Commit()
+		type row struct{ uuid, stage string }
+		var done []row
+		for rows.Next() {
+			var c row
+			if err := rows.Scan(&c.uuid, &c.stage); err != nil {
+				rows.Close()
+				return err
+			}
+			done = append(done, c)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, c := range done {
+			_, err := s.on(ctx, tx, tx, s.sql(`INSERT INTO adi_history (uuid, stage, at, worker, description)
+				VALUES ($1, $2, {now}, $3, $4)`)).ExecContext(ctx, c.uuid, c.stage, worker, desc)
+			if err != nil {
+				return err
+			}
+		}
+		changed = len(done)
+		return nil
+	})
+	return changed, err
 }
 
 // Claim moves up to max pending orders whose backoff has passed (oldest first, only the newest
@@ -154,6 +144,10 @@ func (s *Store) queryOrders(ctx context.Context, q querier, query string, args .
 	if err != nil {
 		return nil, err
 	}
+	return scanOrders(rows)
+}
+
+func scanOrders(rows *sql.Rows) ([]Order, error) {
 	defer rows.Close()
 	var out []Order
 	for rows.Next() {
@@ -167,52 +161,56 @@ func (s *Store) queryOrders(ctx context.Context, q querier, query string, args .
 }
 
 func (s *Store) claimSQLite(ctx context.Context, worker string, max int, lease time.Duration) ([]Order, error) {
-	defer s.lockWrite()()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
-	out, err := s.queryOrders(ctx, tx, s.q.claim, worker, max, s.durArg(lease))
-	if err != nil || len(out) == 0 {
-		return nil, err
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	ids := make([]int64, len(out))
-	for i, o := range out {
-		ids[i] = o.ID
-	}
-	idList, _ := json.Marshal(ids)
-	if _, err := tx.ExecContext(ctx, s.q.claimHistory, worker, string(idList)); err != nil {
-		return nil, err
-	}
-	for i := range out {
-		if out[i].PreprocessingID == nil {
-			continue
-		}
-		var (
-			id                                   int64
-			container, input, output, alt, extra sql.NullString
-		)
-		err := tx.QueryRowContext(ctx, s.q.preprocessing, *out[i].PreprocessingID).
-			Scan(&id, &container, &input, &output, &alt, &extra)
-		if errors.Is(err, sql.ErrNoRows) {
-			continue // the runner fails the order: preprocessing row missing
-		}
+	var out []Order
+	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		out = nil
+		rows, err := s.on(ctx, tx, tx, s.q.claim).QueryContext(ctx, worker, max, s.durArg(lease))
 		if err != nil {
-			return nil, err
+			return err
 		}
-		out[i].Preprocessing = newPreprocessing(id, container, input, output, alt, extra)
-	}
-	return out, tx.Commit()
+		claimed, err := scanOrders(rows)
+		if err != nil || len(claimed) == 0 {
+			return err
+		}
+		sort.Slice(claimed, func(i, j int) bool { return claimed[i].ID < claimed[j].ID })
+		ids := make([]int64, len(claimed))
+		for i, o := range claimed {
+			ids[i] = o.ID
+		}
+		idList, _ := json.Marshal(ids)
+		if _, err := s.on(ctx, tx, tx, s.q.claimHistory).ExecContext(ctx, worker, string(idList)); err != nil {
+			return err
+		}
+		for i := range claimed {
+			if claimed[i].PreprocessingID == nil {
+				continue
+			}
+			var (
+				id                                   int64
+				container, input, output, alt, extra sql.NullString
+			)
+			err := s.on(ctx, tx, tx, s.q.preprocessing).QueryRowContext(ctx, *claimed[i].PreprocessingID).
+				Scan(&id, &container, &input, &output, &alt, &extra)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue // the runner fails the order: preprocessing row missing
+			}
+			if err != nil {
+				return err
+			}
+			claimed[i].Preprocessing = newPreprocessing(id, container, input, output, alt, extra)
+		}
+		out = claimed
+		return nil
+	})
+	return out, err
 }
 
 // Heartbeat renews the lease l for another lease duration and reports whether cancellation was
 // requested. ErrLeaseLost means the order is no longer this worker's: stop working on it.
 func (s *Store) Heartbeat(ctx context.Context, l Lease, lease time.Duration) (cancelRequested bool, err error) {
 	unlock := s.lockWrite()
-	err = s.db.QueryRowContext(ctx, s.sql(`UPDATE imports SET lease_expires = {now+$4} WHERE `+fence+`
-		RETURNING cancel_requested`), l.UUID, l.Owner, l.Attempt, s.durArg(lease)).Scan(&cancelRequested)
+	err = s.on(ctx, s.db, nil, s.sql(`UPDATE imports SET lease_expires = {now+$4} WHERE `+fence+`
+		RETURNING cancel_requested`)).QueryRowContext(ctx, l.UUID, l.Owner, l.Attempt, s.durArg(lease)).Scan(&cancelRequested)
 	unlock()
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, fmt.Errorf("heartbeat order %s: %w", l.UUID, ErrLeaseLost)

@@ -7,6 +7,7 @@ package db
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
@@ -58,10 +60,16 @@ type Store struct {
 	q      queries
 
 	sqlCache sync.Map // engine-neutral query text -> engine's text
+	stmts    sync.Map // SQLite: engine's query text -> *sql.Stmt (modernc has no statement cache)
 
-	// wmu serializes this Store's SQLite write transactions: SQLite has one writer at a time, and
-	// waiting on a mutex is far cheaper than on the busy handler. Unused for PostgreSQL.
-	wmu sync.Mutex
+	// wmu and lockFile serialize SQLite write transactions: SQLite has one writer at a time, and
+	// waiting on a mutex (this Store) and on flock (other Stores and processes on the host) is fair
+	// and cheap, where SQLite's busy handler polls with sleeps and can starve a writer. Unused for
+	// PostgreSQL.
+	wmu      sync.Mutex
+	lockFile *os.File
+	qmu      sync.Mutex  // guards queue
+	queue    []*writeReq // SQLite writes waiting for a group commit (see writeTx)
 
 	notifyOnce sync.Once
 	notifyCh   chan struct{}
@@ -99,15 +107,21 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	switch driver {
 	case DriverPostgres:
 		sqlDriver = "pgx"
-		u, _ := url.Parse(dsn) // ParseURL produced it
-		q := u.Query()
-		if q.Get("application_name") == "" {
-			q.Set("application_name", applicationName)
-			u.RawQuery = q.Encode()
+		// Append rather than re-encode: pgx reads "+" in a query value literally.
+		if u, _ := url.Parse(dsn); u.Query().Get("application_name") == "" {
+			sep := "?"
+			if strings.Contains(dsn, "?") {
+				sep = "&"
+			}
+			dsn += sep + "application_name=" + applicationName
 		}
-		dsn = u.String()
 	case DriverSQLite:
 		sqlDriver = "sqlite"
+		file, _, _ := strings.Cut(strings.TrimPrefix(dsn, "file:"), "?")
+		s.lockFile, err = os.OpenFile(file+".lock", os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("open database %s: writer lock: %w", MaskURL(rawURL), err)
+		}
 	}
 	s.dsn = dsn
 	s.db, err = sqlx.Open(sqlDriver, dsn)
@@ -124,6 +138,9 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	}
 	if err := s.db.PingContext(ctx); err != nil {
 		_ = s.db.Close()
+		if s.lockFile != nil {
+			_ = s.lockFile.Close()
+		}
 		return nil, fmt.Errorf("connect to database %s: %w", MaskURL(rawURL), maskErr(err, rawURL))
 	}
 	s.q = buildQueries(driver)
@@ -149,7 +166,14 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.stop()
 		s.wg.Wait()
+		s.stmts.Range(func(_, v any) bool {
+			_ = v.(*sql.Stmt).Close()
+			return true
+		})
 		s.closeErr = s.db.Close()
+		if s.lockFile != nil {
+			_ = s.lockFile.Close()
+		}
 	})
 	return s.closeErr
 }
@@ -169,7 +193,12 @@ func (s *Store) lockWrite() func() {
 		return func() {}
 	}
 	s.wmu.Lock()
-	return s.wmu.Unlock
+	for syscall.Flock(int(s.lockFile.Fd()), syscall.LOCK_EX) == syscall.EINTR {
+	}
+	return func() {
+		_ = syscall.Flock(int(s.lockFile.Fd()), syscall.LOCK_UN)
+		s.wmu.Unlock()
+	}
 }
 
 // sqliteTime is the layout of timestamps stored in SQLite (UTC), as strftime('%Y-%m-%d %H:%M:%f').
@@ -254,4 +283,67 @@ func (s *Store) durArg(d time.Duration) any {
 		return d.Microseconds()
 	}
 	return fmt.Sprintf("%+.3f seconds", d.Seconds())
+}
+
+// stmtQuerier is what the hot paths run statements on: the pool or a transaction.
+type stmtQuerier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// prepared returns a statement of the pool for query (SQLite), prepared once per connection;
+// nil for PostgreSQL, where pgx caches prepared statements itself.
+func (s *Store) prepared(ctx context.Context, query string) *sql.Stmt {
+	if s.driver != DriverSQLite {
+		return nil
+	}
+	if v, ok := s.stmts.Load(query); ok {
+		return v.(*sql.Stmt)
+	}
+	st, err := s.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil // the caller runs the query unprepared and reports the error
+	}
+	if v, loaded := s.stmts.LoadOrStore(query, st); loaded {
+		_ = st.Close()
+		return v.(*sql.Stmt)
+	}
+	return st
+}
+
+// on returns where to run query: a prepared statement (bound to tx when tx is not nil) or q.
+func (s *Store) on(ctx context.Context, q stmtQuerier, tx *sql.Tx, query string) stmtRunner {
+	st := s.prepared(ctx, query)
+	if st == nil {
+		return plainRunner{q: q, query: query}
+	}
+	if tx != nil {
+		st = tx.StmtContext(ctx, st)
+	}
+	return st
+}
+
+// stmtRunner runs one statement with arguments.
+type stmtRunner interface {
+	ExecContext(ctx context.Context, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, args ...any) *sql.Row
+}
+
+type plainRunner struct {
+	q     stmtQuerier
+	query string
+}
+
+func (p plainRunner) ExecContext(ctx context.Context, args ...any) (sql.Result, error) {
+	return p.q.ExecContext(ctx, p.query, args...)
+}
+
+func (p plainRunner) QueryContext(ctx context.Context, args ...any) (*sql.Rows, error) {
+	return p.q.QueryContext(ctx, p.query, args...)
+}
+
+func (p plainRunner) QueryRowContext(ctx context.Context, args ...any) *sql.Row {
+	return p.q.QueryRowContext(ctx, p.query, args...)
 }

@@ -20,7 +20,7 @@ const (
 const sqlitePragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
 	"&_pragma=foreign_keys(1)&_txlock=immediate"
 
-var passwordInText = regexp.MustCompile(`(://[^:/@\s]*:)[^@\s]*@`)
+var passwordInText = regexp.MustCompile(`(://[^:/@\s]*:)[^@/]*@`)
 var passwordParam = regexp.MustCompile(`(?i)((?:^|[?&\s])password=)[^&\s]*`)
 
 // ParseURL turns a database URL of the settings (PostgreSQL or the SQLAlchemy spellings of both

@@ -66,50 +66,89 @@ CREATE TABLE IF NOT EXISTS adi_watch_items (
 );
 CREATE INDEX IF NOT EXISTS adi_watch_items_rule_fingerprint ON adi_watch_items (rule, fingerprint);
 
+-- Triggers use WHEN clauses so that the agent's own updates (claims, heartbeats, finishes) do not
+-- call any trigger function at all.
+
 -- A row that becomes pending (inserted, or set back by a person or by Retry) wakes the agents.
 CREATE OR REPLACE FUNCTION adi_imports_notify_pending() RETURNS trigger AS $$
 BEGIN
-    IF NEW.stage = 'Import Pending' AND (TG_OP = 'INSERT' OR OLD.stage IS DISTINCT FROM 'Import Pending') THEN
-        PERFORM pg_notify('omero_adi_pending', '');
-    END IF;
+    PERFORM pg_notify('omero_adi_pending', '');
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql;
-DROP TRIGGER IF EXISTS adi_imports_notify_pending ON imports;
-CREATE TRIGGER adi_imports_notify_pending AFTER INSERT OR UPDATE OF stage ON imports
-    FOR EACH ROW EXECUTE FUNCTION adi_imports_notify_pending();
+DROP TRIGGER IF EXISTS adi_imports_notify_pending_insert ON imports;
+CREATE TRIGGER adi_imports_notify_pending_insert AFTER INSERT ON imports
+    FOR EACH ROW WHEN (NEW.stage = 'Import Pending') EXECUTE FUNCTION adi_imports_notify_pending();
+DROP TRIGGER IF EXISTS adi_imports_notify_pending_update ON imports;
+CREATE TRIGGER adi_imports_notify_pending_update AFTER UPDATE OF stage ON imports
+    FOR EACH ROW WHEN (NEW.stage = 'Import Pending' AND OLD.stage IS DISTINCT FROM 'Import Pending')
+    EXECUTE FUNCTION adi_imports_notify_pending();
 
 -- A person's retry (UPDATE imports SET stage = 'Import Pending' ...) works live: the lease of the
 -- previous attempt is dropped, and the stage time is set when the statement did not set it.
-CREATE OR REPLACE FUNCTION adi_imports_back_to_pending() RETURNS trigger AS $$
+CREATE OR REPLACE FUNCTION adi_imports_stage_set_by_hand() RETURNS trigger AS $$
 BEGIN
-    IF NEW.stage = 'Import Pending' AND OLD.stage IS DISTINCT FROM 'Import Pending' THEN
+    IF NEW.stage = 'Import Pending' THEN
         NEW.lease_owner := NULL;
         NEW.lease_expires := NULL;
         NEW.cancel_requested := false;
     END IF;
-    IF NEW.stage IS DISTINCT FROM OLD.stage AND NEW.timestamp IS NOT DISTINCT FROM OLD.timestamp THEN
+    IF NEW.timestamp IS NOT DISTINCT FROM OLD.timestamp THEN
         NEW.timestamp := now();
     END IF;
     RETURN NEW;
 END
 $$ LANGUAGE plpgsql;
-DROP TRIGGER IF EXISTS adi_imports_back_to_pending ON imports;
-CREATE TRIGGER adi_imports_back_to_pending BEFORE UPDATE OF stage ON imports
-    FOR EACH ROW EXECUTE FUNCTION adi_imports_back_to_pending();
+DROP TRIGGER IF EXISTS adi_imports_stage_set_by_hand ON imports;
+CREATE TRIGGER adi_imports_stage_set_by_hand BEFORE UPDATE OF stage ON imports
+    FOR EACH ROW WHEN (NEW.stage IS DISTINCT FROM OLD.stage AND (NEW.timestamp IS NOT DISTINCT FROM OLD.timestamp
+        OR (NEW.stage = 'Import Pending' AND NEW.lease_owner IS NOT NULL)))
+    EXECUTE FUNCTION adi_imports_stage_set_by_hand();
 
 -- Stage changes made by anything but the agent (psql, the web plugin, Metabase) land in the
 -- history too; the agent (application_name omero-adi) writes its own rows with worker and reason.
 CREATE OR REPLACE FUNCTION adi_imports_history_by_hand() RETURNS trigger AS $$
 BEGIN
-    IF current_setting('application_name', true) IS DISTINCT FROM 'omero-adi'
-       AND (TG_OP = 'INSERT' OR NEW.stage IS DISTINCT FROM OLD.stage) THEN
-        INSERT INTO adi_history (uuid, stage, at, worker, description)
-        VALUES (NEW.uuid, NEW.stage, now(), 'sql:' || session_user, 'changed outside the agent');
-    END IF;
+    INSERT INTO adi_history (uuid, stage, at, worker, description)
+    VALUES (NEW.uuid, NEW.stage, now(), 'sql:' || session_user, 'changed outside the agent');
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql;
-DROP TRIGGER IF EXISTS adi_imports_history_by_hand ON imports;
-CREATE TRIGGER adi_imports_history_by_hand AFTER INSERT OR UPDATE OF stage ON imports
-    FOR EACH ROW EXECUTE FUNCTION adi_imports_history_by_hand();
+DROP TRIGGER IF EXISTS adi_imports_history_by_hand_insert ON imports;
+CREATE TRIGGER adi_imports_history_by_hand_insert AFTER INSERT ON imports
+    FOR EACH ROW WHEN (current_setting('application_name', true) IS DISTINCT FROM 'omero-adi')
+    EXECUTE FUNCTION adi_imports_history_by_hand();
+DROP TRIGGER IF EXISTS adi_imports_history_by_hand_update ON imports;
+CREATE TRIGGER adi_imports_history_by_hand_update AFTER UPDATE OF stage ON imports
+    FOR EACH ROW WHEN (NEW.stage IS DISTINCT FROM OLD.stage
+        AND current_setting('application_name', true) IS DISTINCT FROM 'omero-adi')
+    EXECUTE FUNCTION adi_imports_history_by_hand();
+
+-- The claim (see Store.Claim): pending newest rows, oldest first, locked with SKIP LOCKED, moved to
+-- Import Started under a lease, with a history row each. Bitmap scans are off inside it: right
+-- after a bulk insert the statistics still say "few pending rows", and a bitmap scan then sorts
+-- every pending row (and every stale index entry of claimed ones) on each claim, where the
+-- ordered scan of adi_imports_pending stops after p_max rows.
+CREATE OR REPLACE FUNCTION adi_claim(p_worker text, p_max integer, p_lease_us bigint)
+RETURNS SETOF imports LANGUAGE plpgsql SET enable_bitmapscan = off AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH c AS (
+        SELECT i.id FROM imports i
+        WHERE i.stage = 'Import Pending' AND (i.not_before IS NULL OR i.not_before <= now())
+          AND i.id = (SELECT max(i2.id) FROM imports i2 WHERE i2.uuid = i.uuid)
+        ORDER BY i.id LIMIT p_max FOR UPDATE SKIP LOCKED
+    ), u AS (
+        UPDATE imports i SET stage = 'Import Started', attempt = i.attempt + 1, lease_owner = p_worker,
+            lease_expires = now() + p_lease_us * interval '1 microsecond', cancel_requested = false,
+            not_before = NULL, timestamp = now()
+        FROM c WHERE i.id = c.id AND i.stage = 'Import Pending'
+        RETURNING i.*
+    ), h AS (
+        INSERT INTO adi_history (uuid, stage, at, worker, description)
+        SELECT u.uuid, u.stage, now(), p_worker, 'claimed, attempt ' || u.attempt FROM u
+    )
+    SELECT u.* FROM u;
+END
+$$;
