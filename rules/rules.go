@@ -14,6 +14,11 @@
 // With unit = "folder" each direct subfolder of the rule folder is one unit, made of the files below
 // it that the patterns select (patterns still count from the rule folder: "*/**/*.tif").
 //
+// Destinations: "Dataset:ID", "Screen:ID", or "Dataset:name:NAME" / "Screen:name:NAME" (a container
+// found or created by name), where NAME may use {dir} (the unit's first folder below the rule folder:
+// the folder unit's name, or for a file the first folder of its relative path; a file directly in
+// the rule folder gets the rule folder's own name), {user} and {group}.
+//
 // Hidden names (leading "."; this covers ".processed" and rsync's ".name.XXXXXX"), "*.part",
 // "*.tmp" and "~$*" are never part of a unit, at any depth.
 package rules
