@@ -1,0 +1,310 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/rules"
+	"github.com/omero-adi/omero-adi/runner"
+	"github.com/omero-adi/omero-adi/runner/omero"
+	"github.com/omero-adi/omero-adi/runner/preprocess"
+	"github.com/omero-adi/omero-adi/watcher"
+)
+
+// Roles an agent process can take.
+const (
+	RoleAll     = "all"
+	RoleWatcher = "watcher"
+	RoleRunner  = "runner"
+)
+
+// NewLogger builds the process logger from log_level, log_format and log_file_path. Messages go to
+// stderr (w) and, when log_file_path is set, to that file as well.
+func NewLogger(cfg Config, w io.Writer) (*logrus.Logger, error) {
+	l := logrus.New()
+	lvl, err := logrus.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return nil, settingsErr("log_level: %v", err)
+	}
+	l.SetLevel(lvl)
+	if cfg.LogFormat == "json" {
+		l.SetFormatter(&logrus.JSONFormatter{})
+	} else {
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, DisableColors: true})
+	}
+	l.SetOutput(w)
+	if cfg.LogFilePath != "" {
+		if err := os.MkdirAll(filepath.Dir(cfg.LogFilePath), 0o755); err != nil {
+			return nil, fmt.Errorf("log_file_path: %w", err)
+		}
+		f, err := os.OpenFile(cfg.LogFilePath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("log_file_path: %w", err)
+		}
+		l.SetOutput(io.MultiWriter(w, f))
+	}
+	return l, nil
+}
+
+// OpenStore connects to the order database of the settings and applies the migrations.
+func OpenStore(ctx context.Context, cfg Config, log *logrus.Logger) (*db.Store, error) {
+	if driver, dsn, err := db.ParseURL(cfg.IngestTrackingDB); err == nil && driver == "sqlite" {
+		if err := os.MkdirAll(filepath.Dir(dsnPath(dsn)), 0o755); err != nil {
+			return nil, fmt.Errorf("create folder of the SQLite database: %w", err)
+		}
+	}
+	s, err := db.Open(ctx, cfg.IngestTrackingDB, db.Options{Logger: log.WithField("component", "db"), Worker: WorkerName(cfg)})
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", db.MaskURL(cfg.IngestTrackingDB), err)
+	}
+	if err := s.Migrate(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("migrate database %s: %w", db.MaskURL(cfg.IngestTrackingDB), err)
+	}
+	return s, nil
+}
+
+func dsnPath(dsn string) string {
+	p, _, _ := strings.Cut(strings.TrimPrefix(dsn, "file:"), "?")
+	return p
+}
+
+// WorkerName is this process's name in leases and history: worker_name, else host:pid.
+func WorkerName(cfg Config) string {
+	if cfg.WorkerName != "" {
+		return cfg.WorkerName
+	}
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s:%d", host, os.Getpid())
+}
+
+// Agent is one omero-adi process: the watcher and/or the runner over one order database.
+type Agent struct {
+	cfg   Config
+	role  string
+	log   *logrus.Logger
+	store *db.Store
+	reg   *prometheus.Registry
+
+	runner  *runner.Runner
+	watcher *watcher.Watcher
+
+	ready     chan struct{}
+	closeOnce sync.Once
+}
+
+// Options are the collaborators of an Agent that tests replace.
+type Options struct {
+	Logger *logrus.Logger
+	Env    []string // extra environment for the omero CLI and containers (tests: the CLI double's)
+}
+
+// New validates the role, opens the database and builds the parts; it starts nothing.
+func New(ctx context.Context, cfg Config, role string, opts Options) (*Agent, error) {
+	switch role {
+	case RoleAll, RoleWatcher, RoleRunner:
+	default:
+		return nil, settingsErr("--role must be all, watcher or runner, got %q", role)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
+	a := &Agent{cfg: cfg, role: role, log: log, reg: prometheus.NewRegistry(), ready: make(chan struct{})}
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	store, err := OpenStore(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a.store = store
+	if role != RoleWatcher {
+		if a.runner, err = a.newRunner(opts); err != nil {
+			store.Close()
+			return nil, err
+		}
+	}
+	if role != RoleRunner {
+		set, err := cfg.RuleSet()
+		if err != nil {
+			store.Close()
+			return nil, settingsErr("%v", err)
+		}
+		if len(set.Rules()) == 0 && role == RoleWatcher {
+			store.Close()
+			return nil, settingsErr("rules: --role watcher needs at least one [[rules]] entry")
+		}
+		if len(set.Rules()) > 0 {
+			a.watcher, err = watcher.New(watcher.Config{
+				Mode: cfg.Watch.Mode, RescanInterval: cfg.Watch.RescanInterval.Duration, PollInterval: cfg.Watch.PollInterval.Duration,
+			}, set, NewSink(store, log.WithField("component", "watcher")), log.WithField("component", "watcher"))
+			if err != nil {
+				store.Close()
+				return nil, settingsErr("%v", err)
+			}
+		}
+	}
+	return a, nil
+}
+
+func (a *Agent) newRunner(opts Options) (*runner.Runner, error) {
+	cfg := a.cfg
+	log := a.log.WithField("component", "runner")
+	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create log_dir %s: %w", cfg.LogDir, err)
+	}
+	password := cfg.Omero.Password
+	if cfg.Omero.DryRun && password == "" {
+		// A dry run never logs in; the adapter still wants a password to be configured.
+		password = "unused-in-dry-run"
+	}
+	sessionDir := cfg.Omero.SessionDir
+	if sessionDir == "" {
+		sessionDir = filepath.Join(os.TempDir(), "omero-adi-sessions")
+	}
+	client, err := omero.New(omero.Config{
+		CLI: cfg.Omero.CLI, Host: cfg.Omero.Host, Port: cfg.Omero.Port,
+		AdminUser: cfg.Omero.User, AdminPassword: password,
+		ManagedRepository: cfg.Omero.ManagedRepository, LogDir: cfg.LogDir, SessionRoot: sessionDir,
+		ParallelUpload: cfg.ParallelUploadPerWorker, ParallelFilesets: cfg.ParallelFilesetsPerWorker,
+		SkipAll: cfg.SkipAll, SkipChecksum: cfg.SkipChecksum, SkipMinmax: cfg.SkipMinmax,
+		SkipThumbnails: cfg.SkipThumbnails, SkipUpgrade: cfg.SkipUpgrade,
+		ImportTimeout: cfg.Omero.ImportTimeout.Duration, CallTimeout: cfg.Omero.CallTimeout.Duration,
+		ConnectRetries: cfg.Omero.ConnectRetries, ConnectBackoff: cfg.Omero.ConnectBackoff.Duration,
+		Env: opts.Env,
+	}, log)
+	if err != nil {
+		return nil, settingsErr("omero: %v", err)
+	}
+	pre, err := preprocess.New(preprocess.Config{
+		Runtime: cfg.Preprocessing.Runtime, ExtraArgs: cfg.Preprocessing.ExtraArgs,
+		UsernsMode: cfg.Preprocessing.UsernsMode, Timeout: cfg.Preprocessing.Timeout.Duration,
+		Local: cfg.Preprocessing.Local, LocalTmpRoot: cfg.Omero.LocalTmpRoot, Env: opts.Env,
+	}, log)
+	if err != nil {
+		return nil, settingsErr("preprocessing: %v", err)
+	}
+	return runner.New(runner.Config{
+		Worker: WorkerName(cfg), MaxWorkers: cfg.MaxWorkers, Lease: cfg.Lease.Duration,
+		PollInterval: cfg.PollInterval.Duration, ShutdownTimeout: cfg.ShutdownTimeout.Duration,
+		Recover: cfg.RecoverPolicy(), Paths: runner.Paths{BaseDir: cfg.BaseDir, GroupRoots: cfg.GroupRoots()},
+		LogDir: cfg.LogDir, Namespace: cfg.AnnotationNamespace, DryRun: cfg.Omero.DryRun,
+		ManagedRepo: cfg.Omero.ManagedRepository, Registerer: a.reg,
+	}, a.store, client, pre, a.log.WithField("component", "runner"))
+}
+
+// Run starts the parts and blocks until ctx ends (a clean stop returns nil) or a part fails.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.Close()
+	a.log.WithFields(logrus.Fields{
+		"role": a.role, "database": db.MaskURL(a.cfg.IngestTrackingDB), "worker": WorkerName(a.cfg), "dry_run": a.cfg.Omero.DryRun,
+	}).Info("agent starting")
+	g, gctx := errgroup.WithContext(ctx)
+	if a.cfg.Listen != "" {
+		ln, err := net.Listen("tcp", a.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("listen on %s (setting listen): %w", a.cfg.Listen, err)
+		}
+		srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+		g.Go(func() error {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve health and metrics: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+		a.log.WithField("listen", ln.Addr().String()).Info("serving /metrics, /healthz, /readyz")
+	}
+	if a.runner != nil {
+		g.Go(func() error { return a.runner.Run(gctx) })
+	}
+	if a.watcher != nil {
+		g.Go(func() error { return a.watcher.Run(gctx) })
+	}
+	close(a.ready)
+	notifySystemd(gctx, a.log)
+	err := g.Wait()
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	a.log.Info("agent stopped")
+	return err
+}
+
+// Close releases the database; it is safe to call more than once.
+func (a *Agent) Close() {
+	a.closeOnce.Do(func() { a.store.Close() })
+}
+
+// Store is the agent's order database (for tests and commands).
+func (a *Agent) Store() *db.Store { return a.store }
+
+func (a *Agent) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := a.store.DB().PingContext(ctx); err != nil {
+			http.Error(w, "database: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if a.watcher != nil {
+			for _, h := range a.watcher.Health().Roots {
+				fmt.Fprintf(w, "watch %s: mode=%s %s\n", h.Path, h.Mode, h.Reason)
+			}
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// notifySystemd tells systemd the agent is ready and keeps its watchdog fed while ctx lives.
+// Outside systemd (no NOTIFY_SOCKET) it does nothing.
+func notifySystemd(ctx context.Context, log *logrus.Logger) {
+	if ok, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.WithError(err).Warn("notify systemd")
+	} else if !ok {
+		return
+	}
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval == 0 {
+		return
+	}
+	go func() {
+		t := time.NewTicker(interval / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+			}
+		}
+	}()
+}
+
+var _ = rules.Compile

@@ -1,0 +1,177 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/internal/pgtest"
+	"github.com/omero-adi/omero-adi/rules"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func quietLogger() *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	if testing.Verbose() {
+		l.SetOutput(os.Stderr)
+		l.SetLevel(logrus.DebugLevel)
+	}
+	return l
+}
+
+// testConfig is a dry-run agent watching <data>/demo/{user}/dropbox with a 300 ms settle.
+func testConfig(t *testing.T, url string) (Config, string) {
+	t.Helper()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	for _, d := range []string{"demo/alice/dropbox", "demo/mallory/dropbox"} {
+		if err := os.MkdirAll(filepath.Join(data, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := Defaults()
+	cfg.IngestTrackingDB = url
+	cfg.BaseDir = data
+	cfg.LogDir = filepath.Join(dir, "log")
+	cfg.Listen = ""
+	cfg.PollInterval = dur(100 * time.Millisecond)
+	cfg.Lease = dur(3 * time.Second)
+	cfg.Omero.DryRun = true
+	cfg.Omero.SessionDir = filepath.Join(dir, "sessions")
+	cfg.Watch.Mode = "events"
+	cfg.Watch.PollInterval = dur(200 * time.Millisecond)
+	cfg.Rules = []rules.Rule{{
+		Name: "dropbox", Group: "Demo", Path: filepath.Join(data, "demo/{user}/dropbox"),
+		Users: []string{"alice", "bob"}, Include: []string{"**/*.tif"},
+		Settle: rules.Duration{Duration: 300 * time.Millisecond}, Destination: "Dataset:151",
+	}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, data
+}
+
+func startAgent(t *testing.T, cfg Config, role string) *Agent {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := New(ctx, cfg, role, Options{Logger: quietLogger()})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("agent.Run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("agent did not stop")
+		}
+	})
+	return a
+}
+
+func waitOrders(t *testing.T, s *db.Store, n int, timeout time.Duration) []db.Order {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var orders []db.Order
+	for time.Now().Before(deadline) {
+		var err error
+		orders, err = s.List(context.Background(), db.Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(orders) >= n {
+			return orders
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%d orders after %s, want %d", len(orders), timeout, n)
+	return nil
+}
+
+// A file copied into a watched folder becomes exactly one order with the rule's group and
+// destination, the user captured from the path and the rule as its source; a dry-run runner
+// then completes it.
+func TestDroppedFileBecomesOneOrder(t *testing.T) {
+	for _, eng := range []struct {
+		name string
+		url  func(testing.TB) string
+	}{{"sqlite", pgtest.SQLiteURL}, {"postgres", pgtest.URL}} {
+		t.Run(eng.name, func(t *testing.T) {
+			cfg, data := testConfig(t, eng.url(t))
+			a := startAgent(t, cfg, RoleAll)
+			file := filepath.Join(data, "demo/alice/dropbox/plate1.tif")
+			if err := os.WriteFile(file, []byte("pixels"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// Not in the allowlist: never an order.
+			if err := os.WriteFile(filepath.Join(data, "demo/mallory/dropbox/x.tif"), []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			orders := waitOrders(t, a.Store(), 1, 15*time.Second)
+			o := orders[0]
+			if o.User != "alice" || o.Group != "Demo" || o.DestinationType != "Dataset" || o.DestinationID != "151" || o.Source != "dropbox" {
+				t.Errorf("order %+v", o)
+			}
+			if files, _ := o.FileList(); len(files) != 1 || files[0] != file {
+				t.Errorf("files %q, want [%q]", o.Files, file)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for o.Stage != db.StageCompleted && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+				o, _ = a.Store().Get(context.Background(), o.UUID)
+			}
+			if o.Stage != db.StageCompleted || !strings.HasPrefix(o.Description, "dry run:") {
+				t.Errorf("order %s: %q %q", o.UUID, o.Stage, o.Description)
+			}
+			time.Sleep(time.Second) // several settle periods and polls: still one order
+			if orders := waitOrders(t, a.Store(), 1, time.Second); len(orders) != 1 {
+				t.Errorf("%d orders, want 1", len(orders))
+			}
+		})
+	}
+}
+
+// Two watcher agents on the same folder and database create one order per unit.
+func TestTwoWatchersOneOrderPerUnit(t *testing.T) {
+	cfg, data := testConfig(t, pgtest.URL(t))
+	cfg.WorkerName = "w1"
+	a := startAgent(t, cfg, RoleWatcher)
+	cfg2 := cfg
+	cfg2.WorkerName = "w2"
+	startAgent(t, cfg2, RoleWatcher)
+	for i := 0; i < 20; i++ {
+		p := filepath.Join(data, "demo/alice/dropbox", "f"+string(rune('a'+i))+".tif")
+		if err := os.WriteFile(p, []byte(p), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitOrders(t, a.Store(), 20, 20*time.Second)
+	time.Sleep(1500 * time.Millisecond)
+	orders := waitOrders(t, a.Store(), 20, time.Second)
+	if len(orders) != 20 {
+		t.Errorf("%d orders, want 20", len(orders))
+	}
+	// A rename within the folder is not a new order.
+	if err := os.Rename(filepath.Join(data, "demo/alice/dropbox/fa.tif"), filepath.Join(data, "demo/alice/dropbox/renamed.tif")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if orders := waitOrders(t, a.Store(), 20, time.Second); len(orders) != 20 {
+		t.Errorf("after rename: %d orders, want 20", len(orders))
+	}
+}

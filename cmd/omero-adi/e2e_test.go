@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/internal/omerotest"
+	"github.com/omero-adi/omero-adi/internal/pgtest"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// agentBinary builds omero-adi once per test binary.
+func agentBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "omero-adi-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "omero-adi")
+		out, err := exec.Command("go", "build", "-race", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// world is a data root, a CLI double and a database shared by agent processes.
+type world struct {
+	t      *testing.T
+	url    string
+	data   string
+	dir    string
+	double *omerotest.Double
+	store  *db.Store
+}
+
+func newWorld(t *testing.T, url string) *world {
+	t.Helper()
+	dir := t.TempDir()
+	w := &world{t: t, url: url, data: filepath.Join(dir, "data"), dir: dir, double: omerotest.New(t)}
+	if err := os.MkdirAll(w.data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, err := db.Open(context.Background(), url, db.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	w.store = s
+	return w
+}
+
+// settings writes a settings file for one agent process.
+func (w *world) settings(name, extra string) string {
+	w.t.Helper()
+	p := filepath.Join(w.dir, name+".toml")
+	text := fmt.Sprintf(`base_dir = %q
+log_dir = %q
+listen = ""
+worker_name = %q
+max_workers = 8
+poll_interval = "200ms"
+lease = "3s"
+shutdown_timeout = "2s"
+%s
+[omero]
+cli = %q
+managed_repository = %q
+local_tmp_root = %q
+session_dir = %q
+connect_backoff = "10ms"
+`, w.data, filepath.Join(w.dir, "log-"+name), name, extra, w.double.Bin, w.double.ManagedRepo,
+		filepath.Join(w.dir, "inplace"), filepath.Join(w.dir, "sessions-"+name))
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		w.t.Fatal(err)
+	}
+	return p
+}
+
+// agent starts `omero-adi run --role runner` as a process; the returned func stops it with SIGTERM.
+func (w *world) agent(name, extra string) *exec.Cmd {
+	w.t.Helper()
+	cmd := exec.Command(agentBinary(w.t), "--config", w.settings(name, extra), "run", "--role", "runner")
+	cmd.Env = append(os.Environ(), "INGEST_TRACKING_DB_URL="+w.url, "OMERO_PASSWORD=omero")
+	cmd.Env = append(cmd.Env, w.double.Env()...)
+	logf, err := os.Create(filepath.Join(w.dir, name+".log"))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_, _ = cmd.Process.Wait()
+		logf.Close()
+		if w.t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			w.t.Logf("log of agent %s:\n%s", name, b)
+		}
+	})
+	return cmd
+}
+
+func (w *world) order(rel string) string {
+	w.t.Helper()
+	p := filepath.Join(w.data, rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(rel), 0o644); err != nil {
+		w.t.Fatal(err)
+	}
+	o, _, err := w.store.CreateOrder(context.Background(), db.NewOrder{Group: "Demo", User: "alice",
+		DestinationType: "Dataset", DestinationID: "151", Files: []string{p}, Source: db.SourceSQL})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return o.UUID
+}
+
+func (w *world) waitStages(uuids []string, timeout time.Duration, final ...string) map[string]db.Order {
+	w.t.Helper()
+	deadline := time.Now().Add(timeout)
+	out := map[string]db.Order{}
+	for time.Now().Before(deadline) {
+		for _, u := range uuids {
+			if _, done := out[u]; done {
+				continue
+			}
+			o, err := w.store.Get(context.Background(), u)
+			if err != nil {
+				w.t.Fatal(err)
+			}
+			for _, s := range final {
+				if o.Stage == s {
+					out[u] = o
+				}
+			}
+		}
+		if len(out) == len(uuids) {
+			return out
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	w.t.Fatalf("%d of %d orders reached %q within %s", len(out), len(uuids), final, timeout)
+	return nil
+}
+
+// Two agent processes on one PostgreSQL import 200 orders, each exactly once.
+func TestTwoAgentsShareOnePostgres(t *testing.T) {
+	w := newWorld(t, pgtest.URL(t))
+	var uuids []string
+	for i := 0; i < 200; i++ {
+		uuids = append(uuids, w.order(fmt.Sprintf("demo/alice/run/f%03d.tif", i)))
+	}
+	w.agent("a1", "")
+	w.agent("a2", "")
+	got := w.waitStages(uuids, 3*time.Minute, db.StageCompleted, db.StageFailed)
+	workers := map[string]int{}
+	for _, o := range got {
+		if o.Stage != db.StageCompleted {
+			t.Errorf("order %s: %s %s", o.UUID, o.Stage, o.Description)
+		}
+		if o.Attempt != 1 {
+			t.Errorf("order %s ran %d times", o.UUID, o.Attempt)
+		}
+		hist, err := w.store.History(context.Background(), o.UUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hist {
+			if h.Stage == db.StageCompleted {
+				workers[h.Worker]++
+			}
+		}
+	}
+	st := w.double.State(t)
+	seen := map[string]int{}
+	for _, imp := range st.Imports {
+		for _, p := range imp.Paths {
+			seen[p]++
+		}
+	}
+	if len(st.Imports) != 200 {
+		t.Errorf("the double saw %d imports, want 200", len(st.Imports))
+	}
+	for p, n := range seen {
+		if n != 1 {
+			t.Errorf("%s imported %d times", p, n)
+		}
+	}
+	t.Logf("orders per agent: %v", workers)
+	if len(workers) != 2 {
+		t.Errorf("orders were not shared by both agents: %v", workers)
+	}
+}
+
+// kill -9 of an agent during an import: after the lease expires another agent recovers the order
+// — failed as interrupted by default, re-run with recover_interrupted = "retry".
+func TestKilledAgentIsRecovered(t *testing.T) {
+	for _, mode := range []string{"fail", "retry"} {
+		t.Run(mode, func(t *testing.T) {
+			w := newWorld(t, pgtest.URL(t))
+			w.double.SetFailure(t, omerotest.Failure{Hang: true})
+			extra := fmt.Sprintf("recover_interrupted = %q\nretry_backoff = \"100ms\"\n", mode)
+			victim := w.agent("victim", extra)
+			uuid := w.order("demo/alice/big.tif")
+			w.waitStages([]string{uuid}, 30*time.Second, db.StageStarted)
+			waitForImportCall(t, w.double)
+			if err := victim.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			_, _ = victim.Process.Wait()
+			killOrphans(t, w.double)
+			w.double.SetFailure(t, omerotest.Failure{})
+			w.agent("rescuer", extra)
+			want := db.StageFailed
+			if mode == "retry" {
+				want = db.StageCompleted
+			}
+			o := w.waitStages([]string{uuid}, time.Minute, want)[uuid]
+			if mode == "fail" && !strings.Contains(o.Description, "interrupted") {
+				t.Errorf("description %q does not say it was interrupted", o.Description)
+			}
+			if mode == "retry" {
+				ok := 0
+				for _, imp := range w.double.State(t).Imports {
+					if imp.ExitCode == 0 && len(imp.Images) > 0 {
+						ok++
+					}
+				}
+				if ok != 1 {
+					t.Errorf("%d successful imports, want exactly 1", ok)
+				}
+			}
+		})
+	}
+}
+
+func waitForImportCall(t *testing.T, d *omerotest.Double) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, c := range d.State(t).Calls {
+			if len(c.Argv) > 0 && c.Argv[0] == "import" {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("no import started")
+}
+
+// killOrphans kills double processes left hanging by a killed agent (a real importer would be
+// left running too: that is why interrupted imports fail by default).
+func killOrphans(t *testing.T, d *omerotest.Double) {
+	t.Helper()
+	out, _ := exec.Command("pkill", "-KILL", "-f", d.Bin).CombinedOutput()
+	_ = out
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/omero-adi/omero-adi/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// cli runs the command in-process with the given environment and returns stdout, stderr and the exit code.
+func cli(t *testing.T, envv map[string]string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	getenv := func(k string) string { return envv[k] }
+	err := run(context.Background(), args, &out, &errb, getenv)
+	code := 0
+	if err != nil {
+		code = exitCode(err)
+		errb.WriteString(err.Error())
+	}
+	return out.String(), errb.String(), code
+}
+
+type fixture struct {
+	env    map[string]string
+	data   string
+	config string
+}
+
+func newFixture(t *testing.T, url string) fixture {
+	t.Helper()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(filepath.Join(data, "demo", "alice"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "settings.toml")
+	text := "base_dir = " + quote(data) + "\nlog_dir = " + quote(filepath.Join(dir, "log")) + "\nlisten = \"\"\n"
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return fixture{env: map[string]string{"INGEST_TRACKING_DB_URL": url}, data: data, config: cfg}
+}
+
+func quote(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+func (f fixture) file(t *testing.T, rel string) string {
+	t.Helper()
+	p := filepath.Join(f.data, rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestOrdersCreateListShowRetryCancel(t *testing.T) {
+	for _, eng := range []struct {
+		name string
+		url  func(testing.TB) string
+	}{{"sqlite", pgtest.SQLiteURL}, {"postgres", pgtest.URL}} {
+		t.Run(eng.name, func(t *testing.T) {
+			f := newFixture(t, eng.url(t))
+			file := f.file(t, "demo/alice/a.tif")
+			out, errs, code := cli(t, f.env, "--config", f.config, "orders", "create", "--group", "Demo", "--user", "alice",
+				"--dataset", "151", file, "--container", "example/conv:1", "--param", "saveoption=single")
+			if code != 0 {
+				t.Fatalf("create: exit %d: %s", code, errs)
+			}
+			uuid := strings.TrimSpace(out)
+			if len(uuid) != 36 {
+				t.Fatalf("create printed %q, want a uuid", out)
+			}
+			out, errs, code = cli(t, f.env, "--config", f.config, "orders", "show", uuid, "--json")
+			if code != 0 {
+				t.Fatalf("show: exit %d: %s", code, errs)
+			}
+			var o map[string]any
+			if err := json.Unmarshal([]byte(out), &o); err != nil {
+				t.Fatalf("show --json: %v\n%s", err, out)
+			}
+			for _, k := range []string{"uuid", "stage", "group", "user", "destination_type", "destination_id", "files",
+				"description", "timestamp", "source", "attempt", "preprocessing", "history"} {
+				if _, ok := o[k]; !ok {
+					t.Errorf("show --json lacks %q", k)
+				}
+			}
+			if o["stage"] != "Import Pending" || o["source"] != "cli" || o["user"] != "alice" {
+				t.Errorf("show: %v", o)
+			}
+			pre, _ := o["preprocessing"].(map[string]any)
+			if pre["container"] != "example/conv:1" || pre["extra_params"].(map[string]any)["saveoption"] != "single" {
+				t.Errorf("preprocessing %v", pre)
+			}
+			out, _, code = cli(t, f.env, "--config", f.config, "orders", "list", "--json", "--stage", "pending")
+			var list []map[string]any
+			if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0]["uuid"] != uuid {
+				t.Fatalf("list --json: exit %d %s", code, out)
+			}
+			out, _, code = cli(t, f.env, "--config", f.config, "orders", "list")
+			if code != 0 || !strings.Contains(out, uuid) || !strings.Contains(out, "Import Pending") {
+				t.Fatalf("list: exit %d %s", code, out)
+			}
+			// Retry of a pending order is refused; cancel works; then retry works.
+			if _, _, code = cli(t, f.env, "--config", f.config, "orders", "retry", uuid); code != 2 {
+				t.Errorf("retry of a pending order: exit %d, want 2", code)
+			}
+			if out, _, code = cli(t, f.env, "--config", f.config, "orders", "cancel", uuid); code != 0 || !strings.Contains(out, "Import Cancelled") {
+				t.Errorf("cancel: exit %d %s", code, out)
+			}
+			if out, _, code = cli(t, f.env, "--config", f.config, "orders", "retry", uuid); code != 0 || !strings.Contains(out, "Import Pending") {
+				t.Errorf("retry: exit %d %s", code, out)
+			}
+			if _, _, code = cli(t, f.env, "--config", f.config, "orders", "show", "no-such-uuid"); code != 2 {
+				t.Errorf("show of an unknown uuid: exit %d, want 2", code)
+			}
+		})
+	}
+}
+
+// Bad input to orders create is a clear error with exit code 2, and nothing is written.
+func TestOrdersCreateRejectsBadInput(t *testing.T) {
+	f := newFixture(t, pgtest.SQLiteURL(t))
+	file := f.file(t, "demo/alice/a.tif")
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"relative path", []string{"--group", "Demo", "--user", "alice", "--dataset", "151", "demo/alice/a.tif"}, "not an absolute path"},
+		{"empty group", []string{"--group", "", "--user", "alice", "--dataset", "151", file}, "--group"},
+		{"no destination", []string{"--group", "Demo", "--user", "alice", file}, "--dataset"},
+		{"both destinations", []string{"--group", "Demo", "--user", "alice", "--dataset", "1", "--screen", "2", file}, "exactly one"},
+		{"bad dataset id", []string{"--group", "Demo", "--user", "alice", "--dataset", "abc", file}, "destination_id"},
+		{"screen by name", []string{"--group", "Demo", "--user", "alice", "--screen", "name:x", file}, "destination_id"},
+		{"missing file", []string{"--group", "Demo", "--user", "alice", "--dataset", "1", filepath.Join(f.data, "nope.tif")}, "does not exist"},
+		{"outside base_dir", []string{"--group", "Demo", "--user", "alice", "--dataset", "1", "/etc/passwd"}, "outside"},
+		{"param without container", []string{"--group", "Demo", "--user", "alice", "--dataset", "1", "--param", "a=b", file}, "--container"},
+		{"bad param", []string{"--group", "Demo", "--user", "alice", "--dataset", "1", "--container", "c", "--param", "ab", file}, "KEY=VALUE"},
+		{"unknown flag", []string{"--group", "Demo", "--user", "alice", "--project", "1", file}, "project"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, errs, code := cli(t, f.env, append([]string{"--config", f.config, "orders", "create"}, c.args...)...)
+			if code != 2 {
+				t.Errorf("exit %d, want 2 (%s)", code, errs)
+			}
+			if !strings.Contains(errs, c.want) {
+				t.Errorf("error %q does not contain %q", errs, c.want)
+			}
+		})
+	}
+	out, _, _ := cli(t, f.env, "--config", f.config, "orders", "list", "--json")
+	if strings.TrimSpace(out) != "[]" {
+		t.Errorf("bad input wrote orders: %s", out)
+	}
+}
+
+// Bad settings are a clear error naming the key and the value, with exit code 2.
+func TestBadSettings(t *testing.T) {
+	cases := []struct{ name, text, want string }{
+		{"unknown key", "max_worker = 3\n", `unknown key "max_worker"`},
+		{"unknown nested key", "[omero]\nhots = \"x\"\n", `"omero.hots"`},
+		{"bad duration", "lease = \"5x\"\n", "5x"},
+		{"negative workers", "max_workers = 0\n", "max_workers"},
+		{"bad url", "ingest_tracking_db = \"mysql://a@b/c\"\n", "ingest_tracking_db"},
+		{"bad recover", "recover_interrupted = \"maybe\"\n", `recover_interrupted: must be fail or retry, got "maybe"`},
+		{"relative base", "base_dir = \"\"\n", "base_dir"},
+		{"bad rule", "[[rules]]\nname = \"r\"\ngroup = \"G\"\npath = \"/data/x\"\nuser = \"u\"\ninclude = [\"**[\"]\ndestination = \"Dataset:1\"\n", "include"},
+		{"not toml", "this is not toml", "settings file"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "s.toml")
+			if err := os.WriteFile(p, []byte(c.text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, errs, code := cli(t, nil, "--config", p, "config", "check")
+			if code != 2 {
+				t.Errorf("exit %d, want 2", code)
+			}
+			if !strings.Contains(errs, c.want) {
+				t.Errorf("error %q does not contain %q", errs, c.want)
+			}
+		})
+	}
+	if _, errs, code := cli(t, nil, "--config", "/nonexistent/s.toml", "config", "check"); code != 2 || !strings.Contains(errs, "/nonexistent/s.toml") {
+		t.Errorf("missing explicit settings file: exit %d %q", code, errs)
+	}
+	if _, errs, code := cli(t, map[string]string{"OMERO_PORT": "http"}, "--config", "/dev/null", "config", "check"); code != 2 || !strings.Contains(errs, "OMERO_PORT") {
+		t.Errorf("bad OMERO_PORT: exit %d %q", code, errs)
+	}
+	if _, _, code := cli(t, nil, "frobnicate"); code != 2 {
+		t.Errorf("unknown command: exit %d, want 2", code)
+	}
+}
+
+// config check masks secrets.
+func TestConfigCheckMasksSecrets(t *testing.T) {
+	envv := map[string]string{"INGEST_TRACKING_DB_URL": "postgresql://adi:hunter2@db/adi", "OMERO_PASSWORD": "s3cret"}
+	out, errs, code := cli(t, envv, "--config", "/dev/null", "config", "check")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if strings.Contains(out, "hunter2") || strings.Contains(out, "s3cret") {
+		t.Errorf("secrets printed:\n%s", out)
+	}
+	if !strings.Contains(out, "postgresql://adi:***@db/adi") {
+		t.Errorf("masked URL missing:\n%s", out)
+	}
+}

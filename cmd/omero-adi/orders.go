@@ -1,0 +1,356 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/omero-adi/omero-adi/agent"
+	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/runner"
+)
+
+// settings loads the settings file; a missing default file is fine (defaults and environment).
+func (e *env) settings() (agent.Config, error) {
+	return agent.Load(e.configPath, !e.configExplicit, e.getenv)
+}
+
+// store opens (and migrates) the order database of the settings. Without a settings file the
+// database must come from INGEST_TRACKING_DB_URL.
+func (e *env) store(ctx context.Context) (*db.Store, agent.Config, error) {
+	cfg, err := e.settings()
+	if err != nil {
+		return nil, cfg, err
+	}
+	if cfg.Path == "" && e.getenv("INGEST_TRACKING_DB_URL") == "" {
+		return nil, cfg, usagef("no settings file at %s and INGEST_TRACKING_DB_URL is not set: give --config PATH or set INGEST_TRACKING_DB_URL", e.configPath)
+	}
+	log, err := agent.NewLogger(cfg, e.stderr)
+	if err != nil {
+		return nil, cfg, err
+	}
+	s, err := agent.OpenStore(ctx, cfg, log)
+	return s, cfg, err
+}
+
+func (e *env) cmdMigrate(ctx context.Context, args []string) error {
+	if _, err := parse(newFlagSet("migrate"), args); err != nil {
+		return err
+	}
+	s, cfg, err := e.store(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	fmt.Fprintf(e.stdout, "database %s is up to date\n", db.MaskURL(cfg.IngestTrackingDB))
+	return nil
+}
+
+func (e *env) cmdOrdersCreate(ctx context.Context, args []string) error {
+	fs := newFlagSet("orders create")
+	group := fs.String("group", "", "OMERO group")
+	user := fs.String("user", "", "OMERO user the import runs as")
+	dataset := fs.String("dataset", "", "Dataset id (or name:NAME)")
+	screen := fs.String("screen", "", "Screen id")
+	container := fs.String("container", "", "preprocessing container image")
+	inputFile := fs.String("input-file", "{Files}", "preprocessing input_file")
+	outputFolder := fs.String("output-folder", "/data", "preprocessing output_folder (container-side mount of the file's folder)")
+	altOutputFolder := fs.String("alt-output-folder", "/out", "preprocessing alt_output_folder (container-side mount of the local temp folder; \"\" for none)")
+	noCheck := fs.Bool("no-check", false, "do not check that the files exist below base_dir here (the runner still checks)")
+	var params multiFlag
+	fs.Var(&params, "param", "preprocessing parameter KEY=VALUE (repeatable)")
+	files, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case strings.TrimSpace(*group) == "":
+		return usagef("orders create: --group is required")
+	case strings.TrimSpace(*user) == "":
+		return usagef("orders create: --user is required")
+	case (*dataset == "") == (*screen == ""):
+		return usagef("orders create: give exactly one of --dataset ID or --screen ID")
+	case len(files) == 0:
+		return usagef("orders create: no FILE given")
+	}
+	kind, id := "Dataset", *dataset
+	if *screen != "" {
+		kind, id = "Screen", *screen
+	}
+	if _, err := runner.ParseTarget(kind, id); err != nil {
+		return usagef("orders create: --%s: %v", strings.ToLower(kind), err)
+	}
+	for i, f := range files {
+		if !filepath.IsAbs(f) {
+			return usagef("orders create: FILE %q is not an absolute path; give the full path below the data root", f)
+		}
+		files[i] = filepath.Clean(f)
+	}
+	var pre *db.Preprocessing
+	if *container != "" {
+		pre = &db.Preprocessing{Container: *container, InputFile: *inputFile, OutputFolder: *outputFolder,
+			AltOutputFolder: *altOutputFolder, ExtraParams: map[string]string{}}
+		for _, p := range params {
+			k, v, ok := strings.Cut(p, "=")
+			if !ok || strings.TrimSpace(k) == "" {
+				return usagef("orders create: --param %q is not KEY=VALUE", p)
+			}
+			pre.ExtraParams[k] = v
+		}
+	} else if len(params) > 0 {
+		return usagef("orders create: --param needs --container")
+	}
+	s, cfg, err := e.store(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if !*noCheck {
+		paths := runner.Paths{BaseDir: cfg.BaseDir, GroupRoots: cfg.GroupRoots()}
+		raw, _ := json.Marshal(files)
+		probe := db.Order{User: *user, Group: *group, DestinationType: kind, DestinationID: id, Files: string(raw)}
+		if _, err := paths.Validate(probe); err != nil {
+			var ve *runner.ValidationError
+			if errors.As(err, &ve) {
+				return usagef("orders create: %v (use --no-check if the files are only visible to the runner's host)", err)
+			}
+			return err
+		}
+	}
+	o, _, err := s.CreateOrder(ctx, db.NewOrder{
+		Group: *group, User: *user, DestinationType: kind, DestinationID: id,
+		Files: files, Source: db.SourceCLI, Preprocessing: pre,
+	})
+	if err != nil {
+		if errors.Is(err, db.ErrInvalid) {
+			return usagef("orders create: %v", err)
+		}
+		return fmt.Errorf("create order: %w", err)
+	}
+	fmt.Fprintln(e.stdout, o.UUID)
+	return nil
+}
+
+func (e *env) cmdOrdersList(ctx context.Context, args []string) error {
+	fs := newFlagSet("orders list")
+	var f db.Filter
+	fs.StringVar(&f.Stage, "stage", "", "only orders in this stage (e.g. \"Import Failed\", or failed|pending|started|preprocessing|completed|cancelled)")
+	fs.StringVar(&f.Group, "group", "", "only this group")
+	fs.StringVar(&f.User, "user", "", "only this user")
+	fs.IntVar(&f.Limit, "limit", 50, "at most this many orders, newest first (0: all)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if rest, err := parse(fs, args); err != nil {
+		return err
+	} else if len(rest) > 0 {
+		return usagef("orders list: unexpected argument %q", rest[0])
+	}
+	if f.Limit < 0 {
+		return usagef("orders list: --limit must not be negative, got %d", f.Limit)
+	}
+	stage, err := stageName(f.Stage)
+	if err != nil {
+		return err
+	}
+	f.Stage = stage
+	s, _, err := e.store(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	orders, err := s.List(ctx, f)
+	if err != nil {
+		return fmt.Errorf("list orders: %w", err)
+	}
+	if *asJSON {
+		out := make([]orderJSON, 0, len(orders))
+		for _, o := range orders {
+			out = append(out, toJSON(o, nil))
+		}
+		return writeJSON(e, out)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "UUID\tSTAGE\tGROUP\tUSER\tDESTINATION\tFILES\tUPDATED\tDESCRIPTION")
+	for _, o := range orders {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s:%s\t%d\t%s\t%s\n", o.UUID, o.Stage, o.Group, o.User,
+			o.DestinationType, o.DestinationID, countFiles(o), o.Timestamp.Local().Format("2006-01-02 15:04:05"), short(o.Description, 80))
+	}
+	return tw.Flush()
+}
+
+// stageName accepts a stage string or its short form ("failed").
+func stageName(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	all := []string{db.StagePending, db.StageStarted, db.StagePreprocessing, db.StageCompleted, db.StageFailed, db.StageCancelled}
+	for _, st := range all {
+		if strings.EqualFold(s, st) || strings.EqualFold("Import "+s, st) {
+			return st, nil
+		}
+	}
+	return "", usagef("--stage %q is not a stage (one of %q)", s, all)
+}
+
+func (e *env) cmdOrdersShow(ctx context.Context, args []string) error {
+	fs := newFlagSet("orders show")
+	asJSON := fs.Bool("json", false, "print JSON")
+	rest, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return usagef("orders show: give exactly one UUID")
+	}
+	s, _, err := e.store(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	o, err := s.Get(ctx, rest[0])
+	if err != nil {
+		return orderErr(rest[0], err)
+	}
+	hist, err := s.History(ctx, o.UUID)
+	if err != nil {
+		return fmt.Errorf("read history: %w", err)
+	}
+	j := toJSON(o, hist)
+	if *asJSON {
+		return writeJSON(e, j)
+	}
+	w := e.stdout
+	fmt.Fprintf(w, "uuid:         %s\nstage:        %s\ngroup:        %s\nuser:         %s\ndestination:  %s %s\n",
+		j.UUID, j.Stage, j.Group, j.User, j.DestinationType, j.DestinationID)
+	fmt.Fprintf(w, "source:       %s\nattempt:      %d\nupdated:      %s\n", j.Source, j.Attempt, o.Timestamp.Local().Format(time.RFC3339))
+	fmt.Fprintf(w, "files:\n")
+	for _, f := range j.Files {
+		fmt.Fprintf(w, "  %s\n", f)
+	}
+	if p := j.Preprocessing; p != nil {
+		fmt.Fprintf(w, "preprocessing: %s (input %s, output %s, alt output %s, params %v)\n", p.Container, p.InputFile, p.OutputFolder, p.AltOutputFolder, p.ExtraParams)
+	}
+	if r := j.Result; r != nil {
+		fmt.Fprintf(w, "result:       filesets %v, images %v, plates %v\n", r.Filesets, r.Images, r.Plates)
+	}
+	if j.Description != "" {
+		fmt.Fprintf(w, "description:  %s\n", j.Description)
+	}
+	fmt.Fprintf(w, "history:\n")
+	for _, h := range hist {
+		fmt.Fprintf(w, "  %s  %-20s  %s  %s\n", h.At.Local().Format("2006-01-02 15:04:05"), h.Stage, h.Worker, h.Description)
+	}
+	return nil
+}
+
+func (e *env) cmdOrdersRetry(ctx context.Context, args []string) error {
+	return e.orderAction(ctx, "retry", args, func(s *db.Store, uuid string) (db.Order, error) { return s.Retry(ctx, uuid) })
+}
+
+func (e *env) cmdOrdersCancel(ctx context.Context, args []string) error {
+	return e.orderAction(ctx, "cancel", args, func(s *db.Store, uuid string) (db.Order, error) { return s.Cancel(ctx, uuid) })
+}
+
+func (e *env) orderAction(ctx context.Context, name string, args []string, act func(*db.Store, string) (db.Order, error)) error {
+	rest, err := parse(newFlagSet("orders "+name), args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return usagef("orders %s: give exactly one UUID", name)
+	}
+	s, _, err := e.store(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	o, err := act(s, rest[0])
+	if err != nil {
+		return orderErr(rest[0], err)
+	}
+	state := o.Stage
+	if o.CancelRequested {
+		state += " (cancel requested: the running import stops shortly)"
+	}
+	fmt.Fprintf(e.stdout, "%s: %s\n", o.UUID, state)
+	return nil
+}
+
+func orderErr(uuid string, err error) error {
+	switch {
+	case errors.Is(err, db.ErrNotFound):
+		return usagef("order %q not found", uuid)
+	case errors.Is(err, db.ErrStage):
+		return usagef("order %s: %v", uuid, err)
+	}
+	return err
+}
+
+// orderJSON is the --json shape of interface.md.
+type orderJSON struct {
+	UUID            string             `json:"uuid"`
+	Stage           string             `json:"stage"`
+	Group           string             `json:"group"`
+	User            string             `json:"user"`
+	DestinationType string             `json:"destination_type"`
+	DestinationID   string             `json:"destination_id"`
+	Files           []string           `json:"files"`
+	Description     string             `json:"description"`
+	Timestamp       time.Time          `json:"timestamp"`
+	Source          string             `json:"source"`
+	Attempt         int                `json:"attempt"`
+	Preprocessing   *db.Preprocessing  `json:"preprocessing"`
+	Result          *db.Result         `json:"result"`
+	History         []db.Event         `json:"history,omitempty"`
+}
+
+func toJSON(o db.Order, hist []db.Event) orderJSON {
+	files, err := o.FileList()
+	if err != nil || files == nil {
+		files = []string{o.Files} // a hand-written row that is not a JSON list: show it as it is
+		if o.Files == "" {
+			files = []string{}
+		}
+	}
+	if hist == nil {
+		hist = nil
+	}
+	return orderJSON{
+		UUID: o.UUID, Stage: o.Stage, Group: o.Group, User: o.User,
+		DestinationType: o.DestinationType, DestinationID: o.DestinationID, Files: files,
+		Description: o.Description, Timestamp: o.Timestamp, Source: o.Source, Attempt: o.Attempt,
+		Preprocessing: o.Preprocessing, Result: o.Result, History: hist,
+	}
+}
+
+func writeJSON(e *env, v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func countFiles(o db.Order) int {
+	files, err := o.FileList()
+	if err != nil {
+		return 0
+	}
+	return len(files)
+}
+
+func short(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
+
+func sortStrings(s []string) { sort.Strings(s) }
+
+var _ = strconv.Itoa

@@ -1,0 +1,437 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/runner/omero"
+	"github.com/omero-adi/omero-adi/runner/preprocess"
+)
+
+// Importer is what the runner needs of the OMERO CLI adapter (omero.Client implements it).
+type Importer interface {
+	Login(ctx context.Context, orderUUID, user, group string) (*omero.Session, error)
+	Close(ctx context.Context, s *omero.Session)
+	ImportArgs(s *omero.Session, req omero.ImportRequest) []string
+	Import(ctx context.Context, s *omero.Session, req omero.ImportRequest) (omero.ImportResult, error)
+	TemplatePrefixes(ctx context.Context, s *omero.Session, filesetIDs []int64) (map[int64]string, error)
+	Annotate(ctx context.Context, s *omero.Session, ns string, kv [][2]string, targets []string) error
+	RenameImage(ctx context.Context, s *omero.Session, imageID int64, name string) error
+}
+
+// Preprocessor runs an order's preprocessing container (preprocess.Runner implements it).
+type Preprocessor interface {
+	Run(ctx context.Context, spec preprocess.Spec, files []string) (preprocess.Result, error)
+	Command(spec preprocess.Spec, file string) []string
+	RemoveTemp(tmpDir string) error
+}
+
+var (
+	_ Importer     = (*omero.Client)(nil)
+	_ Preprocessor = (*preprocess.Runner)(nil)
+)
+
+// Causes of an order's context ending early.
+var (
+	errLeaseLost       = errors.New("lease lost")
+	errCancelRequested = errors.New("cancel requested")
+)
+
+// failure is an outcome that ends the order Import Failed with a description for people.
+type failure struct{ desc string }
+
+func (f *failure) Error() string { return f.desc }
+
+func failf(format string, args ...any) error { return &failure{desc: fmt.Sprintf(format, args...)} }
+
+// writeTimeout bounds the final database writes of an order, which run even during shutdown.
+const writeTimeout = 15 * time.Second
+
+// process runs one claimed order to its end and records the outcome, unless the order's lease
+// was lost (then another worker or recovery owns it and nothing is written).
+func (r *Runner) process(work context.Context, o db.Order) {
+	start := time.Now()
+	log := r.log.WithFields(logrus.Fields{"order": o.UUID, "user": o.User, "group": o.Group})
+	log.WithField("attempt", o.Attempt).Info("order claimed")
+	lease := o.Lease()
+
+	ctx, cancel := context.WithCancelCause(work)
+	hbDone := make(chan struct{})
+	go r.heartbeat(ctx, lease, cancel, hbDone, log)
+	desc, err := r.execute(ctx, o, log)
+	cause := context.Cause(ctx)
+	cancel(nil)
+	<-hbDone
+
+	wctx, wcancel := context.WithTimeout(context.WithoutCancel(work), writeTimeout)
+	defer wcancel()
+	stage := db.StageCompleted
+	switch {
+	case errors.Is(cause, errLeaseLost):
+		log.Warn("lease lost: another worker or recovery owns the order now; dropping it")
+		r.m.finished.WithLabelValues("lease_lost").Inc()
+		return
+	case errors.Is(cause, errCancelRequested):
+		stage = db.StageCancelled
+		desc = "cancelled on request while running; anything imported before the cancel stays in OMERO. " + retryHint(o.UUID, false)
+	case work.Err() != nil:
+		// Shutdown grace period is over: hand the order to recovery.
+		if err := r.store.Release(wctx, lease); err != nil {
+			log.WithError(err).Warn("release order")
+		}
+		log.Warn("order interrupted by shutdown; released for recovery")
+		r.m.finished.WithLabelValues("released").Inc()
+		return
+	case err != nil:
+		stage = db.StageFailed
+		var f *failure
+		if errors.As(err, &f) || errors.Is(err, ErrInvalidOrder) {
+			desc = err.Error()
+		} else {
+			desc = "unexpected error: " + err.Error()
+		}
+		desc = strings.TrimRight(desc, ". ") + ". " + retryHint(o.UUID, errors.Is(err, ErrInvalidOrder))
+	}
+	if err := r.store.Finish(wctx, lease, stage, desc); err != nil {
+		if errors.Is(err, db.ErrLeaseLost) {
+			log.Warn("lease lost before the outcome was written; dropping it")
+			r.m.finished.WithLabelValues("lease_lost").Inc()
+			return
+		}
+		log.WithError(err).Error("record order outcome")
+		return
+	}
+	r.m.finished.WithLabelValues(metricLabel(stage)).Inc()
+	r.m.duration.Observe(time.Since(start).Seconds())
+	entry := log.WithFields(logrus.Fields{"stage": stage, "seconds": time.Since(start).Seconds()})
+	if stage == db.StageFailed {
+		entry.WithField("description", desc).Warn("order failed")
+	} else {
+		entry.Info("order finished")
+	}
+}
+
+// retryHint tells a person how to run the order again.
+func retryHint(uuid string, fixFirst bool) string {
+	how := fmt.Sprintf("omero-adi orders retry %s (or in SQL: UPDATE imports SET stage = 'Import Pending' WHERE uuid = '%s';)", uuid, uuid)
+	if fixFirst {
+		return "Fix the order's row, then retry with: " + how
+	}
+	return "Retry with: " + how
+}
+
+func metricLabel(stage string) string {
+	switch stage {
+	case db.StageCompleted:
+		return "completed"
+	case db.StageCancelled:
+		return "cancelled"
+	default:
+		return "failed"
+	}
+}
+
+// heartbeat renews the lease every Lease/3 until ctx ends; a lost lease or a cancel request
+// cancels the order's context with that cause, which stops its import.
+func (r *Runner) heartbeat(ctx context.Context, lease db.Lease, cancel context.CancelCauseFunc, done chan<- struct{}, log *logrus.Entry) {
+	defer close(done)
+	t := time.NewTicker(r.cfg.Lease / 3)
+	defer t.Stop()
+	warned := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cancelRequested, err := r.store.Heartbeat(ctx, lease, r.cfg.Lease)
+		switch {
+		case errors.Is(err, db.ErrLeaseLost):
+			cancel(errLeaseLost)
+			return
+		case err != nil:
+			if ctx.Err() != nil {
+				return
+			}
+			// The lease is still valid until it expires; the next beat tries again.
+			if !warned {
+				log.WithError(err).Warn("renew lease")
+				warned = true
+			} else {
+				log.WithError(err).Debug("renew lease")
+			}
+		case cancelRequested:
+			log.Info("cancel requested: stopping the order")
+			cancel(errCancelRequested)
+			return
+		default:
+			warned = false
+		}
+	}
+}
+
+// job is the state of one order on its way through the stages.
+type job struct {
+	Checked
+	log     *logrus.Entry
+	lease   db.Lease
+	pre     *preprocess.Result
+	imports []string          // paths handed to omero import
+	origin  map[string]string // imported path -> the original file it came from
+	names   map[string]string // imported path -> the name the container gave it
+	kv      map[string][][2]string
+}
+
+// execute does the work of one order and returns the description of a success, or an error.
+func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry) (string, error) {
+	c, err := r.cfg.Paths.Validate(o)
+	if err != nil {
+		return "", err
+	}
+	j := &job{Checked: c, log: log, lease: o.Lease(), origin: map[string]string{}, names: map[string]string{}, kv: map[string][][2]string{}}
+	if r.cfg.DryRun {
+		return r.dryRun(j), nil
+	}
+	if o.Preprocessing != nil {
+		if err := r.preprocess(ctx, j); err != nil {
+			return "", err
+		}
+	} else {
+		for i, real := range j.Real {
+			// Import the resolved path that validation checked, not a link that could change since.
+			j.imports = append(j.imports, real)
+			j.origin[real] = j.Files[i]
+		}
+	}
+	sess, err := r.imp.Login(ctx, o.UUID, o.User, o.Group)
+	if err != nil {
+		return "", describeOMERO("log in to OMERO as user "+strconv.Quote(o.User)+" in group "+strconv.Quote(o.Group), err)
+	}
+	defer r.imp.Close(context.WithoutCancel(ctx), sess)
+
+	res, err := r.imp.Import(ctx, sess, r.importRequest(j))
+	if err != nil {
+		// Keep what was imported before the failure with the order, for the person who retries.
+		if ids := resultOf(res); ids.Filesets != nil {
+			_ = r.store.SetResult(ctx, j.lease, ids)
+		}
+		return "", describeOMERO("import into "+j.Target.String(), err)
+	}
+	ids := resultOf(res)
+	if err := r.store.SetResult(ctx, j.lease, ids); err != nil {
+		return "", fmt.Errorf("record import result: %w", err)
+	}
+	sources, err := r.filesetSources(ctx, sess, res)
+	if err != nil {
+		r.event(ctx, j, "could not read the ManagedRepository layout of the import: "+err.Error())
+	}
+	if j.pre != nil && j.pre.TempDir != "" {
+		if err := r.redirect(j, sources); err != nil {
+			return "", err
+		}
+	}
+	if j.pre != nil && j.Target.Kind == "Dataset" {
+		r.rename(ctx, j, sess, res, sources)
+	}
+	r.annotate(ctx, j, sess, res, sources)
+	return summary(j, ids), nil
+}
+
+func (r *Runner) importRequest(j *job) omero.ImportRequest {
+	req := omero.ImportRequest{OrderUUID: j.Order.UUID, Paths: j.imports, Target: omero.Target{Kind: j.Target.Kind, ID: j.Target.ID, Name: j.Target.Name}}
+	for _, d := range j.Dirs {
+		if d && j.pre == nil {
+			req.Depth = folderDepth
+		}
+	}
+	return req
+}
+
+// folderDepth is the --depth given for folder imports: deep enough for nested acquisition trees.
+const folderDepth = 10
+
+func resultOf(res omero.ImportResult) db.Result {
+	var out db.Result
+	for _, fs := range res.Filesets {
+		out.Filesets = append(out.Filesets, fs.ID)
+		out.Images = append(out.Images, fs.Images...)
+		out.Plates = append(out.Plates, fs.Plates...)
+	}
+	return out
+}
+
+func summary(j *job, ids db.Result) string {
+	var parts []string
+	if n := len(ids.Images); n > 0 {
+		parts = append(parts, plural(n, "image"))
+	}
+	if n := len(ids.Plates); n > 0 {
+		parts = append(parts, plural(n, "plate"))
+	}
+	s := fmt.Sprintf("imported %s from %s into %s (%s)", strings.Join(parts, " and "),
+		plural(len(j.Files), "path"), j.Target, plural(len(ids.Filesets), "fileset"))
+	if j.pre != nil {
+		s += fmt.Sprintf(" after preprocessing with %s", j.Order.Preprocessing.Container)
+	}
+	return s
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return strconv.Itoa(n) + " " + word + "s"
+}
+
+// describeOMERO turns an adapter error into an order description: what was tried and why it failed.
+func describeOMERO(what string, err error) error {
+	return failf("%s failed: %v.", what, err)
+}
+
+func (r *Runner) event(ctx context.Context, j *job, desc string) {
+	j.log.WithField("event", desc).Warn("order event")
+	if err := r.store.AddEvent(context.WithoutCancel(ctx), j.Order.UUID, j.Order.Stage, desc); err != nil {
+		j.log.WithError(err).Warn("record order event")
+	}
+}
+
+// dryRun builds the exact commands the order would run and describes them.
+func (r *Runner) dryRun(j *job) string {
+	var cmds []string
+	paths := j.Real
+	if p := j.Order.Preprocessing; p != nil && r.pre != nil {
+		spec := r.spec(j)
+		paths = nil
+		for _, f := range j.Real {
+			cmds = append(cmds, shellJoin(r.pre.Command(spec, f)))
+		}
+		// What is imported is what the container reports; name the place it goes.
+		where := "{the container's results in the local temp folder}"
+		if p.AltOutputFolder == "" {
+			where = "{the container's results in .processed}"
+		}
+		paths = []string{where}
+	}
+	j.imports = paths
+	sess := &omero.Session{Key: "SESSION-KEY", User: j.Order.User, Group: j.Order.Group}
+	argv := r.imp.ImportArgs(sess, r.importRequest(j))
+	cmds = append(cmds, shellJoin(argv))
+	j.log.WithField("commands", cmds).Info("dry run: would run")
+	return fmt.Sprintf("dry run: as user %q in group %q: %s", j.Order.User, j.Order.Group, strings.Join(cmds, " && "))
+}
+
+// shellJoin quotes argv for people to read (and paste) — never for execution.
+func shellJoin(argv []string) string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		if a != "" && strings.IndexFunc(a, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=,@%+", r))
+		}) < 0 {
+			out[i] = a
+			continue
+		}
+		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(out, " ")
+}
+
+// filesetSources reads, for every fileset the import created, the client paths its
+// ManagedRepository links point to.
+func (r *Runner) filesetSources(ctx context.Context, sess *omero.Session, res omero.ImportResult) (map[int64]fileset, error) {
+	out := map[int64]fileset{}
+	if len(res.Filesets) == 0 {
+		return out, nil
+	}
+	ids := make([]int64, len(res.Filesets))
+	for i, fs := range res.Filesets {
+		ids[i] = fs.ID
+	}
+	prefixes, err := r.imp.TemplatePrefixes(ctx, sess, ids)
+	if err != nil {
+		return out, fmt.Errorf("template prefixes: %w", err)
+	}
+	var errs []string
+	for _, id := range ids {
+		prefix, ok := prefixes[id]
+		if !ok {
+			errs = append(errs, fmt.Sprintf("fileset %d has no templatePrefix", id))
+			continue
+		}
+		links, err := readLinks(filepath.Join(r.cfg.ManagedRepo, prefix))
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		fs := fileset{prefix: prefix}
+		for _, l := range links {
+			fs.targets = append(fs.targets, l.target)
+		}
+		sort.Strings(fs.targets)
+		out[id] = fs
+	}
+	if len(errs) > 0 {
+		return out, errors.New(strings.Join(errs, "; "))
+	}
+	return out, nil
+}
+
+type fileset struct {
+	prefix  string
+	targets []string // absolute client paths the fileset's links point to
+}
+
+// originOf maps a link target back to the order's original file (or, for folders, the file below it).
+func (j *job) originOf(target string) string {
+	if o, ok := j.origin[target]; ok {
+		return o
+	}
+	for imported, orig := range j.origin {
+		if within(imported, target) {
+			return filepath.Join(orig, strings.TrimPrefix(target, imported))
+		}
+	}
+	for i, real := range j.Real {
+		if within(real, target) {
+			return filepath.Join(j.Files[i], strings.TrimPrefix(target, real))
+		}
+	}
+	return target
+}
+
+type link struct{ path, target string }
+
+// readLinks lists the symlinks below dir with their absolute targets.
+func readLinks(dir string) ([]link, error) {
+	var out []link
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type()&os.ModeSymlink == 0 {
+			return nil
+		}
+		t, err := os.Readlink(p)
+		if err != nil {
+			return err
+		}
+		if !filepath.IsAbs(t) {
+			t = filepath.Join(filepath.Dir(p), t)
+		}
+		out = append(out, link{path: p, target: filepath.Clean(t)})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read links below %s: %w", dir, err)
+	}
+	return out, nil
+}
