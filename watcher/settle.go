@@ -213,7 +213,8 @@ func (w *Watcher) retry(c *cand, entry *logrus.Entry, msg string) {
 // fileFingerprint hashes head and tail of a file (buf holds hashChunk bytes); it fails with errChanged when the file's size
 // or mtime is no longer the observed signature.
 func fileFingerprint(path string, sig uint64, buf []byte) (string, error) {
-	f, err := os.Open(path)
+	// no symlink swapped in since the stat, and never block on a FIFO
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return "", fmt.Errorf("open file: %w", err)
 	}
@@ -221,6 +222,9 @@ func fileFingerprint(path string, sig uint64, buf []byte) (string, error) {
 	var s unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &s); err != nil {
 		return "", fmt.Errorf("stat file: %w", err)
+	}
+	if s.Mode&unix.S_IFMT != unix.S_IFREG {
+		return "", fmt.Errorf("open file: %s is no longer a regular file", path)
 	}
 	size, mtime := s.Size, mtimeOf(&s)
 	if fileSig(size, mtime) != sig {

@@ -294,20 +294,20 @@ func orderErr(uuid string, err error) error {
 
 // orderJSON is the --json shape of interface.md.
 type orderJSON struct {
-	UUID            string             `json:"uuid"`
-	Stage           string             `json:"stage"`
-	Group           string             `json:"group"`
-	User            string             `json:"user"`
-	DestinationType string             `json:"destination_type"`
-	DestinationID   string             `json:"destination_id"`
-	Files           []string           `json:"files"`
-	Description     string             `json:"description"`
-	Timestamp       time.Time          `json:"timestamp"`
-	Source          string             `json:"source"`
-	Attempt         int                `json:"attempt"`
-	Preprocessing   *db.Preprocessing  `json:"preprocessing"`
-	Result          *db.Result         `json:"result"`
-	History         []db.Event         `json:"history,omitempty"`
+	UUID            string            `json:"uuid"`
+	Stage           string            `json:"stage"`
+	Group           string            `json:"group"`
+	User            string            `json:"user"`
+	DestinationType string            `json:"destination_type"`
+	DestinationID   string            `json:"destination_id"`
+	Files           []string          `json:"files"`
+	Description     string            `json:"description"`
+	Timestamp       time.Time         `json:"timestamp"`
+	Source          string            `json:"source"`
+	Attempt         int               `json:"attempt"`
+	Preprocessing   *db.Preprocessing `json:"preprocessing"`
+	Result          *db.Result        `json:"result"`
+	History         []db.Event        `json:"history,omitempty"`
 }
 
 func toJSON(o db.Order, hist []db.Event) orderJSON {
