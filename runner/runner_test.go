@@ -41,7 +41,7 @@ func forEachEngine(t *testing.T, f func(t *testing.T, url func(testing.TB) strin
 // env is a runner under test with its collaborators: a real database, the omero CLI double,
 // and a data root laid out like /data.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	store   *db.Store
 	double  *omerotest.Double
 	client  *omero.Client
@@ -68,7 +68,7 @@ func quietLog() *logrus.Entry {
 	return logrus.NewEntry(l)
 }
 
-func setup(t *testing.T, url func(testing.TB) string, opts ...option) *env {
+func setup(t testing.TB, url func(testing.TB) string, opts ...option) *env {
 	t.Helper()
 	ctx := context.Background()
 	store, err := db.Open(ctx, url(t), db.Options{Logger: quietLog(), Worker: "test"})
