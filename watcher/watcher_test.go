@@ -394,9 +394,13 @@ func TestOverflowRescans(t *testing.T) {
 	})
 	start(t, w)
 	const n = 2000
+	// Hold the watcher's lock during the burst: its loop cannot read events meanwhile, so the
+	// 16-event kernel queue overflows for sure (a fast loop might otherwise keep up).
+	w.mu.Lock()
 	for i := 0; i < n; i++ {
 		writeFile(t, fmt.Sprintf("%s/demo/alice/dropbox/d%02d/f%04d.tif", data, i%20, i), 10)
 	}
+	w.mu.Unlock()
 	rec.collect(t, n, 30*time.Second)
 	if h := w.Health(); h.Overflows == 0 {
 		t.Fatalf("no overflow happened (health %+v): the test did not test anything", h)
