@@ -1,6 +1,8 @@
 package db_test
 
 import (
+	"database/sql"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,4 +107,70 @@ func TestRetryUpdateOfRunningOrder(t *testing.T) {
 			t.Fatalf("Finish: %v", err)
 		}
 	})
+}
+
+// TestStageChangedByHand: a person's UPDATE (not the agent) gets a fresh stage time and, on
+// PostgreSQL, a history row naming the database user.
+func TestStageChangedByHand(t *testing.T) {
+	forEngines(t, func(t *testing.T, url string) {
+		s := setup(t, url)
+		o := mustCreate(t, s, newOrder())
+		c := mustClaim(t, s, "w", 1, time.Minute)[0]
+		if err := s.Finish(ctx(t), c.Lease(), db.StageFailed, "boom"); err != nil {
+			t.Fatalf("Finish: %v", err)
+		}
+		// An old stage time, so that a fresh one is recognisable whatever the clock resolution.
+		if _, err := s.DB().ExecContext(ctx(t), `UPDATE imports SET timestamp = '2020-01-01 00:00:00.000' WHERE uuid = '`+o.UUID+`'`); err != nil {
+			t.Fatal(err)
+		}
+		failed, _ := s.Get(ctx(t), o.UUID)
+		// A separate connection, as psql would be (on PostgreSQL without the agent's application_name).
+		driver, dsn, err := db.ParseURL(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if driver == db.DriverPostgres {
+			driver = "pgx"
+		}
+		person, err := sql.Open(driver, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer person.Close()
+		if _, err := person.ExecContext(ctx(t), `UPDATE imports SET stage = 'Import Pending' WHERE uuid = '`+o.UUID+`'`); err != nil {
+			t.Fatalf("retry UPDATE: %v", err)
+		}
+		got, _ := s.Get(ctx(t), o.UUID)
+		if got.Stage != db.StagePending || failed.Timestamp.Year() != 2020 || time.Since(got.Timestamp) > time.Minute {
+			t.Fatalf("after the UPDATE: stage %q, timestamp %v (was %v)", got.Stage, got.Timestamp, failed.Timestamp)
+		}
+		if s.Driver() != db.DriverPostgres {
+			return
+		}
+		hist, _ := s.History(ctx(t), o.UUID)
+		last := hist[len(hist)-1]
+		if last.Stage != db.StagePending || last.Worker != "sql:postgres" {
+			t.Fatalf("last event = %+v, want the hand-made change by sql:postgres", last)
+		}
+	})
+}
+
+func TestOpenErrorsHidePassword(t *testing.T) {
+	tests := []struct{ name, url, errHas string }{
+		{"bad scheme", "mysql://adi:hunter2@db/adi", "unsupported scheme"},
+		{"unreachable server", "postgres://adi:hunter2@127.0.0.1:1/adi?connect_timeout=2", "connect to database postgres://adi:***@127.0.0.1:1/adi"},
+		{"sqlite directory missing", "sqlite:////nonexistent-dir/sub/adi.db", "sqlite:////nonexistent-dir/sub/adi.db"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := db.Open(ctx(t), tc.url, db.Options{Logger: testLogger()})
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open(%q) succeeded", tc.url)
+			}
+			if !strings.Contains(err.Error(), tc.errHas) || strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("Open error %q: want it to contain %q and no password", err, tc.errHas)
+			}
+		})
+	}
 }

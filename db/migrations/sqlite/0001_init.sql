@@ -63,10 +63,17 @@ CREATE TABLE IF NOT EXISTS adi_watch_items (
 );
 CREATE INDEX IF NOT EXISTS adi_watch_items_rule_fingerprint ON adi_watch_items (rule, fingerprint);
 
--- A person's retry (UPDATE imports SET stage = 'Import Pending' ...) drops the previous lease.
+-- A person's retry (UPDATE imports SET stage = 'Import Pending' ...) works live: the lease of the
+-- previous attempt is dropped, and the stage time is set when the statement did not set it. The
+-- agent's own updates always set timestamp and drop the lease themselves, so they skip this.
 DROP TRIGGER IF EXISTS adi_imports_back_to_pending;
-CREATE TRIGGER adi_imports_back_to_pending AFTER UPDATE OF stage ON imports
-    FOR EACH ROW WHEN NEW.stage = 'Import Pending' AND OLD.stage IS NOT 'Import Pending'
+DROP TRIGGER IF EXISTS adi_imports_stage_set_by_hand;
+CREATE TRIGGER adi_imports_stage_set_by_hand AFTER UPDATE OF stage ON imports
+    FOR EACH ROW WHEN NEW.stage IS NOT OLD.stage AND (NEW.timestamp IS OLD.timestamp
+        OR (NEW.stage = 'Import Pending' AND NEW.lease_owner IS NOT NULL))
 BEGIN
-    UPDATE imports SET lease_owner = NULL, lease_expires = NULL, cancel_requested = 0 WHERE id = NEW.id;
+    UPDATE imports SET lease_owner = NULL, lease_expires = NULL, cancel_requested = 0
+        WHERE id = NEW.id AND NEW.stage = 'Import Pending';
+    UPDATE imports SET timestamp = strftime('%Y-%m-%d %H:%M:%f', 'now')
+        WHERE id = NEW.id AND NEW.timestamp IS OLD.timestamp;
 END;
