@@ -373,7 +373,9 @@ func TestOverflowRescans(t *testing.T) {
 		}
 	}
 	data := t.TempDir()
-	mkdir(t, data+"/demo/alice/dropbox")
+	for i := 0; i < 20; i++ { // watched before the burst: every file written makes events
+		mkdir(t, fmt.Sprintf("%s/demo/alice/dropbox/d%02d", data, i))
+	}
 	rec := newRecorder()
 	w := must(New(Config{EventBuffer: 1}, compile(t, data, userRule(data, 300*time.Millisecond)), rec.sink(), testLog(t)))
 	// The queue size is fixed when the inotify instance is created: set it just before, restore
