@@ -48,7 +48,11 @@ var (
 )
 
 // failure is an outcome that ends the order Import Failed with a description for people.
-type failure struct{ desc string }
+// imported marks a failure after the images reached OMERO, where a retry would import them again.
+type failure struct {
+	desc     string
+	imported bool
+}
 
 func (f *failure) Error() string { return f.desc }
 
@@ -100,7 +104,11 @@ func (r *Runner) process(work context.Context, o db.Order) {
 		} else {
 			desc = "unexpected error: " + err.Error()
 		}
-		desc = strings.TrimRight(desc, ". ") + ". " + retryHint(o.UUID, errors.Is(err, ErrInvalidOrder))
+		hint := retryHint(o.UUID, errors.Is(err, ErrInvalidOrder))
+		if f != nil && f.imported {
+			hint = "The images are in OMERO (see the order's result): do not retry the order, that would import them again."
+		}
+		desc = strings.TrimRight(desc, ". ") + ". " + hint
 	}
 	if err := r.store.Finish(wctx, lease, stage, desc); err != nil {
 		if errors.Is(err, db.ErrLeaseLost) {
@@ -186,10 +194,9 @@ type job struct {
 	log     *logrus.Entry
 	lease   db.Lease
 	pre     *preprocess.Result
-	imports []string          // paths handed to omero import
-	origin  map[string]string // imported path -> the original file it came from
-	names   map[string]string // imported path -> the name the container gave it
-	kv      map[string][][2]string
+	imports []string                     // paths handed to omero import
+	origin  map[string]string            // imported path -> the original file it came from
+	outputs map[string]preprocess.Output // imported path -> the container's result it is
 }
 
 // execute does the work of one order and returns the description of a success, or an error.
@@ -198,7 +205,7 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry) (st
 	if err != nil {
 		return "", err
 	}
-	j := &job{Checked: c, log: log, lease: o.Lease(), origin: map[string]string{}, names: map[string]string{}, kv: map[string][][2]string{}}
+	j := &job{Checked: c, log: log, lease: o.Lease(), origin: map[string]string{}, outputs: map[string]preprocess.Output{}}
 	if r.cfg.DryRun {
 		return r.dryRun(j), nil
 	}
@@ -215,7 +222,8 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry) (st
 	}
 	sess, err := r.imp.Login(ctx, o.UUID, o.User, o.Group)
 	if err != nil {
-		return "", describeOMERO("log in to OMERO as user "+strconv.Quote(o.User)+" in group "+strconv.Quote(o.Group), err)
+		err = describeOMERO("log in to OMERO as user "+strconv.Quote(o.User)+" in group "+strconv.Quote(o.Group), err)
+		return "", r.abandonTemp(ctx, j, nil, omero.ImportResult{}, err)
 	}
 	defer r.imp.Close(context.WithoutCancel(ctx), sess)
 
@@ -225,25 +233,28 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry) (st
 		if ids := resultOf(res); ids.Filesets != nil {
 			_ = r.store.SetResult(ctx, j.lease, ids)
 		}
-		return "", describeOMERO("import into "+j.Target.String(), err)
+		return "", r.abandonTemp(ctx, j, sess, res, describeOMERO("import into "+j.Target.String(), err))
 	}
 	ids := resultOf(res)
 	if err := r.store.SetResult(ctx, j.lease, ids); err != nil {
-		return "", fmt.Errorf("record import result: %w", err)
+		return "", r.abandonTemp(ctx, j, sess, res, fmt.Errorf("record import result: %w", err))
 	}
-	sources, err := r.filesetSources(ctx, sess, res)
-	if err != nil {
-		r.event(ctx, j, "could not read the ManagedRepository layout of the import: "+err.Error())
-	}
+	sources, serr := r.filesetSources(ctx, sess, res)
+	// A failed redirect still lets the images be renamed and annotated: they are in OMERO and open
+	// through the temp folder, which is kept.
+	var redirectErr error
 	if j.pre != nil && j.pre.TempDir != "" {
-		if err := r.redirect(j, sources); err != nil {
-			return "", err
-		}
+		redirectErr = r.redirect(j, res, sources, serr)
+	} else if serr != nil {
+		r.event(ctx, j, "could not read the ManagedRepository layout of the import: "+serr.Error())
 	}
 	if j.pre != nil && j.Target.Kind == "Dataset" {
 		r.rename(ctx, j, sess, res, sources)
 	}
 	r.annotate(ctx, j, sess, res, sources)
+	if redirectErr != nil {
+		return "", redirectErr
+	}
 	return summary(j, ids), nil
 }
 

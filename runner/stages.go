@@ -53,9 +53,14 @@ func (r *Runner) preprocess(ctx context.Context, j *job) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return failf("preprocessing with %s failed: %v.", j.Order.Preprocessing.Container, err)
+		return describePreprocessing(j.Order.Preprocessing, err)
 	}
 	if len(res.Outputs) == 0 {
+		if res.TempDir != "" {
+			if err := r.pre.RemoveTemp(res.TempDir); err != nil {
+				j.log.WithError(err).Warn("remove temp folder")
+			}
+		}
 		return failf("preprocessing with %s produced no output; see %s.", j.Order.Preprocessing.Container, r.spec(j).LogPath)
 	}
 	j.pre = &res
@@ -66,10 +71,27 @@ func (r *Runner) preprocess(ctx context.Context, j *job) error {
 		}
 		j.imports = append(j.imports, path)
 		j.origin[path] = j.originOfInput(out.Input)
-		j.names[path] = out.Name
-		j.kv[path] = out.KeyValues
+		j.outputs[path] = out
 	}
 	return nil
+}
+
+// describePreprocessing turns a failed preprocessing run into the order's description: what went
+// wrong, with which container on which file, and where the container's output is.
+func describePreprocessing(p *db.Preprocessing, err error) error {
+	var pe *preprocess.Error
+	switch {
+	case errors.As(err, &pe):
+		desc := fmt.Sprintf("%v: container %s on file %s: %s", pe.Err, pe.Container, pe.File, pe.Detail)
+		if pe.LogPath != "" {
+			desc += "; the container's output is in " + pe.LogPath
+		}
+		return failf("%s.", desc)
+	case errors.Is(err, preprocess.ErrSpec):
+		return failf("imports_preprocessing row %d cannot be used: %v.", p.ID, err)
+	default:
+		return failf("preprocessing with %s failed: %v.", p.Container, err)
+	}
 }
 
 // originOfInput maps a preprocessed input (a resolved path) back to the order's file as given.
@@ -82,25 +104,83 @@ func (j *job) originOfInput(input string) string {
 	return input
 }
 
-// redirect repoints the ManagedRepository links of every fileset from the local temp copy to the
-// converted files in .processed, then deletes the temp folder. On failure the temp folder is kept,
-// since links still point into it.
-func (r *Runner) redirect(j *job, sources map[int64]fileset) error {
-	var prefixes []string
-	for _, fs := range sources {
-		prefixes = append(prefixes, fs.prefix)
-	}
-	sort.Strings(prefixes)
-	n, err := redirect.Redirect(r.cfg.ManagedRepo, prefixes, j.pre.Redirects)
+// redirect repoints the ManagedRepository links of every fileset of a finished import from the
+// local temp copy to the converted files in .processed, then deletes the temp folder. When any
+// link cannot be redirected (or the filesets' folders are unknown) the temp folder is kept, since
+// links still point into it, and the order fails without a retry hint: its images are in OMERO.
+func (r *Runner) redirect(j *job, res omero.ImportResult, sources map[int64]fileset, serr error) error {
+	n, err := r.redirectLinks(j, res, sources, serr)
 	if err != nil {
-		return failf("imported, but redirecting the OMERO links from the temp copy to .processed failed: %v. "+
-			"The temp folder %s is kept so the images still open; finish by hand, then delete it.", err, j.pre.TempDir)
+		done := summary(j, resultOf(res))
+		if errors.Is(err, redirect.ErrIncomplete) {
+			return &failure{imported: true, desc: fmt.Sprintf("%s, but %v %s", done, err, j.pre.TempDir)}
+		}
+		return &failure{imported: true, desc: fmt.Sprintf("%s, but the links in OMERO's ManagedRepository were not redirected "+
+			"from the local temp folder to .processed: %v. The temp folder %s is kept so that the images open; point each "+
+			"link of the order at the same file below .processed by hand, then delete the temp folder", done, err, j.pre.TempDir)}
 	}
 	j.log.WithField("links", n).Debug("links redirected to .processed")
-	if err := r.pre.RemoveTemp(j.pre.TempDir); err != nil {
-		j.log.WithError(err).Warn("remove temp folder")
-	}
+	r.removeTemp(j)
 	return nil
+}
+
+// redirectLinks redirects the links of every fileset the import reported; it refuses when the
+// templatePrefix of any of them is unknown, as links there could not be checked.
+func (r *Runner) redirectLinks(j *job, res omero.ImportResult, sources map[int64]fileset, serr error) (int, error) {
+	if len(res.Filesets) == 0 {
+		return 0, nil
+	}
+	if serr != nil {
+		return 0, fmt.Errorf("the ManagedRepository layout of the import could not be read: %w", serr)
+	}
+	var prefixes []string
+	for _, fs := range res.Filesets {
+		src, ok := sources[fs.ID]
+		if !ok || src.prefix == "" {
+			return 0, fmt.Errorf("the templatePrefix of fileset %d is unknown", fs.ID)
+		}
+		prefixes = append(prefixes, src.prefix)
+	}
+	sort.Strings(prefixes)
+	return redirect.Redirect(r.cfg.ManagedRepo, prefixes, j.pre.Redirects)
+}
+
+func (r *Runner) removeTemp(j *job) {
+	if err := r.pre.RemoveTemp(j.pre.TempDir); err != nil {
+		j.log.WithError(err).WithField("path", j.pre.TempDir).Warn("remove temp folder")
+	}
+}
+
+// abandonTemp settles the temp folder of an order that stopped after preprocessing but before its
+// links were redirected (login refused, import failed or cancelled, result not recorded): the
+// filesets the import reported are redirected to .processed, then the temp folder is removed. If
+// that fails, the temp folder is kept and cause's description (or, for a cancelled order, its
+// history) says so. Without a temp folder it returns cause unchanged.
+func (r *Runner) abandonTemp(ctx context.Context, j *job, sess *omero.Session, res omero.ImportResult, cause error) error {
+	if j.pre == nil || j.pre.TempDir == "" {
+		return cause
+	}
+	var err error
+	if len(res.Filesets) > 0 {
+		// The order's context may be over (cancel, shutdown): the clean-up gets its own time.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+		sources, serr := r.filesetSources(cctx, sess, res)
+		cancel()
+		_, err = r.redirectLinks(j, res, sources, serr)
+	}
+	if err == nil {
+		r.removeTemp(j)
+		return cause
+	}
+	note := fmt.Sprintf("The filesets imported before the failure still link into the local temp folder %s, which is kept "+
+		"so that they open: %v", j.pre.TempDir, err)
+	j.log.WithError(err).WithField("path", j.pre.TempDir).Warn("temp folder kept: links of a partial import point into it")
+	var f *failure
+	if errors.As(cause, &f) {
+		return &failure{desc: strings.TrimRight(f.desc, ". ") + ". " + note, imported: f.imported}
+	}
+	r.event(ctx, j, note)
+	return cause
 }
 
 // rename gives Images the names their container chose, where that differs from the file name.
@@ -111,7 +191,7 @@ func (r *Runner) rename(ctx context.Context, j *job, sess *omero.Session, res om
 			continue
 		}
 		imported := j.importedPathOf(src.targets[0])
-		name := j.names[imported]
+		name := j.outputs[imported].Name
 		if name == "" || name == filepath.Base(imported) {
 			continue
 		}
@@ -207,12 +287,17 @@ func (r *Runner) keyValues(j *job, origin, imported, stamp string) [][2]string {
 		for _, k := range keys {
 			kv = append(kv, [2]string{"preprocessing_" + k, p.ExtraParams[k]})
 		}
-		for _, pair := range j.kv[imported] {
+		for _, pair := range j.outputs[imported].KeyValues {
 			kv = append(kv, [2]string{"processing_output_" + pair[0], pair[1]})
 		}
 	}
 	dir := filepath.Dir(origin)
-	for _, csvPath := range []string{filepath.Join(dir, "metadata.csv"), filepath.Join(dir, ".processed", "metadata.csv")} {
+	csvPaths := []string{filepath.Join(dir, "metadata.csv"), filepath.Join(dir, preprocess.ProcessedDir, "metadata.csv")}
+	if out, ok := j.outputs[imported]; ok && out.ProcessedDir != "" {
+		// A container may write a metadata.csv beside its results, in the order's .processed folder.
+		csvPaths = append(csvPaths, filepath.Join(out.ProcessedDir, "metadata.csv"))
+	}
+	for _, csvPath := range csvPaths {
 		pairs, err := readMetadataCSV(csvPath)
 		if err != nil {
 			if !errors.Is(err, os.ErrNotExist) {
