@@ -1,10 +1,16 @@
 // Package world holds the state of the OMERO CLI test double: the users, groups and containers the
 // "server" knows, the sessions it handed out, and everything imports and object calls created. The
-// state lives in one JSON file shared by every process of the double (many imports run at once), so
-// each change is a read-modify-write under an exclusive flock on a lock file beside it.
+// state lives in one compact JSON file shared by every process of the double (many imports run at
+// once), so each change is a read-modify-write under an exclusive flock on a lock file beside it.
+//
+// The records the double only writes — every call's argv (Calls) and every import (Imports) — are
+// appended as JSON lines to a journal beside the state file (path + ".journal") instead, so the
+// state a call must read and rewrite stays small however many orders ran: Read and Load return them
+// in State as before. An Update whose function changed nothing in the state file rewrites nothing.
 package world
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,8 +36,10 @@ type State struct {
 	Plates      []Plate      `json:"plates"`
 	Annotations []Annotation `json:"annotations"`
 	Links       []Link       `json:"links"`
-	Imports     []Import     `json:"imports"`
-	Calls       []Call       `json:"calls"`
+	// Imports and Calls live in the journal (see the package documentation): Update's function
+	// sees them empty and what it appends to them is added to the journal.
+	Imports []Import `json:"-"`
+	Calls   []Call   `json:"-"`
 	// PasswordInArgv is set once any call carried a password on its command line (-w, --password, or
 	// an argument equal to a known password): tests assert it stays false.
 	PasswordInArgv bool    `json:"password_in_argv"`
@@ -251,32 +259,123 @@ func (s *State) SessionByKey(key string) *Session {
 	return nil
 }
 
-// Load reads the state without locking (for tests, after the double's processes ended).
+// entry is one line of the journal: exactly one of its fields is set.
+type entry struct {
+	Call   *Call   `json:"call,omitempty"`
+	Import *Import `json:"import,omitempty"`
+}
+
+func journalPath(path string) string { return path + ".journal" }
+
+// Load reads the state and its journal without locking (for tests, after the double's processes
+// ended).
 func Load(path string) (State, error) {
+	st, _, err := load(path)
+	if err != nil {
+		return st, err
+	}
+	err = readJournal(path, &st)
+	return st, err
+}
+
+// load reads the state file only; it also returns the bytes read.
+func load(path string) (State, []byte, error) {
 	var st State
 	if path == "" {
-		return st, ErrNoState
+		return st, nil, ErrNoState
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return st, fmt.Errorf("read state %s: %w", path, ErrNoState)
+			return st, nil, fmt.Errorf("read state %s: %w", path, ErrNoState)
 		}
-		return st, fmt.Errorf("read state: %w", err)
+		return st, nil, fmt.Errorf("read state: %w", err)
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("decode state %s: %w", path, err)
+		return st, nil, fmt.Errorf("decode state %s: %w", path, err)
 	}
-	return st, nil
+	return st, b, nil
 }
 
-// Save writes the state atomically (temporary file, then rename). Call it under Update's lock or
-// before any process of the double runs.
+// readJournal appends the journal's records to st.Calls and st.Imports. A missing journal is an
+// empty one; a torn last line (a writer killed mid-append) is ignored.
+func readJournal(path string, st *State) error {
+	b, err := os.ReadFile(journalPath(path))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read state journal: %w", err)
+	}
+	for len(b) > 0 {
+		line, rest, complete := bytes.Cut(b, []byte{'\n'})
+		b = rest
+		if !complete {
+			break
+		}
+		var e entry
+		if err := json.Unmarshal(line, &e); err != nil {
+			return fmt.Errorf("decode state journal %s: %w", journalPath(path), err)
+		}
+		if e.Call != nil {
+			st.Calls = append(st.Calls, *e.Call)
+		}
+		if e.Import != nil {
+			st.Imports = append(st.Imports, *e.Import)
+		}
+	}
+	return nil
+}
+
+// appendJournal adds calls and imports to the journal in one write.
+func appendJournal(path string, calls []Call, imports []Import) error {
+	if len(calls) == 0 && len(imports) == 0 {
+		return nil
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for i := range calls {
+		if err := enc.Encode(entry{Call: &calls[i]}); err != nil {
+			return fmt.Errorf("encode state journal: %w", err)
+		}
+	}
+	for i := range imports {
+		if err := enc.Encode(entry{Import: &imports[i]}); err != nil {
+			return fmt.Errorf("encode state journal: %w", err)
+		}
+	}
+	f, err := os.OpenFile(journalPath(path), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("write state journal: %w", err)
+	}
+	if _, err := f.Write(buf.Bytes()); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("write state journal: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write state journal: %w", err)
+	}
+	return nil
+}
+
+// Save writes the whole state: the state file atomically (temporary file, then rename) and a new
+// journal holding st.Calls and st.Imports. Call it under Update's lock or before any process of
+// the double runs.
 func Save(path string, st State) error {
-	b, err := json.MarshalIndent(st, "", "  ")
+	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
+	if err := writeState(path, b); err != nil {
+		return err
+	}
+	if err := os.Remove(journalPath(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("write state journal: %w", err)
+	}
+	return appendJournal(path, st.Calls, st.Imports)
+}
+
+func writeState(path string, b []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".state-*.json")
 	if err != nil {
 		return fmt.Errorf("write state: %w", err)
@@ -319,7 +418,7 @@ func lock(path string, how int) (func(), error) {
 	return func() { _ = f.Close() }, nil // closing the file releases the lock
 }
 
-// Read loads the state under a shared lock.
+// Read loads the state and its journal under a shared lock.
 func Read(path string) (State, error) {
 	unlock, err := lock(path, syscall.LOCK_SH)
 	if err != nil {
@@ -330,19 +429,30 @@ func Read(path string) (State, error) {
 }
 
 // Update runs fn on the state under an exclusive lock and saves it when fn returns nil. An error
-// from fn is returned as is and nothing is saved.
+// from fn is returned as is and nothing is saved. fn sees Calls and Imports empty (they are not
+// read); the records it appends to them are added to the journal. The state file is rewritten only
+// when fn changed it.
 func Update(path string, fn func(*State) error) error {
 	unlock, err := lock(path, syscall.LOCK_EX)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	st, err := Load(path)
+	st, old, err := load(path)
 	if err != nil {
 		return err
 	}
 	if err := fn(&st); err != nil {
 		return err
 	}
-	return Save(path, st)
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	if !bytes.Equal(b, old) {
+		if err := writeState(path, b); err != nil {
+			return err
+		}
+	}
+	return appendJournal(path, st.Calls, st.Imports)
 }
