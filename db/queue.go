@@ -292,8 +292,9 @@ func (s *Store) Release(ctx context.Context, l Lease) error {
 
 // Recover handles running orders (Import Started, Import Preprocessing) whose lease expired, or
 // that have no lease (left by the Python service): it fails them as interrupted, or with p.Retry
-// queues them again after a backoff until p.MaxAttempts. It returns how many it changed and never
-// touches other stages.
+// queues them again after a backoff until p.MaxAttempts (0: no limit). It returns how many it
+// changed and never touches other stages or older rows of a uuid. Several agents may recover at
+// once: each order is changed by one of them.
 func (s *Store) Recover(ctx context.Context, p RecoverPolicy) (int, error) {
 	type candidate struct {
 		id, attempt int64
@@ -333,8 +334,12 @@ func (s *Store) Recover(ctx context.Context, p RecoverPolicy) (int, error) {
 		switch {
 		case p.Retry && (p.MaxAttempts <= 0 || int(c.attempt) < p.MaxAttempts):
 			wait := p.Backoff * time.Duration(c.attempt)
+			of := ""
+			if p.MaxAttempts > 0 {
+				of = fmt.Sprintf(" of %d", p.MaxAttempts)
+			}
 			desc = fmt.Sprintf("import interrupted (agent stopped or lost its lease during %s); queued again "+
-				"after %s (attempt %d of %d); the import may be partial in OMERO", c.stage, wait, c.attempt, p.MaxAttempts)
+				"after %s (attempt %d%s); the import may be partial in OMERO", c.stage, wait, c.attempt, of)
 			n, err = s.change(ctx, `UPDATE imports SET stage = 'Import Pending', description = $5, timestamp = {now},
 				lease_owner = NULL, lease_expires = NULL, cancel_requested = false, not_before = {now+$6}`+cond,
 				append(args, desc, s.durArg(wait)), s.opts.Worker, desc)

@@ -130,7 +130,7 @@ func TestFencingAndRecovery(t *testing.T) {
 		o := mustCreate(t, s, newOrder())
 		done := mustCreate(t, s, newOrder("/data/demo/alice/done.tif"))
 		pending := mustCreate(t, s, newOrder("/data/demo/alice/later.tif"))
-		claimed := mustClaim(t, s, "zombie", 2, 50*time.Millisecond)
+		claimed := mustClaim(t, s, "zombie", 2, time.Hour)
 		if len(claimed) != 2 || claimed[0].UUID != o.UUID || claimed[1].UUID != done.UUID {
 			t.Fatalf("claimed %+v", claimed)
 		}
@@ -140,9 +140,12 @@ func TestFencingAndRecovery(t *testing.T) {
 		if n, err := s.Recover(ctx(t), db.RecoverPolicy{}); err != nil || n != 0 {
 			t.Fatalf("Recover before expiry = %d, %v", n, err)
 		}
-		// A heartbeat renews the lease while the worker lives.
-		if cancel, err := s.Heartbeat(ctx(t), claimed[0].Lease(), 100*time.Millisecond); err != nil || cancel {
+		// A heartbeat sets the lease; this last one is short, and then the worker goes silent.
+		if cancel, err := s.Heartbeat(ctx(t), claimed[0].Lease(), 50*time.Millisecond); err != nil || cancel {
 			t.Fatalf("Heartbeat = %v, %v", cancel, err)
+		}
+		if got, _ := s.Get(ctx(t), o.UUID); got.LeaseExpires == nil || time.Until(*got.LeaseExpires) > time.Minute {
+			t.Fatalf("lease after a 50ms heartbeat expires at %v", got.LeaseExpires)
 		}
 		waitUntil(t, "the lease expires", func() bool {
 			n, err := s.Recover(ctx(t), db.RecoverPolicy{})
@@ -194,7 +197,7 @@ func TestRecoverRetryPolicy(t *testing.T) {
 	forEngines(t, func(t *testing.T, url string) {
 		s := setup(t, url)
 		o := mustCreate(t, s, newOrder())
-		policy := db.RecoverPolicy{Retry: true, MaxAttempts: 2, Backoff: 300 * time.Millisecond}
+		policy := db.RecoverPolicy{Retry: true, MaxAttempts: 2, Backoff: time.Second}
 
 		c := mustClaim(t, s, "w", 1, time.Hour)[0]
 		if err := s.Release(ctx(t), c.Lease()); err != nil { // shutdown
@@ -208,7 +211,10 @@ func TestRecoverRetryPolicy(t *testing.T) {
 			!strings.Contains(got.Description, "attempt 1 of 2") {
 			t.Fatalf("requeued order = %+v", got)
 		}
-		// Backoff: not claimable until not_before (attempt 1 × 300ms).
+		if wait := got.NotBefore.Sub(got.Timestamp); wait < 900*time.Millisecond || wait > 1100*time.Millisecond {
+			t.Fatalf("not_before is %s after the stage time, want the backoff 1s × attempt 1", wait)
+		}
+		// Backoff: not claimable until not_before.
 		if early := mustClaim(t, s, "w", 1, time.Hour); len(early) != 0 {
 			t.Fatalf("claimed during backoff: %+v", early)
 		}
