@@ -229,11 +229,14 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry) (st
 
 	res, err := r.imp.Import(ctx, sess, r.importRequest(j))
 	if err != nil {
-		// Keep what was imported before the failure with the order, for the person who retries.
+		ferr := describeOMERO("import into "+j.Target.String(), err)
+		// Keep what was imported before the failure with the order, and warn the person who retries.
 		if ids := resultOf(res); ids.Filesets != nil {
 			_ = r.store.SetResult(ctx, j.lease, ids)
+			ferr = failf("%v %s (%s) reached OMERO before the failure: remove them in OMERO before a retry, which imports every file again.",
+				ferr, plural(len(ids.Filesets), "fileset"), objectList(ids))
 		}
-		return "", r.abandonTemp(ctx, j, sess, res, describeOMERO("import into "+j.Target.String(), err))
+		return "", r.abandonTemp(ctx, j, sess, res, ferr)
 	}
 	ids := resultOf(res)
 	if err := r.store.SetResult(ctx, j.lease, ids); err != nil {
@@ -295,6 +298,25 @@ func summary(j *job, ids db.Result) string {
 		s += fmt.Sprintf(" after preprocessing with %s", j.Order.Preprocessing.Container)
 	}
 	return s
+}
+
+// objectList names the images and plates of a result: "Image:1,2 Plate:4".
+func objectList(ids db.Result) string {
+	var parts []string
+	for _, g := range []struct {
+		kind string
+		ids  []int64
+	}{{"Image", ids.Images}, {"Plate", ids.Plates}} {
+		if len(g.ids) == 0 {
+			continue
+		}
+		s := make([]string, len(g.ids))
+		for i, id := range g.ids {
+			s[i] = strconv.FormatInt(id, 10)
+		}
+		parts = append(parts, g.kind+":"+strings.Join(s, ","))
+	}
+	return strings.Join(parts, " ")
 }
 
 func plural(n int, word string) string {
