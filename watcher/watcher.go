@@ -93,7 +93,10 @@ type Unit struct {
 	Fingerprint string   // file: "size:mtime:hash(head 64KiB + tail 64KiB)"; folder: "count:total:newest:hash(list)"
 }
 
-// Sink receives settled units; the agent implements it on top of the database.
+// Sink receives settled units; the agent implements it on top of the database. Its methods are
+// called one at a time, from Run's goroutine or Scan's caller, while the watcher's state is locked:
+// they must not call Scan (Health is fine). A slow Sink delays event handling, never loses events
+// (an overflow turns into a rescan).
 type Sink interface {
 	// Known reports whether a unit with this rule, path and fingerprint was already ordered; it is
 	// asked once per content (the watcher caches the answer per path, size and mtime).
