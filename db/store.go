@@ -28,9 +28,6 @@ import (
 // field and its value.
 var ErrInvalid = errors.New("invalid")
 
-// ErrClosed is returned by operations on a closed Store.
-var ErrClosed = errors.New("store closed")
-
 // applicationName marks the agent's PostgreSQL sessions, so that the history trigger records only
 // stage changes made by others.
 const applicationName = "omero-adi"

@@ -86,3 +86,26 @@ func TestCreateClaimFinish(t *testing.T) {
 		}
 	})
 }
+
+func TestCloseIsIdempotent(t *testing.T) {
+	forEngines(t, func(t *testing.T, url string) {
+		s := setup(t, url)
+		waitSignal(t, s.Notify(), "the listener started")
+		done := make(chan error, 1)
+		go func() { done <- s.Close() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Close did not stop the listener")
+		}
+		if err := s.Close(); err != nil {
+			t.Fatalf("second Close: %v", err)
+		}
+		if _, err := s.Get(ctx(t), "x"); err == nil || errors.Is(err, db.ErrNotFound) {
+			t.Fatalf("Get after Close = %v, want a closed-database error", err)
+		}
+	})
+}
