@@ -36,8 +36,11 @@ type cand struct {
 	idx    int // in the queue; -1 when not scheduled
 	// folder units: the last walk
 	files  []string
-	fp     string
 	marker bool
+	// fp is the fingerprint: a folder unit's from its last walk, a file's for signature fpSig.
+	fp      string
+	fpSig   uint64
+	askedFP string // the Sink's Known said no for this fingerprint
 }
 
 func (c *cand) settle() time.Duration { return c.match.Rule.Settle.Duration }
@@ -156,35 +159,28 @@ var errChanged = errors.New("changed while fingerprinting")
 func (w *Watcher) settleUnit(ctx context.Context, c *cand, st *ScanStats) {
 	rule := c.match.Rule
 	entry := w.log.WithFields(logrus.Fields{"rule": rule.Name, "path": c.path})
-	fp, files := c.fp, c.files
+	fp, ok := w.fingerprint(c, entry)
+	if !ok {
+		return
+	}
+	files := c.files
 	if !c.folder {
-		var err error
-		if w.hbuf == nil {
-			w.hbuf = make([]byte, hashChunk)
-		}
-		fp, err = fileFingerprint(c.path, c.sig, w.hbuf)
-		switch {
-		case errors.Is(err, errChanged):
-			w.touch(c, time.Now())
-			return
-		case err != nil:
-			entry.WithError(err).Debug("cannot fingerprint pending file; dropped")
-			w.dropPending(c)
-			return
-		}
 		files = []string{c.path}
 	}
-	known, err := w.sink.Known(ctx, rule.Name, c.path, fp)
-	if err != nil {
-		w.retry(c, entry.WithError(err), "cannot ask whether unit is known; retrying")
-		return
-	}
-	if known {
-		w.known[c.hash] = c.sig &^ 1
-		st.AlreadyOrdered++
-		w.dropPending(c)
-		entry.Debug("unit already ordered")
-		return
+	if c.askedFP != fp { // Known is asked once per content
+		known, err := w.sink.Known(ctx, rule.Name, c.path, fp)
+		if err != nil {
+			w.retry(c, entry.WithError(err), "cannot ask whether unit is known; retrying")
+			return
+		}
+		if known {
+			w.known[c.hash] = c.sig &^ 1
+			st.AlreadyOrdered++
+			w.dropPending(c)
+			entry.Debug("unit already ordered")
+			return
+		}
+		c.askedFP = fp
 	}
 	u := Unit{Rule: rule, Match: c.match, Path: c.path, Files: files, Fingerprint: fp}
 	if err := w.sink.Settled(ctx, u); err != nil {
@@ -196,6 +192,61 @@ func (w *Watcher) settleUnit(ctx context.Context, c *cand, st *ScanStats) {
 	w.settled++
 	w.dropPending(c)
 	entry.WithFields(logrus.Fields{"files": len(files), "fingerprint": fp}).Debug("unit settled")
+}
+
+// fingerprint returns the candidate's fingerprint for its current signature, hashing a file at
+// most once per signature. ok is false when the candidate changed (rescheduled) or vanished
+// (dropped).
+func (w *Watcher) fingerprint(c *cand, entry *logrus.Entry) (string, bool) {
+	if c.folder || (c.fp != "" && c.fpSig == c.sig) {
+		return c.fp, true
+	}
+	if w.hbuf == nil {
+		w.hbuf = make([]byte, hashChunk)
+	}
+	fp, err := fileFingerprint(c.path, c.sig, w.hbuf)
+	switch {
+	case errors.Is(err, errChanged):
+		w.touch(c, time.Now())
+		return "", false
+	case err != nil:
+		entry.WithError(err).Debug("cannot fingerprint pending file; dropped")
+		w.dropPending(c)
+		return "", false
+	}
+	c.fp, c.fpSig = fp, c.sig
+	return fp, true
+}
+
+// askKnown asks the Sink about every pending unit not asked yet for its current content, and
+// drops those already ordered. Scan does this so that a one-shot scan tells "already ordered"
+// from "pending" without waiting for the units to settle; the fingerprints are kept, so nothing
+// is hashed twice.
+func (w *Watcher) askKnown(ctx context.Context, st *ScanStats) {
+	for _, c := range w.pending {
+		if ctx.Err() != nil {
+			return
+		}
+		if c.folder && len(c.files) == 0 {
+			continue
+		}
+		entry := w.log.WithFields(logrus.Fields{"rule": c.match.Rule.Name, "path": c.path})
+		fp, ok := w.fingerprint(c, entry)
+		if !ok || c.askedFP == fp {
+			continue
+		}
+		known, err := w.sink.Known(ctx, c.match.Rule.Name, c.path, fp)
+		if err != nil {
+			entry.WithError(err).Debug("cannot ask whether unit is known")
+			continue
+		}
+		c.askedFP = fp
+		if known {
+			w.known[c.hash] = c.sig &^ 1
+			st.AlreadyOrdered++
+			w.dropPending(c)
+		}
+	}
 }
 
 // retry reschedules a candidate whose hand-over failed.

@@ -272,7 +272,9 @@ func (w *Watcher) publish() {
 
 // Scan runs one full scan of every root without adding watches and returns what it saw. Units
 // that settle during it (see Config.TrustMtime, or a second Scan after the settle time) go to the
-// Sink. It may be called while Run runs (it waits for Run's current step).
+// Sink. Pending units are fingerprinted and checked with Sink.Known at once, so that one scan
+// counts what is already ordered. It may be called while Run runs (it waits for Run's current
+// step).
 func (w *Watcher) Scan(ctx context.Context) (ScanStats, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -288,6 +290,7 @@ func (w *Watcher) Scan(ctx context.Context) (ScanStats, error) {
 			break
 		}
 	}
+	w.askKnown(ctx, &st)
 	st.Pending = len(w.pending)
 	st.Duration = time.Since(start)
 	if err := ctx.Err(); err != nil {

@@ -467,6 +467,10 @@ func TestScanWithoutRun(t *testing.T) {
 	if st.Settled != 3 || st.Pending != 0 {
 		t.Fatalf("second scan %+v, want 3 settled", st)
 	}
+	if rec.mu.Lock(); rec.knownCalls != 3 {
+		t.Fatalf("Known asked %d times for 3 new units over two scans, want once each", rec.knownCalls)
+	}
+	rec.mu.Unlock()
 	st = must(w.Scan(ctx))
 	if st.Seen != 3 || st.AlreadyOrdered != 3 || st.Settled != 0 {
 		t.Fatalf("third scan %+v, want 3 already ordered", st)
@@ -474,6 +478,20 @@ func TestScanWithoutRun(t *testing.T) {
 	if h := w.Health(); h.Running || len(h.Roots) != 2 || h.Roots[0].Watches != 0 {
 		t.Fatalf("health after scans %+v", h)
 	}
+
+	// a fresh watcher (`omero-adi scan`) tells what is already ordered in one scan, asking once
+	rec.mu.Lock()
+	calls := rec.knownCalls
+	rec.mu.Unlock()
+	st = must(must(New(Config{}, set, rec.sink(), testLog(t))).Scan(ctx))
+	if st.Seen != 3 || st.AlreadyOrdered != 3 || st.Pending != 0 || st.Settled != 0 {
+		t.Fatalf("one-shot scan %+v, want 3 already ordered", st)
+	}
+	rec.mu.Lock()
+	if rec.knownCalls != calls+3 {
+		t.Fatalf("Known asked %d times for 3 units", rec.knownCalls-calls)
+	}
+	rec.mu.Unlock()
 
 	// TrustMtime: old files count as settled at the first look (one-shot `omero-adi scan`)
 	old := time.Now().Add(-time.Hour)
@@ -484,7 +502,7 @@ func TestScanWithoutRun(t *testing.T) {
 	writeFile(t, data+"/demo/alice/dropbox/fresh.tif", 100)
 	w2 := must(New(Config{TrustMtime: true}, set, rec.sink(), testLog(t)))
 	st = must(w2.Scan(ctx))
-	if st.Settled != 1 || st.AlreadyOrdered != 3 || st.Pending != 1 {
+	if st.Settled != 1 || st.AlreadyOrdered != 3 || st.Pending != 1 || rec.count() != 4 {
 		t.Fatalf("trust-mtime scan %+v, want old.tif settled, 3 known, fresh.tif pending", st)
 	}
 }

@@ -5,8 +5,8 @@
 //	go run ./watcher/benchtree -dir /tmp/adi-bench -files 200000 -folders 20000 -runs 5
 //
 // The scan measured is a rescan of an unchanged tree (every file already known: list and stat
-// only), the daemon's steady state; the first (cold) scan, which also matches every path against
-// the rules, is printed too.
+// only), the daemon's steady state. The first (cold) scan, which also matches every path against
+// the rules, fingerprints every new file and asks the Sink about it, is printed too.
 package main
 
 import (
