@@ -174,7 +174,7 @@ func (w *Watcher) settleUnit(ctx context.Context, c *cand, st *ScanStats) {
 			return
 		}
 		if known {
-			w.known[c.hash] = c.sig &^ 1
+			w.remember(c.root, c.hash, c.sig, false)
 			st.AlreadyOrdered++
 			w.dropPending(c)
 			entry.Debug("unit already ordered")
@@ -187,7 +187,7 @@ func (w *Watcher) settleUnit(ctx context.Context, c *cand, st *ScanStats) {
 		w.retry(c, entry.WithError(err), "cannot hand over settled unit; retrying")
 		return
 	}
-	w.known[c.hash] = c.sig &^ 1
+	w.remember(c.root, c.hash, c.sig, false)
 	st.Settled++
 	w.settled++
 	w.dropPending(c)
@@ -242,7 +242,7 @@ func (w *Watcher) askKnown(ctx context.Context, st *ScanStats) {
 		}
 		c.askedFP = fp
 		if known {
-			w.known[c.hash] = c.sig &^ 1
+			w.remember(c.root, c.hash, c.sig, false)
 			st.AlreadyOrdered++
 			w.dropPending(c)
 		}
@@ -328,7 +328,7 @@ func (w *Watcher) unitFound(ctx context.Context, r *root, m rules.Match, st *Sca
 	sig := fnvAdd(fnvOffset, fp) | 2
 	sig &^= 1
 	if c == nil {
-		if v, ok := w.known[h]; ok && v == sig {
+		if ignored, ok := w.cached(r, h, sig); ok && !ignored {
 			st.AlreadyOrdered++
 			return
 		}
@@ -430,6 +430,46 @@ func (w *Watcher) walkUnit(m rules.Match) ([]string, string, int64, bool, error)
 	sum := h.Sum(nil)
 	fp := fmt.Sprintf("%d:%d:%d:%s", len(list), total, newest, hex.EncodeToString(sum[:16]))
 	return files, fp, newest, marker, nil
+}
+
+// knownEntry is the cache's memory of one path: the signature of the content it last decided on,
+// and the full scan that last saw it (entries a full scan did not see are dropped after it).
+type knownEntry struct {
+	sig  uint64 // bit 0 set: not a unit
+	gen  uint32
+	root uint16
+}
+
+// cached reports whether path hash h with signature sig was decided already: known (ordered) or
+// ignored (no unit). A hit is stamped as seen by the current scan of r.
+func (w *Watcher) cached(r *root, h, sig uint64) (ignored, ok bool) {
+	e, found := w.known[h]
+	if !found || e.sig&^1 != sig {
+		return false, false
+	}
+	if e.gen != r.gen {
+		e.gen = r.gen
+		w.known[h] = e
+	}
+	return e.sig&1 == 1, true
+}
+
+// remember records the decision on path hash h with signature sig.
+func (w *Watcher) remember(r *root, h, sig uint64, ignored bool) {
+	sig &^= 1
+	if ignored {
+		sig |= 1
+	}
+	w.known[h] = knownEntry{sig: sig, gen: r.gen, root: r.idx}
+}
+
+// sweep drops the cache entries of r that its last full scan did not see (deleted files).
+func (w *Watcher) sweep(r *root) {
+	for h, e := range w.known {
+		if e.root == r.idx && e.gen != r.gen {
+			delete(w.known, h)
+		}
+	}
 }
 
 // FNV-1a, 64 bit.

@@ -21,8 +21,8 @@
 //     (size, mtime) to "already known" or "not a unit", so Sink.Known is asked once per content and
 //     nothing is hashed twice. The cache holds 16 bytes of hashes per file seen (FNV-64 of the path;
 //     a collision, about 1 in 10^8 for a million files, would hide one file until its next change);
-//     entries of deleted files stay until restart. Everything else is proportional to what is
-//     pending.
+//     entries of files that a full scan no longer finds are dropped after it. Everything else is
+//     proportional to what is pending.
 //   - Rename detection belongs to the Sink: a file renamed or moved within the folder arrives as a
 //     settled unit with a new path and the same fingerprint (size, mtime and content hash do not
 //     change with a rename), and the Sink, which has the database, recognises it.
@@ -152,9 +152,9 @@ type Watcher struct {
 	roots    []*root
 	pending  map[uint64]*cand
 	queue    candHeap
-	known    map[uint64]uint64 // hash(path) -> signature (bit 0 set: not a unit)
-	watched  map[string]*root  // watched directory -> its root
-	unitDirs map[string]bool   // watched folder units (top level only)
+	known    map[uint64]knownEntry // hash(path) -> what was decided for which content
+	watched  map[string]*root      // watched directory -> its root
+	unitDirs map[string]bool       // watched folder units (top level only)
 	fsw      *fsnotify.Watcher
 	dr       *dirReader
 	hbuf     []byte // fingerprint read buffer
@@ -176,6 +176,8 @@ type Watcher struct {
 
 type root struct {
 	path        string
+	idx         uint16 // in roots, for the cache
+	gen         uint32 // number of the current (or last) full scan
 	mode        string
 	reason      string
 	limit       bool
@@ -232,15 +234,15 @@ func New(cfg Config, set *rules.Set, sink Sink, log *logrus.Entry) (*Watcher, er
 		sink:     sink,
 		log:      log.WithField("component", "watcher"),
 		pending:  map[uint64]*cand{},
-		known:    map[uint64]uint64{},
+		known:    map[uint64]knownEntry{},
 		watched:  map[string]*root{},
 		unitDirs: map[string]bool{},
 		dr:       newDirReader(),
 		warned:   map[string]bool{},
 		rng:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x61646977)),
 	}
-	for _, r := range set.Roots() {
-		w.roots = append(w.roots, &root{path: r.Path})
+	for i, r := range set.Roots() {
+		w.roots = append(w.roots, &root{path: r.Path, idx: uint16(i)})
 	}
 	w.publish()
 	return w, nil
@@ -704,7 +706,11 @@ func (w *Watcher) scanRoot(ctx context.Context, r *root, watch bool, st *ScanSta
 	}
 	r.missingWarn = false
 	var rs ScanStats
+	r.gen++
 	w.scanDir(ctx, r, r.path, watch, &rs)
+	if ctx.Err() == nil {
+		w.sweep(r)
+	}
 	r.lastScan = time.Now()
 	r.lastDur = r.lastScan.Sub(start)
 	rs.Duration = r.lastDur
@@ -776,8 +782,8 @@ func (w *Watcher) scanDir(ctx context.Context, r *root, dir string, watch bool, 
 			w.observedFile(ctx, c, s.Size, mtimeOf(&s), st)
 			return nil
 		}
-		if v, ok := w.known[h]; ok && v&^1 == fileSig(s.Size, mtimeOf(&s)) {
-			if v&1 == 1 {
+		if ignored, ok := w.cached(r, h, fileSig(s.Size, mtimeOf(&s))); ok {
+			if ignored {
 				st.Ignored++
 			} else {
 				st.Seen++
@@ -806,8 +812,8 @@ func (w *Watcher) fileFound(ctx context.Context, r *root, h uint64, path string,
 		return
 	}
 	sig := fileSig(size, mtime)
-	if v, ok := w.known[h]; ok && v&^1 == sig {
-		if v&1 == 1 {
+	if ignored, ok := w.cached(r, h, sig); ok {
+		if ignored {
 			st.Ignored++
 		} else {
 			st.Seen++
@@ -817,7 +823,7 @@ func (w *Watcher) fileFound(ctx context.Context, r *root, h uint64, path string,
 	}
 	m, ok, why, denied := w.set.MatchDenied(path)
 	if !ok || m.Rule.Unit != rules.UnitFile {
-		w.known[h] = sig | 1
+		w.remember(r, h, sig, true)
 		st.Ignored++
 		entry := w.log.WithFields(logrus.Fields{"path": path, "why": why})
 		if denied {

@@ -507,6 +507,32 @@ func TestScanWithoutRun(t *testing.T) {
 	}
 }
 
+func TestCacheForgetsDeletedFiles(t *testing.T) {
+	data := t.TempDir()
+	box := data + "/demo/alice/dropbox"
+	for _, f := range []string{"a.tif", "b.tif", "c.tif", "notes.txt"} {
+		writeFile(t, box+"/"+f, 100)
+	}
+	rec := newRecorder()
+	w := must(New(Config{}, compile(t, data, userRule(data, time.Nanosecond)), rec.sink(), testLog(t)))
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		must(w.Scan(ctx))
+	}
+	if rec.count() != 3 || len(w.known) != 4 { // three units and one file that is none
+		t.Fatalf("%d units, %d cache entries; want 3 and 4", rec.count(), len(w.known))
+	}
+	for _, f := range []string{"a.tif", "notes.txt"} {
+		if err := os.Remove(box + "/" + f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := must(w.Scan(ctx))
+	if st.AlreadyOrdered != 2 || len(w.known) != 2 {
+		t.Fatalf("after deleting two files: scan %+v, %d cache entries; want 2 known and 2 entries", st, len(w.known))
+	}
+}
+
 func TestSinkErrorsAreRetried(t *testing.T) {
 	data := t.TempDir()
 	mkdir(t, data+"/demo/alice/dropbox")
