@@ -423,6 +423,25 @@ new ImageAnnotationLink parent=Image:%[3]d child@=other
 		t.Errorf("link without child: %+v", r)
 	}
 
+	// A batch commits action by action: a failing action ends it, what ran before stays.
+	batch = fmt.Sprintf("map-set %[1]s mapValue kept yes\nmap-set Image:%[2]d mapValue no no\nmap-set %[1]s mapValue after no\n", ann, img1)
+	r = run(t, d, dir, nil, batch, append([]string{"obj", "--file", "-"}, conn...)...)
+	if r.code != 1 || r.stdout != ann+"\n" || !strings.Contains(r.stderr, "has no attribute 'mapValue'") {
+		t.Errorf("failing batch: %+v", r)
+	}
+	if got := fmt.Sprint(d.State(t).Annotations[0].Values); got != fmt.Sprint(append(want, [2]string{"kept", "yes"})) {
+		t.Errorf("after the failing batch the annotation holds %s", got)
+	}
+	// Read-only batches run under a shared lock, but still consume a connection failure switch.
+	d.SetFailure(t, Failure{ConnectionRefused: 1})
+	get := fmt.Sprintf("get Fileset:%d templatePrefix\n", fs.ID)
+	if r = run(t, d, dir, nil, get, append([]string{"obj", "--file", "-"}, conn...)...); r.code != 554%256 {
+		t.Errorf("get with a refused connection: %+v", r)
+	}
+	if r = run(t, d, dir, nil, get, append([]string{"obj", "--file", "-"}, conn...)...); r.code != 0 || r.stdout != fs.TemplatePrefix+"\n" {
+		t.Errorf("get after the refused connection: %+v", r)
+	}
+
 	q := fmt.Sprintf("select distinct fs.templatePrefix from Image i join i.fileset fs where i.id in (%d, %d)", img1, img2)
 	r = run(t, d, dir, nil, "", append([]string{"hql", "-q", "--style", "plain", "--limit", "1000"}, append(conn, q)...)...)
 	if r.code != 0 || r.stdout != "0,"+fs.TemplatePrefix+"\n" {

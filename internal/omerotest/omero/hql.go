@@ -50,7 +50,7 @@ func cmdHQL(statePath string, args []string) error {
 		}
 		ids[id] = true
 	}
-	return withSession(statePath, p, connOpts{}, func(st *world.State, s *world.Session) error {
+	return readSession(statePath, p, func(st *world.State, s *world.Session) error {
 		fsIDs := map[int64]bool{}
 		for _, img := range st.Images {
 			if ids[img.ID] && img.GroupID == s.GroupID {

@@ -384,11 +384,9 @@ func hang(statePath string) error {
 	return nil
 }
 
+// saveImport records the import in the journal (no lock needed: see world.Append).
 func saveImport(statePath string, rec world.Import) error {
-	return world.Update(statePath, func(st *world.State) error {
-		st.Imports = append(st.Imports, rec)
-		return nil
-	})
+	return world.Append(statePath, nil, []world.Import{rec})
 }
 
 func isZarr(dir string) bool {

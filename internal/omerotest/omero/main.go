@@ -125,34 +125,45 @@ func dispatch(statePath string, args []string) error {
 	}
 }
 
-// recordCall stores argv and whether a password travelled on it.
+// recordCall stores argv and whether a password travelled on it. It appends to the journal without
+// the state lock and reads the users from the state file lock-free (it is replaced atomically);
+// only a password on the command line takes the lock, to set State.PasswordInArgv.
 func recordCall(statePath string, args []string) error {
 	if statePath == "" {
 		return errors.New("OMERO_DOUBLE_STATE is not set")
 	}
-	return world.Update(statePath, func(st *world.State) error {
-		c := world.Call{
-			Argv:          append([]string(nil), args...),
-			PasswordInEnv: os.Getenv("OMERO_PASSWORD") != "",
-			SessionDir:    os.Getenv("OMERO_SESSIONDIR"),
+	var users struct {
+		Users []world.User `json:"users"`
+	}
+	b, err := os.ReadFile(statePath)
+	if err != nil {
+		return fmt.Errorf("read state: %w", err)
+	}
+	if err := jsonUnmarshal(b, &users); err != nil {
+		return fmt.Errorf("decode state %s: %w", statePath, err)
+	}
+	c := world.Call{
+		Argv:          append([]string(nil), args...),
+		PasswordInEnv: os.Getenv("OMERO_PASSWORD") != "",
+		SessionDir:    os.Getenv("OMERO_SESSIONDIR"),
+	}
+	for _, a := range args {
+		if a == "-w" || a == "--password" || strings.HasPrefix(a, "--password=") ||
+			(strings.HasPrefix(a, "-w") && len(a) > 2 && !strings.HasPrefix(a, "--")) {
+			c.PasswordInArgv = true
 		}
-		for _, a := range args {
-			if a == "-w" || a == "--password" || strings.HasPrefix(a, "--password=") ||
-				(strings.HasPrefix(a, "-w") && len(a) > 2 && !strings.HasPrefix(a, "--")) {
+		for _, u := range users.Users {
+			if u.Password != "" && a == u.Password {
 				c.PasswordInArgv = true
 			}
-			for _, u := range st.Users {
-				if u.Password != "" && a == u.Password {
-					c.PasswordInArgv = true
-				}
-			}
 		}
-		if c.PasswordInArgv {
-			st.PasswordInArgv = true
+	}
+	if c.PasswordInArgv {
+		if err := world.Update(statePath, func(st *world.State) error { st.PasswordInArgv = true; return nil }); err != nil {
+			return err
 		}
-		st.Calls = append(st.Calls, c)
-		return nil
-	})
+	}
+	return world.Append(statePath, []world.Call{c}, nil)
 }
 
 // --- argument parsing, after Python's argparse ---

@@ -85,26 +85,41 @@ func cmdObj(statePath string, args []string) error {
 		}
 		cmds = append(cmds, txCmd{args: p.pos})
 	}
+	// Every action joins the session and commits on its own, as the real CLI does: the batch runs
+	// under one lock of the state, and an action that fails changes nothing (runAction checks
+	// everything before it changes the state) and ends the batch; what ran before stays.
+	readOnly := true
+	for _, c := range cmds {
+		readOnly = readOnly && (c.args[0] == "get" || c.args[0] == "map-get")
+	}
 	vars := map[string]string{}
 	var rows []string
-	for _, c := range cmds {
-		// Every action joins the session and commits on its own, as the real CLI does.
-		var out string
-		err := withSession(statePath, p, connOpts{}, func(st *world.State, s *world.Session) error {
-			var err error
-			out, err = runAction(st, s, c, vars, rows)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		fmt.Println(out)
-		rows = append(rows, out)
-		if c.dest != "" {
-			vars[c.dest] = out
+	var result error
+	batch := func(st *world.State) {
+		for _, c := range cmds {
+			s, err := connect(st, p, sessionDir(p), connOpts{})
+			if err != nil {
+				result = err
+				return
+			}
+			out, err := runAction(st, s, c, vars, rows)
+			if err != nil {
+				result = err
+				return
+			}
+			rows = append(rows, out)
+			if c.dest != "" {
+				vars[c.dest] = out
+			}
 		}
 	}
-	return nil
+	if err := update(statePath, p, readOnly, batch); err != nil {
+		return err
+	}
+	for _, out := range rows {
+		fmt.Println(out)
+	}
+	return result
 }
 
 // readLines splits like Python's universal newlines: \n, \r\n and \r all end a line.

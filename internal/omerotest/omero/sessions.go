@@ -196,6 +196,41 @@ func withSession(statePath string, p *parsed, o connOpts, fn func(st *world.Stat
 	return result
 }
 
+// readSession is withSession for commands that change nothing (see update).
+func readSession(statePath string, p *parsed, fn func(st *world.State, s *world.Session) error) error {
+	var result error
+	err := update(statePath, p, true, func(st *world.State) {
+		s, err := connect(st, p, sessionDir(p), connOpts{})
+		if err != nil {
+			result = err
+			return
+		}
+		result = fn(st, s)
+	})
+	if err != nil {
+		return err
+	}
+	return result
+}
+
+// update runs fn on the state. A readOnly fn of a command that joins a session by key (-k) while
+// no connection failure is switched on runs under a shared lock, so such calls run side by side;
+// otherwise fn runs under world.Update, which saves what fn changed.
+func update(statePath string, p *parsed, readOnly bool, fn func(st *world.State)) error {
+	if readOnly && p.get("key") != "" {
+		armed := false
+		err := world.View(statePath, func(st *world.State) {
+			if armed = st.Failure.UnknownHost != 0 || st.Failure.ConnectionRefused != 0; !armed {
+				fn(st)
+			}
+		})
+		if err != nil || !armed {
+			return err
+		}
+	}
+	return world.Update(statePath, func(st *world.State) error { fn(st); return nil })
+}
+
 func cmdLogin(statePath string, args []string) error {
 	p, err := parseArgs("omero login", append(append([]optSpec{}, loginSpecs...),
 		optSpec{names: []string{"-t", "--timeout"}, dest: "timeout", value: true, isInt: true}), args)

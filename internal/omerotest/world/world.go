@@ -42,9 +42,13 @@ type State struct {
 	Calls   []Call   `json:"-"`
 	// PasswordInArgv is set once any call carried a password on its command line (-w, --password, or
 	// an argument equal to a known password): tests assert it stays false.
-	PasswordInArgv bool    `json:"password_in_argv"`
-	NextID         int64   `json:"next_id"`
-	Failure        Failure `json:"failure"`
+	PasswordInArgv bool  `json:"password_in_argv"`
+	NextID         int64 `json:"next_id"`
+	// Retain, when positive, keeps only the newest Retain sessions, filesets, images, plates,
+	// annotations and links (older ones are forgotten, as if deleted on the server): load tests
+	// that run thousands of orders set it so each call stays cheap. Zero keeps everything.
+	Retain  int     `json:"retain,omitempty"`
+	Failure Failure `json:"failure"`
 	// HangPIDs are the processes a hanging import left running (itself and its child), so tests can
 	// check that a timeout killed them all.
 	HangPIDs []int `json:"hang_pids"`
@@ -189,6 +193,26 @@ type Failure struct {
 // ErrNoState means the state file path is not set or does not exist.
 var ErrNoState = errors.New("no state file")
 
+// trim applies Retain.
+func (s *State) trim() {
+	if s.Retain <= 0 {
+		return
+	}
+	s.Sessions = newest(s.Sessions, s.Retain)
+	s.Filesets = newest(s.Filesets, s.Retain)
+	s.Images = newest(s.Images, s.Retain)
+	s.Plates = newest(s.Plates, s.Retain)
+	s.Annotations = newest(s.Annotations, s.Retain)
+	s.Links = newest(s.Links, s.Retain)
+}
+
+func newest[T any](list []T, n int) []T {
+	if len(list) <= n {
+		return list
+	}
+	return append([]T(nil), list[len(list)-n:]...)
+}
+
 // NewID hands out the next object id.
 func (s *State) NewID() int64 {
 	if s.NextID < FirstID {
@@ -327,6 +351,17 @@ func readJournal(path string, st *State) error {
 	return nil
 }
 
+// Append adds calls and imports to the journal without taking the state lock: the journal is
+// opened O_APPEND and written in one write, which Linux never interleaves with another append, and
+// readers ignore a torn last line. The double records every call this way, so that a call that
+// only reads the state takes no exclusive lock at all.
+func Append(path string, calls []Call, imports []Import) error {
+	if path == "" {
+		return ErrNoState
+	}
+	return appendJournal(path, calls, imports)
+}
+
 // appendJournal adds calls and imports to the journal in one write.
 func appendJournal(path string, calls []Call, imports []Import) error {
 	if len(calls) == 0 && len(imports) == 0 {
@@ -428,6 +463,22 @@ func Read(path string) (State, error) {
 	return Load(path)
 }
 
+// View runs fn on the state (without Calls and Imports) under a shared lock, for calls that
+// change nothing: what fn changes is not saved.
+func View(path string, fn func(*State)) error {
+	unlock, err := lock(path, syscall.LOCK_SH)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, _, err := load(path)
+	if err != nil {
+		return err
+	}
+	fn(&st)
+	return nil
+}
+
 // Update runs fn on the state under an exclusive lock and saves it when fn returns nil. An error
 // from fn is returned as is and nothing is saved. fn sees Calls and Imports empty (they are not
 // read); the records it appends to them are added to the journal. The state file is rewritten only
@@ -445,6 +496,7 @@ func Update(path string, fn func(*State) error) error {
 	if err := fn(&st); err != nil {
 		return err
 	}
+	st.trim()
 	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)

@@ -124,3 +124,57 @@ func TestJournal(t *testing.T) {
 		t.Errorf("after Save: %d calls, %d imports (%v), want 1 and 1", len(st.Calls), len(st.Imports), err)
 	}
 }
+
+func TestRetainKeepsNewest(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	if err := Save(path, State{Retain: 2}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if err := Update(path, func(s *State) error {
+			s.Images = append(s.Images, Image{ID: s.NewID()})
+			s.Links = append(s.Links, Link{ID: s.NewID()})
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Images) != 2 || st.Images[0].ID != FirstID+6 || st.Images[1].ID != FirstID+8 || len(st.Links) != 2 {
+		t.Errorf("kept images %+v and %d links, want the newest two of each", st.Images, len(st.Links))
+	}
+}
+
+// Append needs no lock and many processes' appends never interleave within a line.
+func TestAppendConcurrent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	if err := Save(path, State{}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	long := strings.Repeat("x", 8000)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := Append(path, []Call{{Argv: []string{long, strconv.Itoa(i)}}}, nil); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	st, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Calls) != n {
+		t.Errorf("read %d calls, want %d", len(st.Calls), n)
+	}
+	if err := Append("", nil, nil); !errors.Is(err, ErrNoState) {
+		t.Errorf("Append without a path: %v", err)
+	}
+}
