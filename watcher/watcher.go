@@ -606,6 +606,11 @@ func (w *Watcher) handleEvent(ctx context.Context, ev fsnotify.Event) {
 	if ev.Has(fsnotify.Remove) {
 		w.unwatch(path) // a pending unit finds out at its next observation
 	}
+	if path == r.path && (ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename)) {
+		w.unwatchTree(path)
+		r.next = now // the scan finds it missing and retries every PollInterval until it is back
+		return
+	}
 	if _, watched := w.watched[path]; watched && ev.Has(fsnotify.Rename) {
 		// A renamed directory keeps its inotify watches, registered under the old paths: drop them
 		// all; its new name arrives as a Create and is walked and watched again.

@@ -128,6 +128,27 @@ func TestRenamedFolderStaysWatched(t *testing.T) {
 	rec.none(t, 500*time.Millisecond)
 }
 
+func TestRootRemovedAndRecreated(t *testing.T) {
+	data := t.TempDir()
+	rule := userRule(data, 200*time.Millisecond)
+	rule.Path = data + "/in/{user}"
+	mkdir(t, data+"/in/alice")
+	rec := newRecorder()
+	w := must(New(Config{RescanInterval: time.Hour, PollInterval: 200 * time.Millisecond}, compile(t, data, rule), rec.sink(), testLog(t)))
+	start(t, w)
+	if err := os.RemoveAll(data + "/in"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the missing root to be noticed", func() bool { return rootHealth(t, w, data+"/in").Errors > 0 })
+	writeFile(t, data+"/in/alice/a.tif", 100)
+	if u := rec.next(t, 5*time.Second); u.Path != data+"/in/alice/a.tif" {
+		t.Fatalf("unit %s", u.Path)
+	}
+	if h := rootHealth(t, w, data+"/in"); h.Mode != ModeEvents || h.Watches != 2 {
+		t.Fatalf("root health %+v, want events with 2 watches again", h)
+	}
+}
+
 func TestSlowWriterSettlesOnlyAfterItStops(t *testing.T) {
 	data := t.TempDir()
 	mkdir(t, data+"/demo/bob/dropbox")
