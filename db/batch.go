@@ -3,7 +3,15 @@ package db
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"runtime"
 )
+
+// errStoreClosed is returned by writes on a closed Store.
+var errStoreClosed = errors.New("store closed")
+
+// maxBatch bounds how many SQLite writes share one transaction.
+const maxBatch = 64
 
 // writeReq is one SQLite write waiting for a group commit.
 type writeReq struct {
@@ -14,32 +22,64 @@ type writeReq struct {
 }
 
 // writeTx runs fn in a SQLite write transaction. Concurrent callers share transactions (group
-// commit): whoever gets the writer lock runs every queued fn in one transaction, so the cost of a
+// commit): one writer goroutine takes every waiting fn and runs them in one transaction, so a
 // commit is paid once per batch. fn may run more than once (alone, after a failed batch) and must
 // reset what it records on each run. The transaction commits only if every fn of the batch
 // succeeds; otherwise each fn runs again in its own transaction, so one failure never spoils
 // another caller's write.
 func (s *Store) writeTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	s.writerOnce.Do(func() {
+		if s.stopCtx.Err() != nil {
+			return
+		}
+		s.wg.Add(1)
+		go s.writer()
+	})
 	r := &writeReq{ctx: ctx, fn: fn, done: make(chan struct{})}
-	s.qmu.Lock()
-	s.queue = append(s.queue, r)
-	s.qmu.Unlock()
-	unlock := s.lockWrite()
 	select {
-	case <-r.done: // a previous leader ran it
-		unlock()
-		return r.err
-	default:
+	case s.writes <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.stopCtx.Done():
+		return errStoreClosed
 	}
-	// Holding the lock, no leader runs: r is still queued, and this caller leads the batch.
-	s.qmu.Lock()
-	batch := s.queue
-	s.queue = nil
-	s.qmu.Unlock()
-	s.runBatch(batch)
-	unlock()
-	<-r.done
+	<-r.done // the writer always finishes what it received
 	return r.err
+}
+
+// writer runs the queued writes of this Store until Close.
+func (s *Store) writer() {
+	defer s.wg.Done()
+	batch := make([]*writeReq, 0, maxBatch)
+	for {
+		select {
+		case r := <-s.writes:
+			batch = append(batch[:0], r)
+		case <-s.stopCtx.Done():
+			return
+		}
+		// Callers served by the previous batch are about to send their next write: yield until no
+		// more arrive, so batches stay large instead of alternating between one write and the rest.
+		for round := 0; round < 4 && len(batch) < maxBatch; round++ {
+			runtime.Gosched()
+			n := len(batch)
+		more:
+			for len(batch) < maxBatch {
+				select {
+				case r := <-s.writes:
+					batch = append(batch, r)
+				default:
+					break more
+				}
+			}
+			if len(batch) == n {
+				break
+			}
+		}
+		unlock := s.lockWrite()
+		s.runBatch(batch)
+		unlock()
+	}
 }
 
 func (s *Store) runBatch(batch []*writeReq) {

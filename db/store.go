@@ -63,10 +63,10 @@ type Store struct {
 	// waiting on a mutex (this Store) and on flock (other Stores and processes on the host) is fair
 	// and cheap, where SQLite's busy handler polls with sleeps and can starve a writer. Unused for
 	// PostgreSQL.
-	wmu      sync.Mutex
-	lockFile *os.File
-	qmu      sync.Mutex  // guards queue
-	queue    []*writeReq // SQLite writes waiting for a group commit (see writeTx)
+	wmu        sync.Mutex
+	lockFile   *os.File
+	writes     chan *writeReq // SQLite writes for the writer goroutine (see writeTx)
+	writerOnce sync.Once
 
 	notifyOnce sync.Once
 	notifyCh   chan struct{}
@@ -98,7 +98,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 		opts.NotifyReconnect = time.Second
 	}
 	s := &Store{driver: driver, opts: opts, log: opts.Logger.WithField("component", "db"),
-		notifyCh: make(chan struct{}, 1)}
+		notifyCh: make(chan struct{}, 1), writes: make(chan *writeReq)}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	var sqlDriver string
 	switch driver {
