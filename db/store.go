@@ -100,6 +100,16 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	s := &Store{driver: driver, opts: opts, log: opts.Logger.WithField("component", "db"),
 		notifyCh: make(chan struct{}, 1), writes: make(chan *writeReq)}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
+	fail := func(err error) (*Store, error) {
+		s.stop()
+		if s.db != nil {
+			_ = s.db.Close()
+		}
+		if s.lockFile != nil {
+			_ = s.lockFile.Close()
+		}
+		return nil, err
+	}
 	var sqlDriver string
 	switch driver {
 	case DriverPostgres:
@@ -117,13 +127,13 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 		file, _, _ := strings.Cut(strings.TrimPrefix(dsn, "file:"), "?")
 		s.lockFile, err = os.OpenFile(file+".lock", os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil {
-			return nil, fmt.Errorf("open database %s: writer lock: %w", MaskURL(rawURL), err)
+			return fail(fmt.Errorf("open database %s: writer lock: %w", MaskURL(rawURL), err))
 		}
 	}
 	s.dsn = dsn
 	s.db, err = sqlx.Open(sqlDriver, dsn)
 	if err != nil {
-		return nil, fmt.Errorf("open database %s: %w", MaskURL(rawURL), err)
+		return fail(fmt.Errorf("open database %s: %w", MaskURL(rawURL), err))
 	}
 	if driver == DriverSQLite {
 		s.db.SetMaxOpenConns(4)
@@ -134,11 +144,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 		s.db.SetConnMaxIdleTime(5 * time.Minute)
 	}
 	if err := s.db.PingContext(ctx); err != nil {
-		_ = s.db.Close()
-		if s.lockFile != nil {
-			_ = s.lockFile.Close()
-		}
-		return nil, fmt.Errorf("connect to database %s: %w", MaskURL(rawURL), maskErr(err, rawURL))
+		return fail(fmt.Errorf("connect to database %s: %w", MaskURL(rawURL), maskErr(err, rawURL)))
 	}
 	s.q = buildQueries(driver)
 	s.log.WithFields(logrus.Fields{"driver": driver, "url": MaskURL(rawURL)}).Debug("database opened")
