@@ -261,8 +261,8 @@ func (w *Watcher) retry(c *cand, entry *logrus.Entry, msg string) {
 	w.schedule(c, time.Now().Add(d))
 }
 
-// fileFingerprint hashes head and tail of a file (buf holds hashChunk bytes); it fails with errChanged when the file's size
-// or mtime is no longer the observed signature.
+// fileFingerprint hashes head and tail of a file (buf holds hashChunk bytes); it fails with
+// errChanged when the file's size or mtime is no longer the observed signature.
 func fileFingerprint(path string, sig uint64, buf []byte) (string, error) {
 	// no symlink swapped in since the stat, and never block on a FIFO
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
