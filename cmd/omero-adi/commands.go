@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/sirupsen/logrus"
@@ -157,7 +158,7 @@ func (e *env) cmdScan(ctx context.Context, args []string) error {
 		})
 	}
 	fmt.Fprintf(e.stdout, "seen %d, settled %d, pending %d, already ordered %d, ignored %d in %s\n",
-		st.Seen, st.Settled, st.Pending, st.AlreadyOrdered, st.Ignored, st.Duration.Round(1e6))
+		st.Seen, st.Settled, st.Pending, st.AlreadyOrdered, st.Ignored, st.Duration.Round(time.Microsecond))
 	return nil
 }
 
