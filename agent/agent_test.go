@@ -175,3 +175,34 @@ func TestTwoWatchersOneOrderPerUnit(t *testing.T) {
 		t.Errorf("after rename: %d orders, want 20", len(orders))
 	}
 }
+
+// A restarted watcher rescans the folder and creates no second order for what it ordered before;
+// a file whose content changed afterwards is a new order.
+func TestRestartedWatcherCreatesNoSecondOrder(t *testing.T) {
+	cfg, data := testConfig(t, pgtest.SQLiteURL(t))
+	file := filepath.Join(data, "demo/alice/dropbox/a.tif")
+	if err := os.WriteFile(file, []byte("first"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := New(ctx, cfg, RoleWatcher, Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	waitOrders(t, a.Store(), 1, 15*time.Second)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	b := startAgent(t, cfg, RoleWatcher)
+	time.Sleep(1500 * time.Millisecond) // the start-up scan and several settle periods
+	if orders := waitOrders(t, b.Store(), 1, time.Second); len(orders) != 1 {
+		t.Fatalf("after restart: %d orders, want 1", len(orders))
+	}
+	if err := os.WriteFile(file, []byte("second, longer content"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitOrders(t, b.Store(), 2, 15*time.Second)
+}
