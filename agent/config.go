@@ -18,6 +18,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/internal/fspath"
 	"github.com/omero-adi/omero-adi/rules"
 )
 
@@ -373,7 +374,7 @@ func (c *Config) Validate() error {
 		for i, r := range c.Groups[g].Roots {
 			if !filepath.IsAbs(r) {
 				bad(fmt.Sprintf("groups.%s.roots[%d]", g, i), "must be an absolute path, got %q", r)
-			} else if !within(c.BaseDir, r) {
+			} else if !fspath.Within(filepath.Clean(c.BaseDir), filepath.Clean(r)) {
 				bad(fmt.Sprintf("groups.%s.roots[%d]", g, i), "%q is outside base_dir %q", r, c.BaseDir)
 			}
 		}
@@ -433,12 +434,6 @@ func oneOf(v string, allowed ...string) bool {
 		}
 	}
 	return false
-}
-
-// within reports whether path lies inside (or is) root, lexically.
-func within(root, path string) bool {
-	rel, err := filepath.Rel(filepath.Clean(root), filepath.Clean(path))
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/bmatcuk/doublestar/v4"
+
+	"github.com/omero-adi/omero-adi/internal/fspath"
 )
 
 // Placeholder names.
@@ -152,7 +154,7 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 		bad("path", "%q is not an absolute path", r.Path)
 	case filepath.Clean(r.Path) != r.Path || strings.Contains(r.Path, "/../") || strings.HasSuffix(r.Path, "/.."):
 		bad("path", "%q is not a clean path (no \"..\", \".\", double or trailing slashes)", r.Path)
-	case !within(r.Path, dataRoot):
+	case !fspath.Within(dataRoot, r.Path):
 		bad("path", "%q is outside the data root %q", r.Path, dataRoot)
 	default:
 		for _, p := range strings.Split(r.Path[1:], "/") {
@@ -178,7 +180,7 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 			c.nStatic++
 		}
 		c.static = "/" + joinLits(c.segs[:c.nStatic])
-		if c.nStatic < len(c.segs) && !within(c.static, dataRoot) {
+		if c.nStatic < len(c.segs) && !fspath.Within(dataRoot, c.static) {
 			bad("path", "%q: a placeholder may not stand for a folder of the data root %q itself or above", r.Path, dataRoot)
 		}
 	}
@@ -326,7 +328,7 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 			}
 			inside := false
 			for _, root := range roots {
-				if filepath.IsAbs(root) && within(folder, filepath.Clean(root)) {
+				if filepath.IsAbs(root) && fspath.Within(filepath.Clean(root), folder) {
 					inside = true
 					break
 				}
@@ -427,14 +429,6 @@ func checkPattern(p string) string {
 // validSegment: a usable single path segment / account name.
 func validSegment(s string) bool {
 	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, "/\x00") && strings.TrimSpace(s) == s
-}
-
-// within reports whether path is dir or below it (both clean and absolute).
-func within(path, dir string) bool {
-	if dir == "/" {
-		return strings.HasPrefix(path, "/")
-	}
-	return path == dir || (strings.HasPrefix(path, dir) && path[len(dir)] == '/')
 }
 
 func joinLits(ss []seg) string {
@@ -577,7 +571,7 @@ func buildRoots(rs []*Compiled) []Root {
 	for _, p := range prefixes {
 		placed := false
 		for i := range roots {
-			if within(p, roots[i].Path) {
+			if fspath.Within(roots[i].Path, p) {
 				roots[i].Rules = append(roots[i].Rules, byPrefix[p]...)
 				placed = true
 				break

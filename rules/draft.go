@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/omero-adi/omero-adi/internal/fspath"
 )
 
 // ErrDraft is wrapped by Draft's errors.
@@ -34,7 +36,7 @@ func (c *Compiled) Draft(m Match, files []string) (Draft, error) {
 		if !filepath.IsAbs(f) || filepath.Clean(f) != f {
 			return Draft{}, fmt.Errorf("%w: rule %s: file %q is not an absolute clean path", ErrDraft, c.Name, f)
 		}
-		if !within(f, m.UnitPath) {
+		if !fspath.Within(m.UnitPath, f) {
 			return Draft{}, fmt.Errorf("%w: rule %s: file %q is outside the unit %s", ErrDraft, c.Name, f, m.UnitPath)
 		}
 	}

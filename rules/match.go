@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/bmatcuk/doublestar/v4"
+
+	"github.com/omero-adi/omero-adi/internal/fspath"
 )
 
 // Match says which rule claims a path and which unit the path belongs to.
@@ -64,7 +66,7 @@ func (m miss) better(o miss) miss {
 
 // match tries one rule.
 func (c *Compiled) match(path string) (Match, bool, miss) {
-	if !within(path, c.static) {
+	if !fspath.Within(c.static, path) {
 		return Match{}, false, miss{why: fmt.Sprintf("not below %s (rule %s)", c.static, c.Name)}
 	}
 	rest := strings.Split(strings.TrimPrefix(path[len(c.static):], "/"), "/")
@@ -217,10 +219,10 @@ func (s *Set) Dir(path string) DirRole {
 }
 
 func (c *Compiled) dir(path string) (bool, *Match, miss) {
-	if within(c.static, path) {
+	if fspath.Within(path, c.static) {
 		return true, nil, miss{} // on the way to the rule folder
 	}
-	if !within(path, c.static) {
+	if !fspath.Within(c.static, path) {
 		return false, nil, miss{}
 	}
 	rest := strings.Split(strings.TrimPrefix(path[len(c.static):], "/"), "/")

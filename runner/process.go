@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/internal/fspath"
 	"github.com/omero-adi/omero-adi/runner/omero"
 	"github.com/omero-adi/omero-adi/runner/preprocess"
 )
@@ -429,12 +430,12 @@ func (j *job) originOf(target string) string {
 		return o
 	}
 	for imported, orig := range j.origin {
-		if within(imported, target) {
+		if fspath.Within(imported, target) {
 			return filepath.Join(orig, strings.TrimPrefix(target, imported))
 		}
 	}
 	for i, real := range j.Real {
-		if within(real, target) {
+		if fspath.Within(real, target) {
 			return filepath.Join(j.Files[i], strings.TrimPrefix(target, real))
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/internal/fspath"
 	"github.com/omero-adi/omero-adi/runner/omero"
 	"github.com/omero-adi/omero-adi/runner/preprocess"
 	"github.com/omero-adi/omero-adi/runner/redirect"
@@ -207,13 +208,13 @@ func (r *Runner) rename(ctx context.Context, j *job, sess *omero.Session, res om
 // folder that holds it; after redirection, its .processed twin).
 func (j *job) importedPathOf(target string) string {
 	for imported := range j.origin {
-		if imported == target || within(imported, target) {
+		if imported == target || fspath.Within(imported, target) {
 			return imported
 		}
 	}
 	if j.pre != nil {
 		for _, out := range j.pre.Outputs {
-			if out.Processed == target || within(out.Processed, target) {
+			if out.Processed == target || fspath.Within(out.Processed, target) {
 				if out.Alt != "" && j.pre.TempDir != "" {
 					return out.Alt
 				}

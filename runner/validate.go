@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/internal/fspath"
 )
 
 // Paths says where the files of an order may lie: inside the data root, and inside the group's roots
@@ -167,7 +168,7 @@ func (p Paths) roots(group string) ([]string, error) {
 		if err != nil {
 			continue // a root that does not exist holds no file
 		}
-		if within(base, rr) {
+		if fspath.Within(base, rr) {
 			out = append(out, rr)
 		}
 	}
@@ -199,7 +200,7 @@ func checkFile(field, f string, roots []string) (real string, dir bool, err erro
 	}
 	inside := false
 	for _, r := range roots {
-		if within(r, real) {
+		if fspath.Within(r, real) {
 			inside = true
 			break
 		}
@@ -247,14 +248,6 @@ func hasDotDot(p string) bool {
 
 func hasControl(s string) bool {
 	return strings.IndexFunc(s, unicode.IsControl) >= 0
-}
-
-// within reports whether path lies inside (or is) root, lexically; both must be clean and absolute.
-func within(root, path string) bool {
-	if root == "/" {
-		return true
-	}
-	return path == root || strings.HasPrefix(path, root+"/")
 }
 
 func quoteShort(s string) string {

@@ -38,6 +38,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
 
+	"github.com/omero-adi/omero-adi/internal/fspath"
 	"github.com/omero-adi/omero-adi/runner/redirect"
 )
 
@@ -231,7 +232,7 @@ func (s Spec) validate() error {
 		if err := checkMountPath("preprocessing.alt_output_folder", s.AltOutputFolder); err != nil {
 			return err
 		}
-		if within(s.OutputFolder, s.AltOutputFolder) || within(s.AltOutputFolder, s.OutputFolder) || s.OutputFolder == s.AltOutputFolder {
+		if fspath.Below(s.OutputFolder, s.AltOutputFolder) || fspath.Below(s.AltOutputFolder, s.OutputFolder) || s.OutputFolder == s.AltOutputFolder {
 			return fmt.Errorf("%w: preprocessing.alt_output_folder %q overlaps output_folder %q", ErrSpec, s.AltOutputFolder, s.OutputFolder)
 		}
 	}
@@ -241,14 +242,6 @@ func (s Spec) validate() error {
 		}
 	}
 	return nil
-}
-
-// within reports whether p lies strictly below dir (both clean, slash or OS separators alike).
-func within(dir, p string) bool {
-	if dir == "/" {
-		return p != "/" && strings.HasPrefix(p, "/")
-	}
-	return strings.HasPrefix(p, dir+"/")
 }
 
 // plan is one file's run.
@@ -424,7 +417,9 @@ func makeProcessed(p plan) error {
 
 // collide checks that o does not share (or nest with) a result of an earlier file of the order.
 func collide(prev []Output, o Output) error {
-	overlap := func(a, b string) bool { return a != "" && b != "" && (a == b || within(a, b) || within(b, a)) }
+	overlap := func(a, b string) bool {
+		return a != "" && b != "" && (a == b || fspath.Below(a, b) || fspath.Below(b, a))
+	}
 	for _, q := range prev {
 		if overlap(q.Processed, o.Processed) || overlap(q.Alt, o.Alt) {
 			return fmt.Errorf("%s and %s both produced %s", q.Input, o.Input, o.Processed)
@@ -587,7 +582,7 @@ func toHost(p string, m mount) (host, rel string, err error) {
 		return "", "", errors.New("not an absolute path")
 	}
 	c := path.Clean(p)
-	if !within(m.ctr, c) {
+	if !fspath.Below(m.ctr, c) {
 		return "", "", errors.New("outside the mount")
 	}
 	rel = strings.TrimPrefix(c, m.ctr+"/")
@@ -605,7 +600,7 @@ func inside(host, base string) error {
 	if err != nil {
 		return fmt.Errorf("the folder is not there: %w", err)
 	}
-	if !within(realBase, real) {
+	if !fspath.Below(realBase, real) {
 		return fmt.Errorf("%w (%s)", errEscapes, real)
 	}
 	return nil
