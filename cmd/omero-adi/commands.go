@@ -142,8 +142,10 @@ func (e *env) cmdScan(ctx context.Context, args []string) error {
 		return agent.ErrSettingsf("rules: no [[rules]] entry to scan")
 	}
 	log, _ := agent.NewLogger(cfg, e.stderr)
+	// TrustMtime: a unit whose newest mtime is older than its settle counts as settled at this one
+	// look (the scan creates nothing; the daemon still waits for two observations).
 	w, err := watcher.New(watcher.Config{Mode: cfg.Watch.Mode, RescanInterval: cfg.Watch.RescanInterval.Duration,
-		PollInterval: cfg.Watch.PollInterval.Duration}, set, scanSink{s}, log.WithField("component", "watcher"))
+		PollInterval: cfg.Watch.PollInterval.Duration, TrustMtime: true}, set, scanSink{s}, log.WithField("component", "watcher"))
 	if err != nil {
 		return agent.ErrSettingsf("%v", err)
 	}
