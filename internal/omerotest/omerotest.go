@@ -5,6 +5,10 @@
 //	cfg.CLI, cfg.Env = d.Bin, d.Env()  // point the code under test at it
 //	st := d.State(t)                   // what the "server" now holds: imports, annotations, links…
 //	d.SetFailure(t, omerotest.Failure{ConnectionRefused: 2})
+//	d.Update(t, func(s *omerotest.State) { s.Retain = 100 }) // load tests: keep each call cheap
+//
+// Every call is recorded (State.Calls) and so is every import (State.Imports); both live in an
+// append-only journal beside the state file, so calls stay cheap however many orders ran.
 //
 // The default world: admin "root" (id 0, password "omero") on localhost:4064; group "Demo" (id 3)
 // with users "alice" (id 5) and "bob" (id 6), datasets 151 and 152 and screen 201; group "Other"
