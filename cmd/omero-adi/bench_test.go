@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,32 +16,6 @@ import (
 	"github.com/omero-adi/omero-adi/internal/omerotest"
 	"github.com/omero-adi/omero-adi/internal/pgtest"
 )
-
-var (
-	plainOnce sync.Once
-	plainBin  string
-	plainErr  error
-)
-
-// plainAgentBinary builds omero-adi without the race detector, which would distort its memory.
-func plainAgentBinary(b testing.TB) string {
-	b.Helper()
-	plainOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "omero-adi-plain-")
-		if err != nil {
-			plainErr = err
-			return
-		}
-		plainBin = filepath.Join(dir, "omero-adi")
-		if out, err := exec.Command("go", "build", "-o", plainBin, ".").CombinedOutput(); err != nil {
-			plainErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if plainErr != nil {
-		b.Fatal(plainErr)
-	}
-	return plainBin
-}
 
 // rssMB reads a process's resident set size from /proc.
 func rssMB(pid int) (float64, error) {
@@ -145,7 +118,7 @@ connect_backoff = "10ms"
 		if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 			b.Fatal(err)
 		}
-		cmd := exec.Command(plainAgentBinary(b), "--config", cfg, "run", "--role", "runner")
+		cmd := exec.Command(agentBinary(b, false), "--config", cfg, "run", "--role", "runner")
 		cmd.Env = append(append(os.Environ(), "INGEST_TRACKING_DB_URL="+url, "OMERO_PASSWORD=omero"), d.Env()...)
 		logf, err := os.Create(filepath.Join(dir, "agent.log"))
 		if err != nil {

@@ -17,31 +17,39 @@ import (
 	"github.com/omero-adi/omero-adi/internal/pgtest"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// build is one build of omero-adi per test binary and flavour.
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
 
-// agentBinary builds omero-adi once per test binary.
-func agentBinary(t testing.TB) string {
+var builds = map[bool]*build{false: {}, true: {}}
+
+// agentBinary builds omero-adi once per test binary: with the race detector for tests, without it
+// where the race detector would distort what is measured (memory).
+func agentBinary(t testing.TB, race bool) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	b := builds[race]
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "omero-adi-bin-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		binPath = filepath.Join(dir, "omero-adi")
-		out, err := exec.Command("go", "build", "-race", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		b.path = filepath.Join(dir, "omero-adi")
+		args := []string{"build", "-o", b.path}
+		if race {
+			args = append(args, "-race")
+		}
+		if out, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binPath
+	return b.path
 }
 
 // world is a data root, a CLI double and a database shared by agent processes.
@@ -103,7 +111,7 @@ connect_backoff = "10ms"
 // agent starts `omero-adi run --role runner` as a process; the returned func stops it with SIGTERM.
 func (w *world) agent(name, extra string) *exec.Cmd {
 	w.t.Helper()
-	cmd := exec.Command(agentBinary(w.t), "--config", w.settings(name, extra), "run", "--role", "runner")
+	cmd := exec.Command(agentBinary(w.t, true), "--config", w.settings(name, extra), "run", "--role", "runner")
 	cmd.Env = append(os.Environ(), "INGEST_TRACKING_DB_URL="+w.url, "OMERO_PASSWORD=omero")
 	cmd.Env = append(cmd.Env, w.double.Env()...)
 	logf, err := os.Create(filepath.Join(w.dir, name+".log"))
