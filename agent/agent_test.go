@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -205,4 +207,40 @@ func TestRestartedWatcherCreatesNoSecondOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitOrders(t, b.Store(), 2, 15*time.Second)
+}
+
+// The health and metrics endpoints answer while the agent runs.
+func TestHealthAndMetricsEndpoints(t *testing.T) {
+	cfg, _ := testConfig(t, pgtest.SQLiteURL(t))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen = ln.Addr().String()
+	ln.Close()
+	startAgent(t, cfg, RoleAll)
+	get := func(path string) (int, string) {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, err := http.Get("http://" + cfg.Listen + path)
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				return resp.StatusCode, string(b)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("GET %s: %v", path, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if code, body := get("/healthz"); code != 200 || !strings.Contains(body, "ok") {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := get("/readyz"); code != 200 || !strings.Contains(body, "ready") || !strings.Contains(body, "mode=events") {
+		t.Errorf("/readyz: %d %q", code, body)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "omero_adi_orders_running") || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("/metrics: %d, missing metrics", code)
+	}
 }

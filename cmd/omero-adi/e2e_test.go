@@ -291,3 +291,38 @@ func killOrphans(t *testing.T, d *omerotest.Double) {
 	out, _ := exec.Command("pkill", "-KILL", "-f", d.Bin).CombinedOutput()
 	_ = out
 }
+
+// SIGTERM stops claiming, gives the running import shutdown_timeout, then releases its order for
+// recovery and exits 0.
+func TestSIGTERMReleasesAndExitsZero(t *testing.T) {
+	w := newWorld(t, pgtest.SQLiteURL(t))
+	w.double.SetFailure(t, omerotest.Failure{Hang: true})
+	agent := w.agent("term", "")
+	uuid := w.order("demo/alice/slow.tif")
+	w.waitStages([]string{uuid}, 30*time.Second, db.StageStarted)
+	waitForImportCall(t, w.double)
+	start := time.Now()
+	if err := agent.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- agent.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("agent exited with %v, want exit 0", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("agent did not exit within 20s of SIGTERM")
+	}
+	if d := time.Since(start); d < 2*time.Second {
+		t.Errorf("agent exited after %s, before shutdown_timeout (2s) was over", d)
+	}
+	o, err := w.store.Get(context.Background(), uuid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Stage != db.StageStarted || o.LeaseExpires == nil || o.LeaseExpires.After(time.Now()) {
+		t.Errorf("after SIGTERM: stage %q lease %v, want a released Import Started order", o.Stage, o.LeaseExpires)
+	}
+}
