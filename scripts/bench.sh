@@ -10,7 +10,7 @@ COUNT=${BENCH_COUNT:-5}
 section() { printf '\n== %s\n' "$*"; }
 
 section "order queue: claim + finish, 8 workers, 5,000 orders (targets: >= 3,000/s PostgreSQL, >= 5,000/s SQLite)"
-go test -run '^$' -bench 'ClaimFinish' -benchtime 1x -count "$COUNT" ./db | scripts/median.awk
+go test -run '^$' -bench 'ClaimFinish' -benchtime 5000x -count "$COUNT" ./db | scripts/median.awk
 
 section "runner: INSERT -> Import Started latency, end-to-end orders/s, overhead per order"
 go test -run '^$' -bench 'Runner' -benchtime 1x -count "$COUNT" ./runner | scripts/median.awk
