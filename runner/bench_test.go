@@ -73,7 +73,7 @@ func (f *fakeImporter) Annotate(context.Context, *omero.Session, string, [][2]st
 
 func (f *fakeImporter) RenameImage(context.Context, *omero.Session, int64, string) error { return nil }
 
-// startWith runs a runner with imp instead of the CLI adapter until the benchmark ends.
+// startWith runs a runner with imp as its importer until the test or benchmark ends.
 func (e *env) startWith(imp runner.Importer) {
 	e.t.Helper()
 	r, err := runner.New(e.cfg, e.store, imp, e.pre, quietLog())

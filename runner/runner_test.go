@@ -108,17 +108,10 @@ func setup(t testing.TB, url func(testing.TB) string, opts ...option) *env {
 	return e
 }
 
-// start runs the runner until the test ends (or stop is called).
+// start runs the runner with the CLI adapter until the test ends (or stop is called).
 func (e *env) start() {
 	e.t.Helper()
-	r, err := runner.New(e.cfg, e.store, e.client, e.pre, quietLog())
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e.cancel, e.done = cancel, make(chan error, 1)
-	go func() { e.done <- r.Run(ctx) }()
-	e.t.Cleanup(e.stop)
+	e.startWith(e.client)
 }
 
 // stop cancels the runner and waits for Run to return.
