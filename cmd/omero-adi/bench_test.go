@@ -2,10 +2,8 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -75,19 +73,10 @@ func BenchmarkAgentMemory(b *testing.B) {
 	total := envInt("ADI_BENCH_AGENT_ORDERS", 10000)
 	const batch = 500
 	for i := 0; i < b.N; i++ {
-		dir := b.TempDir()
-		data := filepath.Join(dir, "data")
-		d := omerotest.New(b)
-		d.Update(b, func(s *omerotest.State) { s.Retain = 100 })
 		url := pgtest.URL(b)
-		store, err := db.Open(context.Background(), url, db.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { store.Close() })
-		if err := store.Migrate(context.Background()); err != nil {
-			b.Fatal(err)
-		}
+		w := newWorld(b, url)
+		w.double.Update(b, func(s *omerotest.State) { s.Retain = 100 })
+		data, store := w.data, w.store
 		for k := 0; k < total; k++ {
 			p := filepath.Join(data, "demo", "alice", fmt.Sprintf("d%03d", k/1000), fmt.Sprintf("f%05d.tif", k))
 			if k%1000 == 0 {
@@ -99,48 +88,8 @@ func BenchmarkAgentMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		cfg := filepath.Join(dir, "agent.toml")
-		text := fmt.Sprintf(`base_dir = %q
-log_dir = %q
-listen = ""
-worker_name = "bench"
-max_workers = 8
-poll_interval = "200ms"
-lease = "30s"
-shutdown_timeout = "2s"
-[omero]
-cli = %q
-managed_repository = %q
-local_tmp_root = %q
-session_dir = %q
-connect_backoff = "10ms"
-`, data, filepath.Join(dir, "log"), d.Bin, d.ManagedRepo, filepath.Join(dir, "inplace"), filepath.Join(dir, "sessions"))
-		if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
-			b.Fatal(err)
-		}
-		cmd := exec.Command(agentBinary(b, false), "--config", cfg, "run", "--role", "runner")
-		cmd.Env = append(append(os.Environ(), "INGEST_TRACKING_DB_URL="+url, "OMERO_PASSWORD=omero"), d.Env()...)
-		logf, err := os.Create(filepath.Join(dir, "agent.log"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		cmd.Stdout, cmd.Stderr = logf, logf
 		start := time.Now()
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_, _ = cmd.Process.Wait()
-			logf.Close()
-			if b.Failed() {
-				out, _ := os.ReadFile(logf.Name())
-				if len(out) > 20000 {
-					out = out[len(out)-20000:]
-				}
-				b.Logf("end of the agent's log:\n%s", out)
-			}
-		})
+		cmd := w.startAgent("bench", "", false)
 
 		ins := store.DB().Rebind(`INSERT INTO imports (group_name, user_name, destination_id, destination_type, stage, uuid, files)
 			VALUES ('Demo', 'alice', '151', 'Dataset', 'Import Pending', ?, ?)`)

@@ -54,7 +54,7 @@ func agentBinary(t testing.TB, race bool) string {
 
 // world is a data root, a CLI double and a database shared by agent processes.
 type world struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	data   string
 	dir    string
@@ -62,7 +62,7 @@ type world struct {
 	store  *db.Store
 }
 
-func newWorld(t *testing.T, url string) *world {
+func newWorld(t testing.TB, url string) *world {
 	t.Helper()
 	dir := t.TempDir()
 	w := &world{t: t, url: url, data: filepath.Join(dir, "data"), dir: dir, double: omerotest.New(t)}
@@ -108,10 +108,14 @@ connect_backoff = "10ms"
 	return p
 }
 
-// agent starts `omero-adi run --role runner` as a process; the returned func stops it with SIGTERM.
-func (w *world) agent(name, extra string) *exec.Cmd {
+// agent starts `omero-adi run --role runner` (built with the race detector) as a process.
+func (w *world) agent(name, extra string) *exec.Cmd { return w.startAgent(name, extra, true) }
+
+// startAgent starts `omero-adi run --role runner` as a process that is killed when the test ends;
+// its log is shown when the test failed.
+func (w *world) startAgent(name, extra string, race bool) *exec.Cmd {
 	w.t.Helper()
-	cmd := exec.Command(agentBinary(w.t, true), "--config", w.settings(name, extra), "run", "--role", "runner")
+	cmd := exec.Command(agentBinary(w.t, race), "--config", w.settings(name, extra), "run", "--role", "runner")
 	cmd.Env = append(os.Environ(), "INGEST_TRACKING_DB_URL="+w.url, "OMERO_PASSWORD=omero")
 	cmd.Env = append(cmd.Env, w.double.Env()...)
 	logf, err := os.Create(filepath.Join(w.dir, name+".log"))
@@ -128,7 +132,10 @@ func (w *world) agent(name, extra string) *exec.Cmd {
 		logf.Close()
 		if w.t.Failed() {
 			b, _ := os.ReadFile(logf.Name())
-			w.t.Logf("log of agent %s:\n%s", name, b)
+			if len(b) > 20000 {
+				b = b[len(b)-20000:]
+			}
+			w.t.Logf("end of the log of agent %s:\n%s", name, b)
 		}
 	})
 	return cmd
