@@ -23,6 +23,12 @@
 //     a collision, about 1 in 10^8 for a million files, would hide one file until its next change);
 //     entries of files that a full scan no longer finds are dropped after it. Everything else is
 //     proportional to what is pending.
+//   - After a restart the cache is empty. A file found quiet for its rule's settle already (by
+//     mtime) is fingerprinted and looked up with Sink.Known at once instead of becoming a
+//     candidate, so starting on a large, already ordered tree holds no candidate per file (the
+//     fingerprint would be taken at settle time anyway). The mtime never settles a unit: a file
+//     that is not known waits for two observations spanning settle like any other, keeping its
+//     fingerprint and the Sink's answer.
 //   - Rename detection belongs to the Sink: a file renamed or moved within the folder arrives as a
 //     settled unit with a new path and the same fingerprint (size, mtime and content hash do not
 //     change with a rename), and the Sink, which has the database, recognises it.
@@ -842,8 +848,48 @@ func (w *Watcher) fileFound(ctx context.Context, r *root, h uint64, path string,
 	}
 	st.Seen++
 	c := &cand{path: path, hash: h, match: m, root: r, idx: -1}
+	if w.knownAtSight(ctx, c, size, mtime) {
+		w.remember(r, h, sig, false)
+		st.AlreadyOrdered++
+		return
+	}
 	w.addPending(c)
 	w.observedFile(ctx, c, size, mtime, st)
+}
+
+// knownAtSight asks the Sink at once about a file that has been quiet for its rule's settle
+// already (its mtime says so), before it becomes a pending candidate: after a restart the cache
+// is empty and every file of the tree is found again, and a tree that is ordered already then
+// costs no candidate per file, only one fingerprint each, as it would when settling. The mtime is
+// only trusted to skip files that are surely still being written; it never settles anything: a
+// file that is not known stays a candidate and settles as any other (its fingerprint and the
+// Sink's answer are kept, so it is neither hashed nor asked about twice for this content).
+func (w *Watcher) knownAtSight(ctx context.Context, c *cand, size, mtime int64) bool {
+	if time.Since(time.Unix(0, mtime)) < c.settle() {
+		return false
+	}
+	if w.hbuf == nil {
+		w.hbuf = make([]byte, hashChunk)
+	}
+	sig := fileSig(size, mtime)
+	fp, err := fileFingerprint(c.path, sig, w.hbuf)
+	if err != nil {
+		return false // changed or gone meanwhile: observed as a candidate
+	}
+	c.fp, c.fpSig = fp, sig
+	known, err := w.sink.Known(ctx, c.match.Rule.Name, c.path, fp)
+	if err != nil {
+		w.log.WithError(err).WithFields(logrus.Fields{"rule": c.match.Rule.Name, "path": c.path}).Debug("cannot ask whether unit is known")
+		return false
+	}
+	if known {
+		if w.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+			w.log.WithFields(logrus.Fields{"rule": c.match.Rule.Name, "path": c.path}).Debug("unit already ordered")
+		}
+		return true
+	}
+	c.askedFP = fp
+	return false
 }
 
 func joinPath(dir, name string) string {

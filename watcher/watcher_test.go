@@ -593,3 +593,62 @@ func keys(m map[string]Unit) []string {
 	sort.Strings(ks)
 	return ks
 }
+
+// A restart on a tree that is ordered already keeps no candidate per file: a file quiet for its
+// settle (by mtime) is fingerprinted and looked up at once. The mtime never settles anything: an
+// old file that is not known still waits for its settle, and is neither hashed nor asked about
+// twice.
+func TestStartOnOrderedTreeKeepsNoCandidates(t *testing.T) {
+	data := t.TempDir()
+	box := data + "/demo/alice/dropbox"
+	old := time.Now().Add(-time.Hour)
+	for _, name := range []string{"a.tif", "b.tif"} {
+		writeFile(t, box+"/"+name, 3000)
+		if err := os.Chtimes(box+"/"+name, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const settle = 1500 * time.Millisecond
+	set := compile(t, data, userRule(data, settle))
+	rec := newRecorder()
+	w1 := must(New(Config{Mode: ModePoll, TrustMtime: true}, set, rec.sink(), testLog(t)))
+	if st, err := w1.Scan(context.Background()); err != nil || st.Settled != 2 {
+		t.Fatalf("first scan %+v, %v; want 2 settled", st, err)
+	}
+	rec.collect(t, 2, time.Second)
+	writeFile(t, box+"/c.tif", 3000) // old but never ordered
+	if err := os.Chtimes(box+"/c.tif", old, old); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, box+"/d.tif", 3000) // fresh
+	rec.mu.Lock()
+	before := rec.knownCalls
+	rec.mu.Unlock()
+
+	w2 := must(New(Config{}, set, rec.sink(), testLog(t)))
+	started := time.Now()
+	start(t, w2)
+	rec.mu.Lock()
+	asked := rec.knownCalls - before
+	rec.mu.Unlock()
+	if h := w2.Health(); h.Pending != 2 || asked != 3 {
+		t.Fatalf("after the start scan: %d pending, Known asked %d times; want 2 (c, d) and 3 (a, b, c)", h.Pending, asked)
+	}
+	got := rec.collect(t, 2, 10*time.Second)
+	for _, p := range []string{box + "/c.tif", box + "/d.tif"} {
+		if _, ok := got[p]; !ok {
+			t.Fatalf("units %v, want c.tif and d.tif", got)
+		}
+	}
+	rec.mu.Lock()
+	for i, u := range rec.units[2:] {
+		if d := rec.at[2+i].Sub(started); d < settle {
+			t.Errorf("%s settled %v after the start, before its settle %v", u.Path, d, settle)
+		}
+	}
+	asked = rec.knownCalls - before
+	rec.mu.Unlock()
+	if asked != 4 {
+		t.Fatalf("Known asked %d times, want 4 (a, b, c at sight, d when settled)", asked)
+	}
+}
