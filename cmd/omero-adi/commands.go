@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -194,7 +195,7 @@ func (e *env) cmdDoctor(ctx context.Context, args []string) error {
 		s.Close()
 	}
 	check("base_dir "+cfg.BaseDir, dirReadable(cfg.BaseDir), "mount the data share there or set base_dir")
-	check("log_dir "+cfg.LogDir, dirWritable(cfg.LogDir), "create it and give the agent's user write access")
+	check("log_dir "+cfg.LogDir, dirWritableOrCreatable(cfg.LogDir), "create it and give the agent's user write access")
 	if !cfg.Omero.DryRun {
 		_, err := exec.LookPath(cfg.Omero.CLI)
 		check("omero CLI "+cfg.Omero.CLI, err, "install omero-py (pip install omero-py) or set omero.cli")
@@ -242,6 +243,18 @@ func needsContainers(cfg agent.Config) bool {
 func dirReadable(dir string) error {
 	_, err := os.ReadDir(dir)
 	return err
+}
+
+// dirWritableOrCreatable accepts a writable folder, or a missing one that the agent can create
+// (it creates log_dir at start) because its nearest existing parent is writable.
+func dirWritableOrCreatable(dir string) error {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			return dirWritable(d)
+		} else if !errors.Is(err, os.ErrNotExist) || d == filepath.Dir(d) {
+			return err
+		}
+	}
 }
 
 func dirWritable(dir string) error {

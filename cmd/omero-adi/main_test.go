@@ -218,3 +218,52 @@ func TestConfigCheckMasksSecrets(t *testing.T) {
 		t.Errorf("masked URL missing:\n%s", out)
 	}
 }
+
+// rulesFixture is a settings file with one dropbox rule over a data root with two files in it.
+func rulesFixture(t *testing.T) (fixture, string) {
+	t.Helper()
+	f := newFixture(t, pgtest.SQLiteURL(t))
+	text := "base_dir = " + quote(f.data) + "\nlog_dir = " + quote(filepath.Join(filepath.Dir(f.data), "log")) + "\nlisten = \"\"\n" +
+		"[omero]\ndry_run = true\n" +
+		"[[rules]]\nname = \"dropbox\"\ngroup = \"Demo\"\npath = " + quote(filepath.Join(f.data, "demo/{user}/dropbox")) +
+		"\nusers = [\"alice\"]\ninclude = [\"**/*.tif\"]\nsettle = \"1s\"\ndestination = \"Dataset:151\"\n"
+	if err := os.WriteFile(f.config, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.file(t, "demo/alice/dropbox/a.tif")
+	f.file(t, "demo/alice/dropbox/b.tif")
+	return f, filepath.Join(f.data, "demo/alice/dropbox/a.tif")
+}
+
+func TestRulesTestScanAndDoctor(t *testing.T) {
+	f, file := rulesFixture(t)
+	out, errs, code := cli(t, f.env, "--config", f.config, "rules", "test", file)
+	if code != 0 || !strings.Contains(out, `rule "dropbox"`) || !strings.Contains(out, "user=alice") || !strings.Contains(out, "destination=Dataset:151") {
+		t.Errorf("rules test: exit %d\n%s%s", code, out, errs)
+	}
+	denied := filepath.Join(f.data, "demo/mallory/dropbox/x.tif")
+	out, _, code = cli(t, f.env, "--config", f.config, "rules", "test", denied)
+	if code != 1 || !strings.Contains(out, "no rule matches") || !strings.Contains(out, "mallory") {
+		t.Errorf("rules test of a user outside the allowlist: exit %d\n%s", code, out)
+	}
+	// Files written just now are still settling: seen and pending, not yet settled.
+	out, errs, code = cli(t, f.env, "--config", f.config, "scan", "--json")
+	var st map[string]float64
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+		t.Fatalf("scan --json: exit %d\n%s%s", code, out, errs)
+	}
+	if st["seen"] != 2 || st["pending"]+st["settled"] != 2 || st["already_ordered"] != 0 {
+		t.Errorf("scan: %v", st)
+	}
+	out, errs, code = cli(t, f.env, "--config", f.config, "doctor")
+	if code != 0 || !strings.Contains(out, "all checks passed") {
+		t.Errorf("doctor: exit %d\n%s%s", code, out, errs)
+	}
+	if err := os.RemoveAll(f.data); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code = cli(t, f.env, "--config", f.config, "doctor")
+	if code != 1 || !strings.Contains(out, "FAIL  base_dir") || !strings.Contains(out, "fix:") {
+		t.Errorf("doctor without the data root: exit %d\n%s", code, out)
+	}
+}
