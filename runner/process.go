@@ -150,11 +150,14 @@ func metricLabel(stage string) string {
 	}
 }
 
-// heartbeat renews the lease every Lease/3 until ctx ends; a lost lease or a cancel request
-// cancels the order's context with that cause, which stops its import.
+// maxBeat bounds the heartbeat interval: a cancel request is noticed within it.
+const maxBeat = 5 * time.Second
+
+// heartbeat renews the lease every Lease/3 (at most maxBeat) until ctx ends; a lost lease or a
+// cancel request cancels the order's context with that cause, which stops its import.
 func (r *Runner) heartbeat(ctx context.Context, lease db.Lease, cancel context.CancelCauseFunc, done chan<- struct{}, log *logrus.Entry) {
 	defer close(done)
-	t := time.NewTicker(r.cfg.Lease / 3)
+	t := time.NewTicker(min(r.cfg.Lease/3, maxBeat))
 	defer t.Stop()
 	warned := false
 	for {
