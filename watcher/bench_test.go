@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -204,4 +205,59 @@ func BenchmarkDropToSettled(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/unit")
+}
+
+// BenchmarkStartScan measures the start-up scan of the daemon (empty cache) on a tree whose files
+// are all quiet (settle 1ns, shorter than their age): "ordered" (the Sink knows every file: no
+// candidate is kept) and "new" (nothing is known: every file is a pending candidate until its
+// second observation; its fingerprint is kept). live-B/file is the
+// heap still in use after the scan (after a GC), per file: what the pending candidates cost.
+func BenchmarkStartScan(b *testing.B) {
+	files := envInt("ADI_BENCH_FILES", 20000)
+	folders := envInt("ADI_BENCH_FOLDERS", files/10)
+	data := benchTree(b, files, folders)
+	for _, bc := range []struct {
+		name    string
+		known   bool
+		pending int
+	}{{"ordered", true, 0}, {"new", false, files}} {
+		b.Run(bc.name, func(b *testing.B) {
+			sink := &fakeSink{
+				known:   func(context.Context, string, string, string) (bool, error) { return bc.known, nil },
+				settled: func(context.Context, Unit) error { return nil },
+			}
+			set := compile(b, data, benchRule(data, time.Nanosecond))
+			var live float64
+			b.ReportAllocs()
+			for b.Loop() {
+				w, err := New(Config{Mode: ModePoll}, set, sink, benchLog())
+				if err != nil {
+					b.Fatal(err)
+				}
+				var ms runtime.MemStats
+				b.StopTimer()
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				before := ms.HeapAlloc
+				b.StartTimer()
+				w.mu.Lock()
+				var st ScanStats
+				err = w.scanRoot(context.Background(), w.roots[0], false, &st)
+				w.mu.Unlock()
+				b.StopTimer()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(w.pending) != bc.pending {
+					b.Fatalf("%d pending after the start scan, want %d", len(w.pending), bc.pending)
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				live = float64(int64(ms.HeapAlloc)-int64(before)) / float64(files)
+				runtime.KeepAlive(w)
+				b.StartTimer()
+			}
+			b.ReportMetric(live, "live-B/file")
+		})
+	}
 }

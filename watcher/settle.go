@@ -22,28 +22,35 @@ import (
 // hashChunk is how much of a file's head and of its tail the fingerprint hashes.
 const hashChunk = 64 << 10
 
-// cand is a pending unit: observed, not yet settled.
+// cand is a pending unit: observed, not yet settled. It is kept small, as every file of a new
+// tree is one until it settles: a file's rules.Match (with its map of variables) is made again
+// when the unit is handed over, only a folder unit keeps its match and its last walk.
 type cand struct {
-	path   string
-	hash   uint64
-	match  rules.Match
-	root   *root
-	folder bool
-	sig    uint64 // signature of the last observation (0: none yet)
-	since  time.Time
-	last   time.Time
-	due    time.Time
-	idx    int // in the queue; -1 when not scheduled
-	// folder units: the last walk
-	files  []string
-	marker bool
+	path  string
+	hash  uint64
+	rule  *rules.Compiled
+	root  *root
+	unit  *unitState // folder units only
+	sig   uint64     // signature of the last observation (0: none yet)
+	fpSig uint64     // the signature a file's fp was taken for
+	since time.Time
+	last  time.Time
+	due   time.Time
+	idx   int // in the queue; -1 when not scheduled
 	// fp is the fingerprint: a folder unit's from its last walk, a file's for signature fpSig.
-	fp      string
-	fpSig   uint64
-	askedFP string // the Sink's Known said no for this fingerprint
+	fp     string
+	asked  bool // the Sink's Known said no for fp
+	folder bool
 }
 
-func (c *cand) settle() time.Duration { return c.match.Rule.Settle.Duration }
+// unitState is what a folder unit's candidate keeps: its match and its last walk.
+type unitState struct {
+	match  rules.Match
+	files  []string
+	marker bool
+}
+
+func (c *cand) settle() time.Duration { return c.rule.Settle.Duration }
 
 // candHeap orders candidates by due time.
 type candHeap []*cand
@@ -103,12 +110,12 @@ func (w *Watcher) touch(c *cand, now time.Time) {
 // reobserve looks at a due candidate again.
 func (w *Watcher) reobserve(ctx context.Context, c *cand, st *ScanStats) {
 	if c.folder {
-		w.unitFound(ctx, c.root, c.match, st)
+		w.unitFound(ctx, c.root, c.unit.match, st)
 		return
 	}
 	var s unix.Stat_t
 	if err := unix.Lstat(c.path, &s); err != nil || s.Mode&unix.S_IFMT != unix.S_IFREG {
-		w.log.WithFields(logrus.Fields{"path": c.path, "rule": c.match.Rule.Name}).Debug("pending file gone")
+		w.log.WithFields(logrus.Fields{"path": c.path, "rule": c.rule.Name}).Debug("pending file gone")
 		w.dropPending(c)
 		return
 	}
@@ -139,7 +146,7 @@ func (w *Watcher) observed(ctx context.Context, c *cand, sig uint64, newest int6
 	}
 	c.last = now
 	switch {
-	case c.folder && c.marker && !empty:
+	case c.folder && c.unit.marker && !empty:
 		w.settleUnit(ctx, c, st)
 	case now.Sub(c.since) >= c.settle():
 		if empty {
@@ -157,17 +164,13 @@ var errChanged = errors.New("changed while fingerprinting")
 
 // settleUnit fingerprints a settled candidate, asks the Sink whether it is known and hands it over.
 func (w *Watcher) settleUnit(ctx context.Context, c *cand, st *ScanStats) {
-	rule := c.match.Rule
+	rule := c.rule
 	entry := w.log.WithFields(logrus.Fields{"rule": rule.Name, "path": c.path})
 	fp, ok := w.fingerprint(c, entry)
 	if !ok {
 		return
 	}
-	files := c.files
-	if !c.folder {
-		files = []string{c.path}
-	}
-	if c.askedFP != fp { // Known is asked once per content
+	if !c.asked { // Known is asked once per content
 		known, err := w.sink.Known(ctx, rule.Name, c.path, fp)
 		if err != nil {
 			w.retry(c, entry.WithError(err), "cannot ask whether unit is known; retrying")
@@ -180,9 +183,23 @@ func (w *Watcher) settleUnit(ctx context.Context, c *cand, st *ScanStats) {
 			entry.Debug("unit already ordered")
 			return
 		}
-		c.askedFP = fp
+		c.asked = true
 	}
-	u := Unit{Rule: rule, Match: c.match, Path: c.path, Files: files, Fingerprint: fp}
+	var m rules.Match
+	var files []string
+	if c.folder {
+		m, files = c.unit.match, c.unit.files
+	} else {
+		var ok bool
+		m, ok, _ = w.set.Match(c.path) // the same answer as when it was found: rules do not change
+		if !ok || m.Rule != rule {
+			entry.Warn("settled file no longer matches its rule; dropped")
+			w.dropPending(c)
+			return
+		}
+		files = []string{c.path}
+	}
+	u := Unit{Rule: rule, Match: m, Path: c.path, Files: files, Fingerprint: fp}
 	if err := w.sink.Settled(ctx, u); err != nil {
 		w.retry(c, entry.WithError(err), "cannot hand over settled unit; retrying")
 		return
@@ -214,7 +231,7 @@ func (w *Watcher) fingerprint(c *cand, entry *logrus.Entry) (string, bool) {
 		w.dropPending(c)
 		return "", false
 	}
-	c.fp, c.fpSig = fp, c.sig
+	c.fp, c.fpSig, c.asked = fp, c.sig, false
 	return fp, true
 }
 
@@ -227,20 +244,20 @@ func (w *Watcher) askKnown(ctx context.Context, st *ScanStats) {
 		if ctx.Err() != nil {
 			return
 		}
-		if c.folder && len(c.files) == 0 {
+		if c.folder && len(c.unit.files) == 0 {
 			continue
 		}
-		entry := w.log.WithFields(logrus.Fields{"rule": c.match.Rule.Name, "path": c.path})
+		entry := w.log.WithFields(logrus.Fields{"rule": c.rule.Name, "path": c.path})
 		fp, ok := w.fingerprint(c, entry)
-		if !ok || c.askedFP == fp {
+		if !ok || c.asked {
 			continue
 		}
-		known, err := w.sink.Known(ctx, c.match.Rule.Name, c.path, fp)
+		known, err := w.sink.Known(ctx, c.rule.Name, c.path, fp)
 		if err != nil {
 			entry.WithError(err).Debug("cannot ask whether unit is known")
 			continue
 		}
-		c.askedFP = fp
+		c.asked = true
 		if known {
 			w.remember(c.root, c.hash, c.sig, false)
 			st.AlreadyOrdered++
@@ -332,10 +349,14 @@ func (w *Watcher) unitFound(ctx context.Context, r *root, m rules.Match, st *Sca
 			st.AlreadyOrdered++
 			return
 		}
-		c = &cand{path: m.UnitPath, hash: h, match: m, root: r, folder: true, idx: -1}
+		c = &cand{path: m.UnitPath, hash: h, rule: m.Rule, root: r, folder: true, idx: -1}
 		w.addPending(c)
 	}
-	c.files, c.fp, c.marker = files, fp, marker
+	if fp != c.fp {
+		c.asked = false
+	}
+	c.unit = &unitState{match: m, files: files, marker: marker}
+	c.fp = fp
 	w.observed(ctx, c, sig, newest, len(files) == 0, st)
 }
 

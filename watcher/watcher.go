@@ -681,7 +681,7 @@ func (w *Watcher) dirFound(ctx context.Context, r *root, dir string, watch bool,
 // touchUnit handles activity at the top level of a watched folder unit.
 func (w *Watcher) touchUnit(ctx context.Context, r *root, unit, name string, st *ScanStats) {
 	c := w.pending[hashString(unit)]
-	if c != nil && c.path == unit && name != c.match.Rule.Marker {
+	if c != nil && c.path == unit && name != c.rule.Marker {
 		w.touch(c, time.Now())
 		return
 	}
@@ -847,7 +847,7 @@ func (w *Watcher) fileFound(ctx context.Context, r *root, h uint64, path string,
 		return
 	}
 	st.Seen++
-	c := &cand{path: path, hash: h, match: m, root: r, idx: -1}
+	c := &cand{path: path, hash: h, rule: m.Rule, root: r, idx: -1}
 	if w.knownAtSight(ctx, c, size, mtime) {
 		w.remember(r, h, sig, false)
 		st.AlreadyOrdered++
@@ -876,19 +876,19 @@ func (w *Watcher) knownAtSight(ctx context.Context, c *cand, size, mtime int64) 
 	if err != nil {
 		return false // changed or gone meanwhile: observed as a candidate
 	}
-	c.fp, c.fpSig = fp, sig
-	known, err := w.sink.Known(ctx, c.match.Rule.Name, c.path, fp)
+	c.fp, c.fpSig, c.asked = fp, sig, false
+	known, err := w.sink.Known(ctx, c.rule.Name, c.path, fp)
 	if err != nil {
-		w.log.WithError(err).WithFields(logrus.Fields{"rule": c.match.Rule.Name, "path": c.path}).Debug("cannot ask whether unit is known")
+		w.log.WithError(err).WithFields(logrus.Fields{"rule": c.rule.Name, "path": c.path}).Debug("cannot ask whether unit is known")
 		return false
 	}
 	if known {
 		if w.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
-			w.log.WithFields(logrus.Fields{"rule": c.match.Rule.Name, "path": c.path}).Debug("unit already ordered")
+			w.log.WithFields(logrus.Fields{"rule": c.rule.Name, "path": c.path}).Debug("unit already ordered")
 		}
 		return true
 	}
-	c.askedFP = fp
+	c.asked = true
 	return false
 }
 
