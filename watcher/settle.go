@@ -33,9 +33,9 @@ type cand struct {
 	unit  *unitState // folder units only
 	sig   uint64     // signature of the last observation (0: none yet)
 	fpSig uint64     // the signature a file's fp was taken for
-	since time.Time
-	last  time.Time
-	due   time.Time
+	since int64      // times on the watcher's monotonic clock (see Watcher.now)
+	last  int64
+	due   int64
 	idx   int // in the queue; -1 when not scheduled
 	// fp is the fingerprint: a folder unit's from its last walk, a file's for signature fpSig.
 	fp     string
@@ -56,7 +56,7 @@ func (c *cand) settle() time.Duration { return c.rule.Settle.Duration }
 type candHeap []*cand
 
 func (h candHeap) Len() int           { return len(h) }
-func (h candHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h candHeap) Less(i, j int) bool { return h[i].due < h[j].due }
 func (h candHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i]; h[i].idx = i; h[j].idx = j }
 func (h *candHeap) Push(x any)        { c := x.(*cand); c.idx = len(*h); *h = append(*h, c) }
 func (h *candHeap) Pop() any {
@@ -81,9 +81,9 @@ func (w *Watcher) dropPending(c *cand) {
 	w.unschedule(c)
 }
 
-func (w *Watcher) schedule(c *cand, at time.Time) {
+func (w *Watcher) schedule(c *cand, at int64) {
 	if w.cfg.MinObserve > 0 {
-		if min := c.last.Add(w.cfg.MinObserve); at.Before(min) {
+		if min := c.last + int64(w.cfg.MinObserve); at < min {
 			at = min
 		}
 	}
@@ -102,9 +102,10 @@ func (w *Watcher) unschedule(c *cand) {
 }
 
 // touch records an event on a pending unit: it changed now, so the quiet period restarts.
-func (w *Watcher) touch(c *cand, now time.Time) {
+func (w *Watcher) touch(c *cand) {
+	now := w.now()
 	c.since = now
-	w.schedule(c, now.Add(c.settle()))
+	w.schedule(c, now+int64(c.settle()))
 }
 
 // reobserve looks at a due candidate again.
@@ -134,13 +135,13 @@ func (w *Watcher) observedFile(ctx context.Context, c *cand, size, mtime int64, 
 // observed applies one observation with signature sig to a candidate and settles it, schedules
 // it, or (an empty folder unit that stayed empty) drops it.
 func (w *Watcher) observed(ctx context.Context, c *cand, sig uint64, newest int64, empty bool, st *ScanStats) {
-	now := time.Now()
+	now := w.now()
 	if sig != c.sig {
 		first := c.sig == 0
 		c.sig, c.since = sig, now
 		if first && w.cfg.TrustMtime && newest > 0 {
-			if t := time.Unix(0, newest); t.Before(now) {
-				c.since = t
+			if age := time.Since(time.Unix(0, newest)); age > 0 {
+				c.since = now - int64(age)
 			}
 		}
 	}
@@ -148,14 +149,14 @@ func (w *Watcher) observed(ctx context.Context, c *cand, sig uint64, newest int6
 	switch {
 	case c.folder && c.unit.marker && !empty:
 		w.settleUnit(ctx, c, st)
-	case now.Sub(c.since) >= c.settle():
+	case now-c.since >= int64(c.settle()):
 		if empty {
 			w.dropPending(c)
 			return
 		}
 		w.settleUnit(ctx, c, st)
 	default:
-		w.schedule(c, c.since.Add(c.settle()))
+		w.schedule(c, c.since+int64(c.settle()))
 	}
 }
 
@@ -224,7 +225,7 @@ func (w *Watcher) fingerprint(c *cand, entry *logrus.Entry) (string, bool) {
 	fp, err := fileFingerprint(c.path, c.sig, w.hbuf)
 	switch {
 	case errors.Is(err, errChanged):
-		w.touch(c, time.Now())
+		w.touch(c)
 		return "", false
 	case err != nil:
 		entry.WithError(err).Debug("cannot fingerprint pending file; dropped")
@@ -275,7 +276,7 @@ func (w *Watcher) retry(c *cand, entry *logrus.Entry, msg string) {
 	if d < time.Second {
 		d = time.Second
 	}
-	w.schedule(c, time.Now().Add(d))
+	w.schedule(c, w.now()+int64(d))
 }
 
 // fileFingerprint hashes head and tail of a file (buf holds hashChunk bytes); it fails with
