@@ -46,6 +46,7 @@ func runAgent(args []string) error {
 	settle := fs.Duration("settle", time.Second, "settle of both rules")
 	cpuTarget := fs.Float64("cpu-target", 1, "target: idle CPU under this percentage of one core")
 	latTarget := fs.Duration("latency-target", 250*time.Millisecond, "target: median latency at most settle plus this")
+	rssTarget := fs.Float64("rss-target-mb", 120, "target: peak RSS (VmHWM) of the agent at most this many MB (10^6 bytes), start-up included")
 	calmTimeout := fs.Duration("calm-timeout", 10*time.Minute, "how long to wait for the start-up work to finish")
 	keep := fs.Bool("keep", false, "keep the work folder (settings, database, agent.log)")
 	fs.Parse(args)
@@ -196,9 +197,10 @@ destination = "Dataset:2"
 	if err := waitCalm(ctx, pid, exited, deadline); err != nil {
 		return fail(err)
 	}
-	fmt.Printf("agent: start-up done (both roots scanned after %v, calm after %v; orders database %s)\n",
+	startRSS, startHWM := memStatus(pid)
+	fmt.Printf("agent: start-up done (both roots scanned after %v, calm after %v; orders database %s); RSS %s, peak %s\n",
 		scannedAt.Round(time.Millisecond), time.Since(start).Round(time.Millisecond),
-		map[bool]string{true: "from the cache", false: "empty: the tree was ordered first"}[cached])
+		map[bool]string{true: "from the cache", false: "empty: the tree was ordered first"}[cached], startRSS, startHWM)
 
 	store, err := db.Open(ctx, "sqlite:///"+dbPath, db.Options{Logger: quietLog()})
 	if err != nil {
@@ -303,6 +305,14 @@ destination = "Dataset:2"
 		}
 	}
 
+	if kib, err := strconv.ParseInt(strings.TrimSuffix(startHWM, " kB"), 10, 64); err == nil {
+		what := "peak RSS of the agent starting on the ordered tree"
+		if !cached {
+			what = "peak RSS of the agent ordering the whole tree"
+		}
+		summary(what, fmt.Sprintf("%.1f MB", mb(kib)), mb(kib) <= *rssTarget, fmt.Sprintf("<= %.0f MB", *rssTarget),
+			fmt.Sprintf("VmHWM once calm; RSS then %s, after the idle window %s", startRSS, rss))
+	}
 	summary("idle CPU of the agent watching the tree, no changes", fmt.Sprintf("%.2f %%", cpu), cpu < *cpuTarget,
 		fmt.Sprintf("< %g %%", *cpuTarget), fmt.Sprintf("%d clock ticks over %v", t1-t0, window.Round(time.Second)))
 	summary(fmt.Sprintf("drop -> order latency, inotify, settle %v", *settle), fmt.Sprintf("%s ms", ms(med)),
