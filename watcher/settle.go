@@ -345,16 +345,28 @@ func (w *Watcher) unitFound(ctx context.Context, r *root, m rules.Match, st *Sca
 	st.Seen++
 	sig := fnvAdd(fnvOffset, fp) | 2
 	sig &^= 1
+	asked := false
 	if c == nil {
 		if ignored, ok := w.cached(r, h, sig); ok && !ignored {
 			st.AlreadyOrdered++
 			return
 		}
+		// Quiet for its settle already (newest mtime), as after a restart: asked at once, so that
+		// an ordered folder unit keeps no candidate (and no list of files). The walk's fingerprint
+		// reads no content; the mtime settles nothing.
+		if len(files) > 0 && time.Since(time.Unix(0, newest)) >= m.Rule.Settle.Duration {
+			var known bool
+			if known, asked = w.askAtSight(ctx, m.Rule, m.UnitPath, fp); known {
+				w.remember(r, h, sig, false)
+				st.AlreadyOrdered++
+				return
+			}
+		}
 		c = &cand{path: m.UnitPath, hash: h, rule: m.Rule, root: r, folder: true, idx: -1}
 		w.addPending(c)
 	}
 	if fp != c.fp {
-		c.asked = false
+		c.asked = asked
 	}
 	c.unit = &unitState{match: m, files: files, marker: marker}
 	c.fp = fp

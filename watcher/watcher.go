@@ -23,11 +23,11 @@
 //     a collision, about 1 in 10^8 for a million files, would hide one file until its next change);
 //     entries of files that a full scan no longer finds are dropped after it. Everything else is
 //     proportional to what is pending.
-//   - After a restart the cache is empty. A file found quiet for its rule's settle already (by
-//     mtime) is fingerprinted and looked up with Sink.Known at once instead of becoming a
-//     candidate, so starting on a large, already ordered tree holds no candidate per file (the
-//     fingerprint would be taken at settle time anyway). The mtime never settles a unit: a file
-//     that is not known waits for two observations spanning settle like any other, keeping its
+//   - After a restart the cache is empty. A unit found quiet for its rule's settle already (by
+//     its newest mtime) is fingerprinted and looked up with Sink.Known at once instead of becoming
+//     a candidate, so starting on a large, already ordered tree holds no candidate per unit (the
+//     fingerprint would be taken at settle time anyway). The mtime never settles a unit: one that
+//     is not known waits for two observations spanning settle like any other, keeping its
 //     fingerprint and the Sink's answer.
 //   - Rename detection belongs to the Sink: a file renamed or moved within the folder arrives as a
 //     settled unit with a new path and the same fingerprint (size, mtime and content hash do not
@@ -885,20 +885,24 @@ func (w *Watcher) knownAtSight(ctx context.Context, c *cand, size, mtime int64) 
 	if err != nil {
 		return false // changed or gone meanwhile: observed as a candidate
 	}
-	c.fp, c.fpSig, c.asked = fp, sig, false
-	known, err := w.sink.Known(ctx, c.rule.Name, c.path, fp)
+	c.fp, c.fpSig = fp, sig
+	known, asked := w.askAtSight(ctx, c.rule, c.path, fp)
+	c.asked = asked
+	return known
+}
+
+// askAtSight asks the Sink whether a unit found quiet is ordered already. asked is true when the
+// Sink answered no (an error is only logged: the unit is asked about again when it settles).
+func (w *Watcher) askAtSight(ctx context.Context, rule *rules.Compiled, path, fp string) (known, asked bool) {
+	known, err := w.sink.Known(ctx, rule.Name, path, fp)
 	if err != nil {
-		w.log.WithError(err).WithFields(logrus.Fields{"rule": c.rule.Name, "path": c.path}).Debug("cannot ask whether unit is known")
-		return false
+		w.log.WithError(err).WithFields(logrus.Fields{"rule": rule.Name, "path": path}).Debug("cannot ask whether unit is known")
+		return false, false
 	}
-	if known {
-		if w.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
-			w.log.WithFields(logrus.Fields{"rule": c.rule.Name, "path": c.path}).Debug("unit already ordered")
-		}
-		return true
+	if known && w.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		w.log.WithFields(logrus.Fields{"rule": rule.Name, "path": path}).Debug("unit already ordered")
 	}
-	c.asked = true
-	return false
+	return known, !known
 }
 
 func joinPath(dir, name string) string {

@@ -602,25 +602,26 @@ func TestStartOnOrderedTreeKeepsNoCandidates(t *testing.T) {
 	data := t.TempDir()
 	box := data + "/demo/alice/dropbox"
 	old := time.Now().Add(-time.Hour)
-	for _, name := range []string{"a.tif", "b.tif"} {
-		writeFile(t, box+"/"+name, 3000)
-		if err := os.Chtimes(box+"/"+name, old, old); err != nil {
+	oldFile := func(path string) {
+		writeFile(t, path, 3000)
+		if err := os.Chtimes(path, old, old); err != nil {
 			t.Fatal(err)
 		}
 	}
+	oldFile(box + "/a.tif")
+	oldFile(box + "/b.tif")
+	oldFile(data + "/plates/p1/x.tif") // a folder unit
 	const settle = 1500 * time.Millisecond
-	set := compile(t, data, userRule(data, settle))
+	set := compile(t, data, userRule(data, settle), folderRule(data, settle, ""))
 	rec := newRecorder()
 	w1 := must(New(Config{Mode: ModePoll, TrustMtime: true}, set, rec.sink(), testLog(t)))
-	if st, err := w1.Scan(context.Background()); err != nil || st.Settled != 2 {
-		t.Fatalf("first scan %+v, %v; want 2 settled", st, err)
+	if st, err := w1.Scan(context.Background()); err != nil || st.Settled != 3 {
+		t.Fatalf("first scan %+v, %v; want 3 settled", st, err)
 	}
-	rec.collect(t, 2, time.Second)
-	writeFile(t, box+"/c.tif", 3000) // old but never ordered
-	if err := os.Chtimes(box+"/c.tif", old, old); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, box+"/d.tif", 3000) // fresh
+	rec.collect(t, 3, time.Second)
+	oldFile(box + "/c.tif")            // old but never ordered
+	oldFile(data + "/plates/p2/y.tif") // the same, a folder unit
+	writeFile(t, box+"/d.tif", 3000)   // fresh
 	rec.mu.Lock()
 	before := rec.knownCalls
 	rec.mu.Unlock()
@@ -631,24 +632,24 @@ func TestStartOnOrderedTreeKeepsNoCandidates(t *testing.T) {
 	rec.mu.Lock()
 	asked := rec.knownCalls - before
 	rec.mu.Unlock()
-	if h := w2.Health(); h.Pending != 2 || asked != 3 {
-		t.Fatalf("after the start scan: %d pending, Known asked %d times; want 2 (c, d) and 3 (a, b, c)", h.Pending, asked)
+	if h := w2.Health(); h.Pending != 3 || asked != 5 {
+		t.Fatalf("after the start scan: %d pending, Known asked %d times; want 3 (c, d, p2) and 5 (a, b, c, p1, p2)", h.Pending, asked)
 	}
-	got := rec.collect(t, 2, 10*time.Second)
-	for _, p := range []string{box + "/c.tif", box + "/d.tif"} {
+	got := rec.collect(t, 3, 10*time.Second)
+	for _, p := range []string{box + "/c.tif", box + "/d.tif", data + "/plates/p2"} {
 		if _, ok := got[p]; !ok {
-			t.Fatalf("units %v, want c.tif and d.tif", got)
+			t.Fatalf("units %v, want c.tif, d.tif and p2", got)
 		}
 	}
 	rec.mu.Lock()
-	for i, u := range rec.units[2:] {
-		if d := rec.at[2+i].Sub(started); d < settle {
+	for i, u := range rec.units[3:] {
+		if d := rec.at[3+i].Sub(started); d < settle {
 			t.Errorf("%s settled %v after the start, before its settle %v", u.Path, d, settle)
 		}
 	}
 	asked = rec.knownCalls - before
 	rec.mu.Unlock()
-	if asked != 4 {
-		t.Fatalf("Known asked %d times, want 4 (a, b, c at sight, d when settled)", asked)
+	if asked != 6 {
+		t.Fatalf("Known asked %d times, want 6 (a, b, c, p1, p2 at sight, d when settled)", asked)
 	}
 }
