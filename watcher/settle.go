@@ -7,8 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"sort"
 	"strconv"
 	"time"
@@ -280,17 +278,19 @@ func (w *Watcher) retry(c *cand, entry *logrus.Entry, msg string) {
 }
 
 // fileFingerprint hashes head and tail of a file (buf holds hashChunk bytes); it fails with
-// errChanged when the file's size or mtime is no longer the observed signature.
+// errChanged when the file's size or mtime is no longer the observed signature. It works on the
+// raw descriptor (no *os.File, no poller registration): after a restart it runs once per file of
+// the tree.
 func fileFingerprint(path string, sig uint64, buf []byte) (string, error) {
 	// no symlink swapped in since the stat, and never block on a FIFO
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", fmt.Errorf("open file: %w", err)
+		return "", fmt.Errorf("open file %s: %w", path, err)
 	}
-	defer f.Close()
+	defer unix.Close(fd)
 	var s unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &s); err != nil {
-		return "", fmt.Errorf("stat file: %w", err)
+	if err := unix.Fstat(fd, &s); err != nil {
+		return "", fmt.Errorf("stat file %s: %w", path, err)
 	}
 	if s.Mode&unix.S_IFMT != unix.S_IFREG {
 		return "", fmt.Errorf("open file: %s is no longer a regular file", path)
@@ -300,27 +300,54 @@ func fileFingerprint(path string, sig uint64, buf []byte) (string, error) {
 		return "", errChanged
 	}
 	h := sha256.New()
-	n, err := io.ReadFull(f, buf[:min(int64(hashChunk), size)])
+	n, err := preadFull(fd, buf[:min(int64(hashChunk), size)], 0)
 	if err != nil {
-		return "", fmt.Errorf("read file: %w", err)
+		return "", fmt.Errorf("read file %s: %w", path, err)
 	}
 	h.Write(buf[:n])
 	if size > hashChunk {
 		off := max(size-hashChunk, hashChunk)
-		n, err := f.ReadAt(buf[:size-off], off)
-		if err != nil && !errors.Is(err, io.EOF) {
-			return "", fmt.Errorf("read file: %w", err)
+		n, err := preadFull(fd, buf[:size-off], off)
+		if err != nil {
+			return "", fmt.Errorf("read file %s: %w", path, err)
 		}
 		h.Write(buf[:n])
 	}
-	if err := unix.Fstat(int(f.Fd()), &s); err != nil {
-		return "", fmt.Errorf("stat file: %w", err)
+	if err := unix.Fstat(fd, &s); err != nil {
+		return "", fmt.Errorf("stat file %s: %w", path, err)
 	}
 	if s.Size != size || mtimeOf(&s) != mtime {
 		return "", errChanged
 	}
-	sum := h.Sum(nil)
-	return strconv.FormatInt(size, 10) + ":" + strconv.FormatInt(mtime, 10) + ":" + hex.EncodeToString(sum[:16]), nil
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	var out [80]byte
+	b := strconv.AppendInt(out[:0], size, 10)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, mtime, 10)
+	b = append(b, ':')
+	b = hex.AppendEncode(b, sum[:16])
+	return string(b), nil
+}
+
+// preadFull reads len(b) bytes at off, or fewer when the file ends first (it shrank: the second
+// Fstat reports the change).
+func preadFull(fd int, b []byte, off int64) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := unix.Pread(fd, b[n:], off+int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return n, nil
 }
 
 // unitFound observes a folder unit: walk it, compute its signature, and update its candidate.
