@@ -183,40 +183,26 @@ func parseFields(args []string, vars map[string]string, rows []string) ([]field,
 func objGroup(st *world.State, kind string, id int64) (int64, bool) {
 	switch kind {
 	case "Image":
-		for _, x := range st.Images {
-			if x.ID == id {
-				return x.GroupID, true
-			}
-		}
+		return groupOf(st.Images, id, func(x world.Image) (int64, int64) { return x.ID, x.GroupID })
 	case "Plate":
-		for _, x := range st.Plates {
-			if x.ID == id {
-				return x.GroupID, true
-			}
-		}
+		return groupOf(st.Plates, id, func(x world.Plate) (int64, int64) { return x.ID, x.GroupID })
 	case "Fileset":
-		for _, x := range st.Filesets {
-			if x.ID == id {
-				return x.GroupID, true
-			}
-		}
+		return groupOf(st.Filesets, id, func(x world.Fileset) (int64, int64) { return x.ID, x.GroupID })
 	case "MapAnnotation":
-		for _, x := range st.Annotations {
-			if x.ID == id {
-				return x.GroupID, true
-			}
-		}
+		return groupOf(st.Annotations, id, func(x world.Annotation) (int64, int64) { return x.ID, x.GroupID })
 	case "Dataset":
-		for _, x := range st.Datasets {
-			if x.ID == id {
-				return x.GroupID, true
-			}
-		}
+		return groupOf(st.Datasets, id, func(x world.Container) (int64, int64) { return x.ID, x.GroupID })
 	case "Screen":
-		for _, x := range st.Screens {
-			if x.ID == id {
-				return x.GroupID, true
-			}
+		return groupOf(st.Screens, id, func(x world.Container) (int64, int64) { return x.ID, x.GroupID })
+	}
+	return 0, false
+}
+
+// groupOf finds the object with id in xs and returns its group.
+func groupOf[T any](xs []T, id int64, idGroup func(T) (int64, int64)) (int64, bool) {
+	for _, x := range xs {
+		if xid, gid := idGroup(x); xid == id {
+			return gid, true
 		}
 	}
 	return 0, false
