@@ -88,7 +88,7 @@ func setup(t testing.TB, url func(testing.TB) string, opts ...option) *env {
 		}
 	}
 	e.client, err = omero.New(omero.Config{
-		CLI: e.double.Bin, Host: "localhost", Port: 4064, AdminUser: "root", AdminPassword: "omero",
+		CLI: e.double.Bin, Host: "localhost", Port: e.double.Port, AdminUser: "root", AdminPassword: "omero",
 		ManagedRepository: e.double.ManagedRepo, LogDir: e.logDir, SessionRoot: filepath.Join(root, "sessions"),
 		ParallelUpload: 2, ParallelFilesets: 2, ImportTimeout: 30 * time.Second, CallTimeout: 10 * time.Second,
 		ConnectRetries: 1, ConnectBackoff: 10 * time.Millisecond, Env: e.double.Env(),

@@ -96,11 +96,12 @@ shutdown_timeout = "2s"
 %s
 [omero]
 cli = %q
+port = %d
 managed_repository = %q
 local_tmp_root = %q
 session_dir = %q
 connect_backoff = "10ms"
-`, w.data, filepath.Join(w.dir, "log-"+name), name, extra, w.double.Bin, w.double.ManagedRepo,
+`, w.data, filepath.Join(w.dir, "log-"+name), name, extra, w.double.Bin, w.double.Port, w.double.ManagedRepo,
 		filepath.Join(w.dir, "inplace"), filepath.Join(w.dir, "sessions-"+name))
 	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
 		w.t.Fatal(err)

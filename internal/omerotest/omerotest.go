@@ -10,7 +10,8 @@
 // Every call is recorded (State.Calls) and so is every import (State.Imports); both live in an
 // append-only journal beside the state file, so calls stay cheap however many orders ran.
 //
-// The default world: admin "root" (id 0, password "omero") on localhost:4064; group "Demo" (id 3)
+// The default world: admin "root" (id 0, password "omero") on localhost at Double.Port, where New
+// listens on 127.0.0.1 so that a TCP probe finds the server up (Down and Up stop and restart it); group "Demo" (id 3)
 // with users "alice" (id 5) and "bob" (id 6), datasets 151 and 152 and screen 201; group "Other"
 // (id 4) with "carol" (id 7) and dataset 300. Users other than root have no password: log in for
 // them with --sudo root.
@@ -18,6 +19,7 @@ package omerotest
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,7 +52,6 @@ type (
 // Seeded world (see the package documentation).
 const (
 	Host          = "localhost"
-	Port          = 4064
 	AdminUser     = "root"
 	AdminPassword = "omero"
 	DemoGroupID   = 3
@@ -106,15 +107,20 @@ func Build(t testing.TB) string {
 
 // Double is one simulated OMERO server with its CLI. Bin is the program; StatePath its state file;
 // ManagedRepo the server's ManagedRepository (created, writable); SessionRoot an empty folder tests
-// can use for per-order session folders.
+// can use for per-order session folders; Port the port the server listens on (on 127.0.0.1, as
+// Host "localhost"), which the double itself and a client's TCP probe connect to.
 type Double struct {
 	Bin, StatePath, ManagedRepo, SessionRoot string
+	Port                                     int
+
+	mu sync.Mutex
+	ln net.Listener // nil while Down
 }
 
-// DefaultState is the seeded world of New.
+// DefaultState is the seeded world of New (New sets Server.Port).
 func DefaultState() State {
 	return State{
-		Server: world.Server{Host: Host, Port: Port},
+		Server: world.Server{Host: Host},
 		Users: []User{
 			{ID: 0, Name: AdminUser, Password: AdminPassword, Admin: true},
 			{ID: AliceID, Name: "alice"},
@@ -152,11 +158,72 @@ func New(t testing.TB) *Double {
 			t.Fatal(err)
 		}
 	}
-	if err := world.Save(d.StatePath, DefaultState()); err != nil {
+	if err := d.listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	d.Port = d.ln.Addr().(*net.TCPAddr).Port
+	t.Cleanup(func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.ln != nil {
+			_ = d.ln.Close()
+		}
+	})
+	st := DefaultState()
+	st.Server.Port = d.Port
+	if err := world.Save(d.StatePath, st); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.killHung() })
 	return d
+}
+
+// listen opens the server's port and accepts (and closes) connections until it is closed.
+func (d *Double) listen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.ln = ln
+	d.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	return nil
+}
+
+// Down stops the simulated server: its port refuses connections, so every call of the double
+// fails as against a server that is down (a password login with exit 42, a session key with 11).
+func (d *Double) Down(t testing.TB) {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ln != nil {
+		if err := d.ln.Close(); err != nil {
+			t.Fatal(err)
+		}
+		d.ln = nil
+	}
+}
+
+// Up starts the simulated server again on the same port.
+func (d *Double) Up(t testing.TB) {
+	t.Helper()
+	d.mu.Lock()
+	up := d.ln != nil
+	d.mu.Unlock()
+	if !up {
+		if err := d.listen("127.0.0.1:" + strconv.Itoa(d.Port)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // Env is what a process running the double needs in its environment.

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,15 +44,15 @@ func run(t *testing.T, d *Double, sessDir string, env []string, stdin string, ar
 
 var pw = []string{"OMERO_PASSWORD=" + AdminPassword}
 
-func loginArgs(user, group string) []string {
-	return []string{"login", "--sudo", AdminUser, "-s", Host, "-p", "4064", "-u", user, "-g", group}
+func loginArgs(d *Double, user, group string) []string {
+	return []string{"login", "--sudo", AdminUser, "-s", Host, "-p", port(d), "-u", user, "-g", group}
 }
 
 // login logs alice in to Demo and returns the session folder and key.
 func login(t *testing.T, d *Double) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
-	if r := run(t, d, dir, pw, "", loginArgs("alice", "Demo")...); r.code != 0 {
+	if r := run(t, d, dir, pw, "", loginArgs(d, "alice", "Demo")...); r.code != 0 {
 		t.Fatalf("login: %+v", r)
 	}
 	r := run(t, d, dir, nil, "", "sessions", "key")
@@ -94,15 +95,15 @@ func TestLoginFailures(t *testing.T) {
 		message string
 	}{
 		{"no server", pw, []string{"login", "--sudo", "root", "-u", "alice", "-g", "Demo"}, 52, "stdin is not a terminal"},
-		{"no password", nil, loginArgs("alice", "Demo"), 52, "cannot request password"},
-		{"wrong password", []string{"OMERO_PASSWORD=nope"}, loginArgs("alice", "Demo"), 52, "Password check failed"},
-		{"unknown user", pw, loginArgs("mallory", "Demo"), 52, "Password check failed"},
-		{"unknown group", pw, loginArgs("alice", "Nope"), 44, "No group found"},
-		{"not a member", pw, loginArgs("alice", "Other"), 45, "not a member"},
+		{"no password", nil, loginArgs(d, "alice", "Demo"), 52, "cannot request password"},
+		{"wrong password", []string{"OMERO_PASSWORD=nope"}, loginArgs(d, "alice", "Demo"), 52, "Password check failed"},
+		{"unknown user", pw, loginArgs(d, "mallory", "Demo"), 13, "User account error"},
+		{"unknown group", pw, loginArgs(d, "alice", "Nope"), 44, "No group found"},
+		{"not a member", pw, loginArgs(d, "alice", "Other"), 45, "not a member"},
 		{"unknown host", pw, []string{"login", "--sudo", "root", "-s", "elsewhere", "-u", "alice"}, 43, "bad host name"},
 		{"wrong port", pw, []string{"login", "--sudo", "root", "-s", Host, "-p", "4065", "-u", "alice"}, 42, "isn't running"},
-		{"sudo by non-admin", pw, []string{"login", "--sudo", "alice", "-s", Host, "-u", "bob"}, 52, "Password check failed"},
-		{"unknown flag", pw, append(loginArgs("alice", "Demo"), "--bogus"), 2, "unrecognized arguments"},
+		{"sudo by non-admin", pw, []string{"login", "--sudo", "alice", "-s", Host, "-p", port(d), "-u", "bob"}, 52, "Password check failed"},
+		{"unknown flag", pw, append(loginArgs(d, "alice", "Demo"), "--bogus"), 2, "unrecognized arguments"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -115,7 +116,7 @@ func TestLoginFailures(t *testing.T) {
 	if d.State(t).PasswordInArgv {
 		t.Error("no case put a password in argv")
 	}
-	r := run(t, d, t.TempDir(), nil, "", append(loginArgs("alice", "Demo"), "-w", AdminPassword)...)
+	r := run(t, d, t.TempDir(), nil, "", append(loginArgs(d, "alice", "Demo"), "-w", AdminPassword)...)
 	if r.code != 0 || !d.State(t).PasswordInArgv {
 		t.Errorf("-w login: %+v, recorded %v", r, d.State(t).PasswordInArgv)
 	}
@@ -124,11 +125,11 @@ func TestLoginFailures(t *testing.T) {
 func TestSessionsOpen(t *testing.T) {
 	d := New(t)
 	dir := t.TempDir()
-	if r := run(t, d, dir, pw, "", "login", "-s", Host, "-p", "4064", "-u", "root"); r.code != 0 {
+	if r := run(t, d, dir, pw, "", "login", "-s", Host, "-p", port(d), "-u", "root"); r.code != 0 {
 		t.Fatalf("admin login: %+v", r)
 	}
 	admin := strings.TrimSpace(run(t, d, dir, nil, "", "sessions", "key").stdout)
-	r := run(t, d, t.TempDir(), nil, "", "sessions", "open", "--user-name", "bob", "--group-name", "Demo", "-s", Host, "-p", "4064", "-k", admin)
+	r := run(t, d, t.TempDir(), nil, "", "sessions", "open", "--user-name", "bob", "--group-name", "Demo", "-s", Host, "-p", port(d), "-k", admin)
 	key := strings.TrimSpace(r.stdout)
 	if r.code != 0 || len(key) != 36 {
 		t.Fatalf("sessions open: %+v", r)
@@ -139,7 +140,7 @@ func TestSessionsOpen(t *testing.T) {
 	}
 	// a user's session cannot open sessions for others
 	_, aliceKey := login(t, d)
-	r = run(t, d, t.TempDir(), nil, "", "sessions", "open", "--user-name", "bob", "-s", Host, "-k", aliceKey)
+	r = run(t, d, t.TempDir(), nil, "", "sessions", "open", "--user-name", "bob", "-s", Host, "-p", port(d), "-k", aliceKey)
 	if r.code == 0 {
 		t.Errorf("non-admin opened a session: %+v", r)
 	}
@@ -161,8 +162,8 @@ func tree(t *testing.T, files ...string) string {
 	return root
 }
 
-func importArgs(key string, extra ...string) []string {
-	return append([]string{"import", "-s", Host, "-p", "4064", "-k", key, "--transfer=ln_s", "--output", "yaml"}, extra...)
+func importArgs(d *Double, key string, extra ...string) []string {
+	return append([]string{"import", "-s", Host, "-p", port(d), "-k", key, "--transfer=ln_s", "--output", "yaml"}, extra...)
 }
 
 var prefixRE = regexp.MustCompile(`^alice_5/\d{4}-\d{2}/\d{2}/\d{2}-\d{2}-\d{2}\.\d{3}/$`)
@@ -173,7 +174,7 @@ func TestImportFolderInPlace(t *testing.T) {
 	data := tree(t, "a.tif", "sub/b__series_3.lif", "sub/deep/1/2/3/4/too-deep.tif", ".hidden/x.tif",
 		"plate.zarr/.zattrs", "plate.zarr/0/0/.zarray", "plate.zarr/0/0/0")
 	logs := filepath.Join(t.TempDir(), "logs")
-	r := run(t, d, dir, nil, "", importArgs(key, "--file", filepath.Join(logs, "x.logs"), "--errs", filepath.Join(logs, "x.errs"),
+	r := run(t, d, dir, nil, "", importArgs(d, key, "--file", filepath.Join(logs, "x.logs"), "--errs", filepath.Join(logs, "x.errs"),
 		"--skip", "checksum", "--skip", "minmax", "--parallel-upload", "2", "-d", "151", data)...)
 	if r.code != 0 {
 		t.Fatalf("import: %+v", r)
@@ -239,7 +240,7 @@ func TestImportScreenAndLegacyOutput(t *testing.T) {
 	d := New(t)
 	dir, key := login(t, d)
 	data := tree(t, "p1.plate", "p2__series_2.plate")
-	r := run(t, d, dir, nil, "", importArgs(key, "-r", "201", data)...)
+	r := run(t, d, dir, nil, "", importArgs(d, key, "-r", "201", data)...)
 	if r.code != 0 || !strings.Contains(r.stdout, "---\n- Plate: [") {
 		t.Fatalf("screen import: %+v", r)
 	}
@@ -247,7 +248,7 @@ func TestImportScreenAndLegacyOutput(t *testing.T) {
 	if len(st.Plates) != 2 || st.Plates[0].ScreenID != Screen1 {
 		t.Errorf("plates = %+v", st.Plates)
 	}
-	r = run(t, d, dir, nil, "", "import", "-s", Host, "-k", key, "-T", "Dataset:name:new one", filepath.Join(data, "p1.plate"))
+	r = run(t, d, dir, nil, "", "import", "-s", Host, "-p", port(d), "-k", key, "-T", "Dataset:name:new one", filepath.Join(data, "p1.plate"))
 	if r.code != 0 || !regexp.MustCompile(`^Image:\d+\n$`).MatchString(r.stdout) {
 		t.Fatalf("legacy import: %+v", r)
 	}
@@ -270,17 +271,17 @@ func TestImportRejects(t *testing.T) {
 		message string
 	}{
 		{"transfer without =", nil, []string{"import", "-s", Host, "-k", key, "--transfer", "ln_s", "-d", "151", file}, 2, "--transfer"},
-		{"no-upgrade", nil, importArgs(key, "--no-upgrade", "-d", "151", file), 2, "unrecognized arguments: --no-upgrade"},
-		{"bad skip", nil, importArgs(key, "--skip", "everything", "-d", "151", file), 2, "invalid choice: 'everything'"},
+		{"no-upgrade", nil, importArgs(d, key, "--no-upgrade", "-d", "151", file), 2, "unrecognized arguments: --no-upgrade"},
+		{"bad skip", nil, importArgs(d, key, "--skip", "everything", "-d", "151", file), 2, "invalid choice: 'everything'"},
 		{"bad output", nil, []string{"import", "-s", Host, "-k", key, "--output", "json", file}, 2, "invalid choice"},
-		{"bad depth", nil, importArgs(key, "--depth", "x", file), 2, "invalid int value"},
-		{"bad key", nil, importArgs("0000", "-d", "151", file), 11, "Bad session key"},
+		{"bad depth", nil, importArgs(d, key, "--depth", "x", file), 2, "invalid int value"},
+		{"bad key", nil, importArgs(d, "0000", "-d", "151", file), 11, "Bad session key"},
 		{"no server", nil, []string{"import", "-k", key, "-d", "151", file}, 52, "stdin is not a terminal"},
-		{"other group dataset", nil, importArgs(key, "-d", "300", file), 2, "not in the current group"},
-		{"missing dataset", nil, importArgs(key, "-d", "999", file), 2, "not found"},
-		{"missing path", nil, importArgs(key, "-d", "151", filepath.Join(data, "nope.tif")), 1, "File not found"},
-		{"empty folder", nil, importArgs(key, "-d", "151", t.TempDir()), 1, "No imports found"},
-		{"no repository", []string{"OMERO_DOUBLE_MANAGED_REPO=" + filepath.Join(data, "missing")}, importArgs(key, "-d", "151", file), 2,
+		{"other group dataset", nil, importArgs(d, key, "-d", "300", file), 2, "not in the current group"},
+		{"missing dataset", nil, importArgs(d, key, "-d", "999", file), 2, "not found"},
+		{"missing path", nil, importArgs(d, key, "-d", "151", filepath.Join(data, "nope.tif")), 1, "File not found"},
+		{"empty folder", nil, importArgs(d, key, "-d", "151", t.TempDir()), 1, "No imports found"},
+		{"no repository", []string{"OMERO_DOUBLE_MANAGED_REPO=" + filepath.Join(data, "missing")}, importArgs(d, key, "-d", "151", file), 2,
 			"You likely do not have access to the ManagedRepository for in-place import."},
 	}
 	for _, c := range cases {
@@ -302,38 +303,40 @@ func TestFailureSwitches(t *testing.T) {
 	data := tree(t, "a.tif", "b.tif", "c.tif")
 
 	d.SetFailure(t, Failure{FailImport: true, FailImportAfter: 1})
-	r := run(t, d, dir, nil, "", importArgs(key, "-d", "151", data)...)
+	r := run(t, d, dir, nil, "", importArgs(d, key, "-d", "151", data)...)
 	if r.code != 2 || strings.Count(r.stdout, "- Fileset:") != 1 || !strings.Contains(r.stderr, "1 errors in") {
 		t.Errorf("fail after 1: %+v", r)
 	}
 
 	d.SetFailure(t, Failure{NoImports: true})
-	r = run(t, d, dir, nil, "", importArgs(key, "-d", "151", data)...)
+	r = run(t, d, dir, nil, "", importArgs(d, key, "-d", "151", data)...)
 	if r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "No imports due to errors!") {
 		t.Errorf("no imports: %+v", r)
 	}
 
+	// With -k every failure to join is a bad key (sessions.py), a refused connection included.
 	d.SetFailure(t, Failure{ConnectionRefused: 1})
-	if r = run(t, d, dir, nil, "", importArgs(key, "-d", "151", data)...); r.code != 42 {
+	if r = run(t, d, dir, nil, "", importArgs(d, key, "-d", "151", data)...); r.code != 11 ||
+		!strings.Contains(r.stderr, "Bad session key. Cannot join "+key+" on "+Host+":"+port(d)+".") {
 		t.Errorf("refused: %+v", r)
 	}
 	d.SetFailure(t, Failure{UnknownHost: -1})
 	for i := 0; i < 2; i++ {
-		if r = run(t, d, t.TempDir(), pw, "", loginArgs("alice", "Demo")...); r.code != 43 {
+		if r = run(t, d, t.TempDir(), pw, "", loginArgs(d, "alice", "Demo")...); r.code != 43 {
 			t.Errorf("unknown host %d: %+v", i, r)
 		}
 	}
 	d.SetFailure(t, Failure{BadPassword: true})
-	if r = run(t, d, t.TempDir(), pw, "", loginArgs("alice", "Demo")...); r.code != 52 {
+	if r = run(t, d, t.TempDir(), pw, "", loginArgs(d, "alice", "Demo")...); r.code != 52 {
 		t.Errorf("bad password: %+v", r)
 	}
 	d.SetFailure(t, Failure{FailObj: true})
-	if r = run(t, d, dir, nil, "", "obj", "new", "MapAnnotation", "ns=x", "-s", Host, "-k", key); r.code != 80 {
+	if r = run(t, d, dir, nil, "", "obj", "new", "MapAnnotation", "ns=x", "-s", Host, "-p", port(d), "-k", key); r.code != 80 {
 		t.Errorf("fail obj: %+v", r)
 	}
 	d.SetFailure(t, Failure{ImportDelay: 150 * time.Millisecond})
 	start := time.Now()
-	if r = run(t, d, dir, nil, "", importArgs(key, "-d", "151", data)...); r.code != 0 || time.Since(start) < 450*time.Millisecond {
+	if r = run(t, d, dir, nil, "", importArgs(d, key, "-d", "151", data)...); r.code != 0 || time.Since(start) < 450*time.Millisecond {
 		t.Errorf("slow import: %+v after %v", r, time.Since(start))
 	}
 }
@@ -342,7 +345,7 @@ func TestHangKeepsChild(t *testing.T) {
 	d := New(t)
 	dir, key := login(t, d)
 	d.SetFailure(t, Failure{Hang: true})
-	cmd := exec.Command(d.Bin, importArgs(key, "-d", "151", tree(t, "a.tif"))...)
+	cmd := exec.Command(d.Bin, importArgs(d, key, "-d", "151", tree(t, "a.tif"))...)
 	cmd.Env = append([]string{"OMERO_SESSIONDIR=" + dir}, d.Env()...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -369,13 +372,13 @@ func TestHangKeepsChild(t *testing.T) {
 func TestObjAndHQL(t *testing.T) {
 	d := New(t)
 	dir, key := login(t, d)
-	r := run(t, d, dir, nil, "", importArgs(key, "-d", "151", tree(t, "a__series_2.tif"))...)
+	r := run(t, d, dir, nil, "", importArgs(d, key, "-d", "151", tree(t, "a__series_2.tif"))...)
 	if r.code != 0 {
 		t.Fatal(r)
 	}
 	st := d.State(t)
 	img1, img2, fs := st.Images[0].ID, st.Images[1].ID, st.Filesets[0]
-	conn := []string{"-s", Host, "-p", "4064", "-k", key}
+	conn := []string{"-s", Host, "-p", port(d), "-k", key}
 
 	r = run(t, d, dir, nil, "", append([]string{"obj", "get", fmt.Sprintf("Fileset:%d", fs.ID), "templatePrefix"}, conn...)...)
 	if r.code != 0 || strings.TrimSpace(r.stdout) != fs.TemplatePrefix {
@@ -432,10 +435,11 @@ new ImageAnnotationLink parent=Image:%[3]d child@=other
 	if got := fmt.Sprint(d.State(t).Annotations[0].Values); got != fmt.Sprint(append(want, [2]string{"kept", "yes"})) {
 		t.Errorf("after the failing batch the annotation holds %s", got)
 	}
-	// Read-only batches run under a shared lock, but still consume a connection failure switch.
+	// Read-only batches run under a shared lock, but still consume a connection failure switch
+	// (with -k, a refused connection is a bad key).
 	d.SetFailure(t, Failure{ConnectionRefused: 1})
 	get := fmt.Sprintf("get Fileset:%d templatePrefix\n", fs.ID)
-	if r = run(t, d, dir, nil, get, append([]string{"obj", "--file", "-"}, conn...)...); r.code != 554%256 {
+	if r = run(t, d, dir, nil, get, append([]string{"obj", "--file", "-"}, conn...)...); r.code != 523%256 {
 		t.Errorf("get with a refused connection: %+v", r)
 	}
 	if r = run(t, d, dir, nil, get, append([]string{"obj", "--file", "-"}, conn...)...); r.code != 0 || r.stdout != fs.TemplatePrefix+"\n" {
@@ -463,7 +467,7 @@ func TestConcurrentImports(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			codes[i] = run(t, d, dir, nil, "", importArgs(key, "-d", "152", tree(t, "x.tif", "y.tif"))...).code
+			codes[i] = run(t, d, dir, nil, "", importArgs(d, key, "-d", "152", tree(t, "x.tif", "y.tif"))...).code
 		}(i)
 	}
 	wg.Wait()
@@ -477,5 +481,69 @@ func TestConcurrentImports(t *testing.T) {
 	}
 	if len(st.Imports) != n || len(st.Filesets) != 2*n {
 		t.Errorf("imports %d filesets %d codes %v", len(st.Imports), len(st.Filesets), codes)
+	}
+}
+
+func port(d *Double) string { return strconv.Itoa(d.Port) }
+
+// TestServerDown: with the server's port closed, a password login is refused (42), a session key
+// cannot be joined (11, the same text as a bad key), and a stored current session used without -k
+// is forgotten; once the server is back, the key joins again.
+func TestServerDown(t *testing.T) {
+	d := New(t)
+	dir, key := login(t, d)
+	d.Down(t)
+	if r := run(t, d, t.TempDir(), pw, "", loginArgs(d, "alice", "Demo")...); r.code != 42 || !strings.Contains(r.stderr, "isn't running") {
+		t.Errorf("login while down: %+v", r)
+	}
+	batch := "get Fileset:1 templatePrefix\n"
+	if r := run(t, d, dir, nil, batch, "obj", "--file", "-", "-s", Host, "-p", port(d), "-k", key); r.code != 11 ||
+		!strings.Contains(r.stderr, "Bad session key. Cannot join "+key) {
+		t.Errorf("obj with key while down: %+v", r)
+	}
+	if r := run(t, d, dir, nil, batch, "obj", "--file", "-", "-s", Host, "-p", port(d)); r.code != 52 ||
+		!strings.Contains(r.stdout, "Previous session expired for alice on "+Host) {
+		t.Errorf("obj with the current session while down: %+v", r)
+	}
+	if r := run(t, d, dir, nil, "", "sessions", "key"); strings.TrimSpace(r.stdout) != "" {
+		t.Errorf("the expired session is still current: %+v", r)
+	}
+	d.Up(t)
+	if r := run(t, d, dir, nil, "", "obj", "get", "Dataset:151", "-s", Host, "-p", port(d), "-k", key); r.code != 0 || r.stdout != "id=151\n" {
+		t.Errorf("obj with key after the server is back: %+v", r)
+	}
+}
+
+// TestLoad: `omero load` runs lines from stdin in one process; later lines reuse the login's
+// session; the first failing line ends it with its code (basics.py LoadControl, cli.py invoke).
+func TestLoad(t *testing.T) {
+	d := New(t)
+	dir := t.TempDir()
+	in := "login --sudo root -s " + Host + " -p " + port(d) + " -u alice -g Demo\n# a comment\n\nsessions key\n"
+	r := run(t, d, dir, pw, in, "load")
+	key := strings.TrimSpace(r.stdout)
+	if r.code != 0 || !regexp.MustCompile(`^[0-9a-f-]{36}$`).MatchString(key) {
+		t.Fatalf("load login + key: %+v", r)
+	}
+	batch := filepath.Join(t.TempDir(), "batch")
+	if err := os.WriteFile(batch, []byte("a = new MapAnnotation ns=x\nmap-set MapAnnotation:999999 mapValue k v\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, d, dir, nil, "login -k "+key+" -s "+Host+" -p "+port(d)+"\nobj --file "+batch+"\nlogout\n", "load")
+	if r.code != 334%256 || !strings.Contains(r.stdout, "MapAnnotation:") || !strings.Contains(r.stderr, "No object found") {
+		t.Errorf("load stops at the failing line: %+v", r)
+	}
+	if st := d.State(t); st.SessionByKey(key) == nil { // nil once closed
+		t.Error("the logout after the failing line ran")
+	}
+	// logout ends the session folder's current session (the one a key joined there).
+	r = run(t, d, dir, nil, "login -k "+key+" -s "+Host+" -p "+port(d)+"\nlogout\n", "load")
+	if st := d.State(t); r.code != 0 || st.SessionByKey(key) != nil {
+		t.Errorf("load logout: %+v", r)
+	}
+	st := d.State(t)
+	last := st.Calls[len(st.Calls)-1]
+	if len(last.Argv) != 1 || last.Argv[0] != "load" || len(last.Lines) < 2 || strings.Contains(strings.Join(last.Argv, " "), key) {
+		t.Errorf("recorded call = %+v", last)
 	}
 }

@@ -43,7 +43,7 @@ func setup(t *testing.T, edit ...func(*Config)) *fixture {
 	d.Update(t, func(st *omerotest.State) { st.UserByName(omerotest.AdminUser).Password = testPassword })
 	root := t.TempDir()
 	cfg := Config{
-		CLI: d.Bin, Host: omerotest.Host, Port: omerotest.Port, AdminUser: omerotest.AdminUser,
+		CLI: d.Bin, Host: omerotest.Host, Port: d.Port, AdminUser: omerotest.AdminUser,
 		AdminPassword: testPassword, ManagedRepository: d.ManagedRepo,
 		LogDir: filepath.Join(root, "log"), SessionRoot: filepath.Join(root, "sessions"),
 		ParallelUpload: 2, SkipThumbnails: true, ImportTimeout: 30 * time.Second, CallTimeout: 20 * time.Second,

@@ -24,9 +24,16 @@
 //     write fails an ln_s import with exit 2 and the "Check failed" message.
 //   - `--transfer` must be written `--transfer=TYPE` (TYPE one of ln_s, ln, cp, upload); `--skip`
 //     takes all|checksum|minmax|thumbnails|upgrade; there is no `--no-upgrade`.
-//   - Login failures exit with the real codes modulo 256: 11 bad session key, 42 connection refused,
-//     43 unknown host, 52 no terminal (also after a refused password, as the CLI cannot ask again),
-//     44 unknown group, 45 user not in the group.
+//   - Login failures exit with the real codes modulo 256 (omero-py plugins/sessions.py login): with
+//     -k any failure to join, a server that is down included, is 11 "Bad session key. Cannot join
+//     KEY on HOST:PORT."; a password login gives 42 connection refused, 43 unknown host, 13 an
+//     unknown user (--sudo), 44 unknown group, 45 user not in the group, 52 no terminal (also after
+//     a refused password, as the CLI cannot ask again). Without -k, a stored current session that
+//     cannot be attached is forgotten ("Previous session expired …" on stdout). The server is up
+//     while the port in the state accepts TCP connections on 127.0.0.1 (see omerotest.Double).
+//   - `omero load` runs CLI lines from stdin (or files) in one process, stopping at the first
+//     failure with its exit code unless -k (plugins/basics.py LoadControl); commands after a login
+//     reuse its session without connection arguments.
 //
 // Failure switches (world.Failure) and every call's argv are kept in the state for tests.
 package main
@@ -115,6 +122,8 @@ func dispatch(statePath string, args []string) error {
 		default:
 			return usageError("omero sessions", fmt.Sprintf("argument subcommand: invalid choice: '%s'", rest[0]))
 		}
+	case "load":
+		return cmdLoad(statePath, rest)
 	case "import":
 		return cmdImport(statePath, rest)
 	case "obj":
@@ -148,6 +157,7 @@ func recordCall(statePath string, args []string) error {
 	}
 	c := world.Call{
 		Argv:          append([]string(nil), args...),
+		Lines:         loadInput(args),
 		PasswordInEnv: os.Getenv("OMERO_PASSWORD") != "",
 		SessionDir:    os.Getenv("OMERO_SESSIONDIR"),
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -50,6 +51,10 @@ func connect(st *world.State, p *parsed, dir string, o connOpts) (*world.Session
 	}
 	prev, hasPrev := readCurrent(dir)
 	key := p.get("key")
+	if key == "" && server == "" && name == "" && port == "" && active != nil {
+		// Inside `omero load`, a command after a login uses that login's client (cli.py conn).
+		server, port, key = active.Host, strconv.Itoa(active.Port), active.Key
+	}
 	if server == "" {
 		if key == "" && hasPrev && (name == "" || name == prev.User) {
 			server = prev.Host
@@ -68,26 +73,34 @@ func connect(st *world.State, p *parsed, dir string, o connOpts) (*world.Session
 		}
 		portN = n
 	}
-	if err := networkFailure(st, server, portN); err != nil {
-		return nil, err
-	}
+	netErr := networkFailure(st, server, portN)
 	if key != "" {
+		// sessions.py login: any failure to join by key, a server that is down included, is 523.
 		s := st.SessionByKey(key)
-		if s == nil {
-			return nil, die(523, "Bad session key. Cannot join %s on %s:%d.", key, server, portN)
+		if netErr != nil || s == nil {
+			if port != "" {
+				return nil, die(523, "Bad session key. Cannot join %s on %s:%s.", key, server, port)
+			}
+			return nil, die(523, "Bad session key. Cannot join %s on %s.", key, server)
 		}
+		active = &current{Host: server, Port: portN, User: prev.User, Key: key}
 		return s, nil
 	}
 	if hasPrev && !p.has("create") && prev.Host == server && prev.Port == portN && (name == "" || name == prev.User) {
-		if s := st.SessionByKey(prev.Key); s != nil {
-			g := p.get("group")
-			if g == "" || st.GroupByID(s.GroupID).Name == g {
-				fmt.Fprintf(os.Stderr, "Using session for %s@%s:%d. Idle timeout: 10 min. Current group: %s\n",
-					prev.User, server, portN, st.GroupByID(s.GroupID).Name)
-				return s, nil
-			}
+		s := st.SessionByKey(prev.Key)
+		switch {
+		case netErr != nil:
+			// sessions.py login: the stored session cannot be attached; it is forgotten.
+			fmt.Printf("Previous session expired for %s on %s:%d\n", prev.User, prev.Host, prev.Port)
+			removeCurrent(dir, prev)
+		case s != nil && (p.get("group") == "" || st.GroupByID(s.GroupID).Name == p.get("group")):
+			fmt.Fprintf(os.Stderr, "Using session for %s@%s:%d. Idle timeout: 10 min. Current group: %s\n",
+				prev.User, server, portN, st.GroupByID(s.GroupID).Name)
+			active = &current{Host: server, Port: portN, User: prev.User, Key: prev.Key}
+			return s, nil
+		default:
+			fmt.Printf("Previously logged in to %s:%d as %s\n", prev.Host, prev.Port, prev.User)
 		}
-		fmt.Printf("Previously logged in to %s:%d as %s\n", prev.Host, prev.Port, prev.User)
 	}
 	if name == "" {
 		return nil, die(564, "stdin is not a terminal: cannot request username")
@@ -98,6 +111,9 @@ func connect(st *world.State, p *parsed, dir string, o connOpts) (*world.Session
 	}
 	if password == "" {
 		return nil, die(564, "stdin is not a terminal: cannot request password")
+	}
+	if netErr != nil {
+		return nil, netErr
 	}
 	// The password belongs to the --sudo admin when given, else to the user.
 	checkName := name
@@ -111,6 +127,9 @@ func connect(st *world.State, p *parsed, dir string, o connOpts) (*world.Session
 		return nil, passwordRefused(checkName)
 	case p.get("sudo") != "" && !checked.Admin:
 		return nil, die(557, "SecurityViolation: %s is not an administrator and cannot use --sudo", checkName)
+	case user == nil && p.get("sudo") != "":
+		// The server refuses a session for a user it does not know (RemovedSessionException).
+		return nil, die(525, "User account error: no user named '%s'.", name)
 	case user == nil:
 		return nil, passwordRefused(name)
 	}
@@ -139,6 +158,7 @@ func connect(st *world.State, p *parsed, dir string, o connOpts) (*world.Session
 	if err := writeCurrent(dir, current{Host: server, Port: portN, User: name, Key: s.Key}); err != nil {
 		return nil, err
 	}
+	active = &current{Host: server, Port: portN, User: name, Key: s.Key}
 	if !p.has("quiet") {
 		fmt.Fprintf(os.Stderr, "Created session for %s@%s:%d. Idle timeout: 10 min. Current group: %s\n",
 			name, server, portN, group.Name)
@@ -153,7 +173,12 @@ func passwordRefused(name string) error {
 	return die(564, "stdin is not a terminal: cannot request password")
 }
 
-// networkFailure applies the failure switches and the one address the double serves.
+// active is the client of this process once a command logged in or joined a session: inside `omero
+// load`, later commands without connection arguments reuse it.
+var active *current
+
+// networkFailure applies the failure switches and the one address the double serves, which must
+// accept a TCP connection (the test's listener, see omerotest.Double.Down).
 func networkFailure(st *world.State, server string, port int) error {
 	f := &st.Failure
 	if f.UnknownHost != 0 {
@@ -174,6 +199,11 @@ func networkFailure(st *world.State, server string, port int) error {
 	if port != st.Server.Port {
 		return die(554, "Ice.ConnectionRefusedException: %s:%d isn't running", server, port)
 	}
+	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 2*time.Second)
+	if err != nil {
+		return die(554, "Ice.ConnectionRefusedException: %s:%d isn't running", server, port)
+	}
+	_ = c.Close()
 	return nil
 }
 
@@ -239,6 +269,10 @@ func cmdLogin(statePath string, args []string) error {
 	}
 	if len(p.pos) > 1 {
 		return usageError("omero login", "unrecognized arguments: "+p.pos[1])
+	}
+	if active != nil {
+		fmt.Fprintln(os.Stderr, "Active client found")
+		return nil
 	}
 	o := connOpts{}
 	if len(p.pos) == 1 {

@@ -163,6 +163,7 @@ type Import struct {
 // Call records every invocation of the double, before it does anything.
 type Call struct {
 	Argv           []string `json:"argv"`
+	Lines          []string `json:"lines,omitempty"` // what `omero load` read from stdin
 	PasswordInArgv bool     `json:"password_in_argv"`
 	PasswordInEnv  bool     `json:"password_in_env"`
 	SessionDir     string   `json:"session_dir"`
