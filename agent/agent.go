@@ -187,7 +187,7 @@ func (a *Agent) newRunner(opts Options) (*runner.Runner, error) {
 		SkipThumbnails: cfg.SkipThumbnails, SkipUpgrade: cfg.SkipUpgrade,
 		ImportTimeout: cfg.Omero.ImportTimeout.Duration, CallTimeout: cfg.Omero.CallTimeout.Duration,
 		ConnectRetries: cfg.Omero.ConnectRetries, ConnectBackoff: cfg.Omero.ConnectBackoff.Duration,
-		Env: opts.Env,
+		Env: append(append([]string(nil), cfg.Omero.Env...), opts.Env...), PassEnv: cfg.Omero.PassEnv,
 	}, log)
 	if err != nil {
 		return nil, settingsErr("omero: %v", err)
@@ -204,7 +204,7 @@ func (a *Agent) newRunner(opts Options) (*runner.Runner, error) {
 		Worker: WorkerName(cfg), MaxWorkers: cfg.MaxWorkers, Lease: cfg.Lease.Duration,
 		PollInterval: cfg.PollInterval.Duration, ShutdownTimeout: cfg.ShutdownTimeout.Duration,
 		Recover: cfg.RecoverPolicy(), Paths: runner.Paths{BaseDir: cfg.BaseDir, GroupRoots: cfg.GroupRoots()},
-		LogDir: cfg.LogDir, Namespace: cfg.AnnotationNamespace, DryRun: cfg.Omero.DryRun,
+		LogDir: cfg.LogDir, Namespace: cfg.AnnotationNamespace, AnnotatePlateImages: cfg.AnnotatePlateImages, DryRun: cfg.Omero.DryRun,
 		ManagedRepo: cfg.Omero.ManagedRepository, Registerer: a.reg,
 	}, a.store, client, pre, a.log.WithField("component", "runner"))
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,6 +46,7 @@ type Config struct {
 	SkipThumbnails            bool     `toml:"skip_thumbnails"`
 	SkipUpgrade               bool     `toml:"skip_upgrade"`
 	AnnotationNamespace       string   `toml:"annotation_namespace"`
+	AnnotatePlateImages       bool     `toml:"annotate_plate_images"`
 	PollInterval              Duration `toml:"poll_interval"`
 	Lease                     Duration `toml:"lease"`
 	RecoverInterrupted        string   `toml:"recover_interrupted"`
@@ -80,6 +82,10 @@ type OmeroConfig struct {
 	ConnectBackoff    Duration `toml:"connect_backoff"`
 	SessionDir        string   `toml:"session_dir"`
 	DryRun            bool     `toml:"dry_run"`
+	// Env (NAME=VALUE) and PassEnv (names copied from the agent's environment) reach every omero
+	// call, e.g. a proxy, PYTHONPATH or LD_LIBRARY_PATH.
+	Env     []string `toml:"env"`
+	PassEnv []string `toml:"pass_env"`
 }
 
 // PreprocessingConfig is the [preprocessing] table: how containers run.
@@ -147,6 +153,11 @@ func Defaults() Config {
 		},
 	}
 }
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// secretEnv are the variables omero.env and omero.pass_env may not name.
+var secretEnv = map[string]bool{"OMERO_PASSWORD": true, "INGEST_TRACKING_DB_URL": true}
 
 // EnvOverrides lists the environment variables that win over the settings file.
 var EnvOverrides = []string{
@@ -354,6 +365,23 @@ func (c *Config) Validate() error {
 	} {
 		if !filepath.IsAbs(p) {
 			bad(key, "must be an absolute path, got %q", p)
+		}
+	}
+	for i, kv := range c.Omero.Env {
+		name, _, ok := strings.Cut(kv, "=")
+		switch {
+		case !ok || !envNameRE.MatchString(name):
+			bad(fmt.Sprintf("omero.env[%d]", i), "must be NAME=VALUE with NAME of letters, digits and '_', got %q", kv)
+		case secretEnv[name]:
+			bad(fmt.Sprintf("omero.env[%d]", i), "%s may not be set for the CLI: the admin password and the database URL reach the login call only", name)
+		}
+	}
+	for i, name := range c.Omero.PassEnv {
+		switch {
+		case !envNameRE.MatchString(name):
+			bad(fmt.Sprintf("omero.pass_env[%d]", i), "must name an environment variable (letters, digits and '_'), got %q", name)
+		case secretEnv[name]:
+			bad(fmt.Sprintf("omero.pass_env[%d]", i), "%s is never passed to the CLI: the admin password and the database URL reach the login call only", name)
 		}
 	}
 	if c.Omero.SessionDir != "" && !filepath.IsAbs(c.Omero.SessionDir) {

@@ -59,19 +59,18 @@ func (f *fakeImporter) Import(_ context.Context, _ *omero.Session, req omero.Imp
 
 func (f *fakeImporter) prefix(id int64) string { return fmt.Sprintf("fake/%d/", id) }
 
-func (f *fakeImporter) TemplatePrefixes(_ context.Context, _ *omero.Session, ids []int64) (map[int64]string, error) {
-	out := make(map[int64]string, len(ids))
+func (f *fakeImporter) Prepare(_ context.Context, _ *omero.Session, ids []int64, _ string, targets []string) (omero.Prepared, error) {
+	out := omero.Prepared{Prefixes: make(map[int64]string, len(ids)), Annotations: make(map[string]string, len(targets))}
 	for _, id := range ids {
-		out[id] = f.prefix(id)
+		out.Prefixes[id] = f.prefix(id)
+	}
+	for _, t := range targets {
+		out.Annotations[t] = fmt.Sprintf("MapAnnotation:%d", f.nextID.Add(1))
 	}
 	return out, nil
 }
 
-func (f *fakeImporter) Annotate(context.Context, *omero.Session, string, [][2]string, []string) error {
-	return nil
-}
-
-func (f *fakeImporter) RenameImage(context.Context, *omero.Session, int64, string) error { return nil }
+func (f *fakeImporter) Finish(context.Context, *omero.Session, omero.Write) error { return nil }
 
 // startWith runs a runner with imp as its importer until the test or benchmark ends.
 func (e *env) startWith(imp runner.Importer) {

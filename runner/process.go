@@ -25,9 +25,8 @@ type Importer interface {
 	Close(ctx context.Context, s *omero.Session)
 	ImportArgs(s *omero.Session, req omero.ImportRequest) []string
 	Import(ctx context.Context, s *omero.Session, req omero.ImportRequest) (omero.ImportResult, error)
-	TemplatePrefixes(ctx context.Context, s *omero.Session, filesetIDs []int64) (map[int64]string, error)
-	Annotate(ctx context.Context, s *omero.Session, ns string, kv [][2]string, targets []string) error
-	RenameImage(ctx context.Context, s *omero.Session, imageID int64, name string) error
+	Prepare(ctx context.Context, s *omero.Session, filesetIDs []int64, ns string, targets []string) (omero.Prepared, error)
+	Finish(ctx context.Context, s *omero.Session, w omero.Write) error
 }
 
 // Preprocessor runs an order's preprocessing container (preprocess.Runner implements it).
@@ -246,7 +245,11 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry) (st
 	if err := r.store.SetResult(ctx, j.lease, ids); err != nil {
 		return "", r.abandonTemp(ctx, j, sess, res, fmt.Errorf("record import result: %w", err))
 	}
-	sources, serr := r.filesetSources(ctx, sess, res)
+	// One batch reads every fileset's templatePrefix and creates the annotations and their links;
+	// a second writes every key-value pair and name and logs out (see package omero).
+	targets := r.annotationTargets(res)
+	prep, perr := r.imp.Prepare(ctx, sess, filesetIDs(res), r.cfg.Namespace, flatten(targets))
+	sources, serr := r.filesetSources(res, prep.Prefixes, perr)
 	// A failed redirect still lets the images be renamed and annotated: they are in OMERO and open
 	// through the temp folder, which is kept.
 	var redirectErr error
@@ -255,10 +258,14 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry) (st
 	} else if serr != nil {
 		r.event(ctx, j, "could not read the ManagedRepository layout of the import: "+serr.Error())
 	}
+	w := omero.Write{Values: map[string][][2]string{}, Renames: map[int64]string{}}
 	if j.pre != nil && j.Target.Kind == "Dataset" {
-		r.rename(ctx, j, sess, res, sources)
+		r.rename(j, res, sources, w.Renames)
 	}
-	r.annotate(ctx, j, sess, res, sources)
+	r.annotate(ctx, j, res, sources, targets, prep.Annotations, perr, w.Values)
+	if err := r.imp.Finish(ctx, sess, w); err != nil {
+		r.event(ctx, j, fmt.Sprintf("writing the annotations and image names failed: %v", err))
+	}
 	if redirectErr != nil {
 		return "", redirectErr
 	}
@@ -382,24 +389,24 @@ func shellJoin(argv []string) string {
 	return strings.Join(out, " ")
 }
 
-// filesetSources reads, for every fileset the import created, the client paths its
-// ManagedRepository links point to.
-func (r *Runner) filesetSources(ctx context.Context, sess *omero.Session, res omero.ImportResult) (map[int64]fileset, error) {
-	out := map[int64]fileset{}
-	if len(res.Filesets) == 0 {
-		return out, nil
-	}
+func filesetIDs(res omero.ImportResult) []int64 {
 	ids := make([]int64, len(res.Filesets))
 	for i, fs := range res.Filesets {
 		ids[i] = fs.ID
 	}
-	prefixes, err := r.imp.TemplatePrefixes(ctx, sess, ids)
-	if err != nil {
-		return out, fmt.Errorf("template prefixes: %w", err)
-	}
+	return ids
+}
+
+// filesetSources reads, for every fileset the import created, the client paths its
+// ManagedRepository links point to, below the templatePrefixes Prepare read (perr: its error).
+func (r *Runner) filesetSources(res omero.ImportResult, prefixes map[int64]string, perr error) (map[int64]fileset, error) {
+	out := map[int64]fileset{}
 	var errs []string
-	for _, id := range ids {
+	for _, id := range filesetIDs(res) {
 		prefix, ok := prefixes[id]
+		if !ok && perr != nil {
+			return out, fmt.Errorf("template prefixes: %w", perr)
+		}
 		if !ok {
 			errs = append(errs, fmt.Sprintf("fileset %d has no templatePrefix", id))
 			continue

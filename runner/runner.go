@@ -48,6 +48,9 @@ type Config struct {
 	DryRun          bool   // validate and log the command, import nothing
 	ManagedRepo     string // OMERO's ManagedRepository as this host sees it
 	Registerer      prometheus.Registerer
+	// AnnotatePlateImages also annotates every Image of an imported Plate (annotate_plate_images);
+	// by default a plate's annotation goes on the Plate only, as the old service did.
+	AnnotatePlateImages bool
 }
 
 // Runner claims and processes orders. Create it with New, then call Run once.

@@ -165,8 +165,9 @@ func (r *Runner) abandonTemp(ctx context.Context, j *job, sess *omero.Session, r
 	if len(res.Filesets) > 0 {
 		// The order's context may be over (cancel, shutdown): the clean-up gets its own time.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
-		sources, serr := r.filesetSources(cctx, sess, res)
+		prep, perr := r.imp.Prepare(cctx, sess, filesetIDs(res), "", nil)
 		cancel()
+		sources, serr := r.filesetSources(res, prep.Prefixes, perr)
 		_, err = r.redirectLinks(j, res, sources, serr)
 	}
 	if err == nil {
@@ -184,8 +185,9 @@ func (r *Runner) abandonTemp(ctx context.Context, j *job, sess *omero.Session, r
 	return cause
 }
 
-// rename gives Images the names their container chose, where that differs from the file name.
-func (r *Runner) rename(ctx context.Context, j *job, sess *omero.Session, res omero.ImportResult, sources map[int64]fileset) {
+// rename collects the names their container chose for Images, where that differs from the file
+// name (written by Finish).
+func (r *Runner) rename(j *job, res omero.ImportResult, sources map[int64]fileset, renames map[int64]string) {
 	for _, fs := range res.Filesets {
 		src := sources[fs.ID]
 		if len(src.targets) == 0 {
@@ -197,9 +199,7 @@ func (r *Runner) rename(ctx context.Context, j *job, sess *omero.Session, res om
 			continue
 		}
 		for _, img := range fs.Images {
-			if err := r.imp.RenameImage(ctx, sess, img, name); err != nil {
-				r.event(ctx, j, fmt.Sprintf("rename Image:%d to %q failed: %v", img, name, err))
-			}
+			renames[img] = name
 		}
 	}
 }
@@ -225,11 +225,39 @@ func (j *job) importedPathOf(target string) string {
 	return target
 }
 
-// annotate attaches one MapAnnotation per Image or Plate with the keys the old service wrote.
-// Failures are recorded in the order's history and do not fail the order.
-func (r *Runner) annotate(ctx context.Context, j *job, sess *omero.Session, res omero.ImportResult, sources map[int64]fileset) {
+// annotationTargets lists, per fileset of res, what gets a MapAnnotation: its Plates, or its
+// Images when it has no Plate or AnnotatePlateImages is set (then both).
+func (r *Runner) annotationTargets(res omero.ImportResult) [][]string {
+	out := make([][]string, len(res.Filesets))
+	for i, fs := range res.Filesets {
+		for _, id := range fs.Plates {
+			out[i] = append(out[i], "Plate:"+strconv.FormatInt(id, 10))
+		}
+		if len(fs.Plates) == 0 || r.cfg.AnnotatePlateImages {
+			for _, id := range fs.Images {
+				out[i] = append(out[i], "Image:"+strconv.FormatInt(id, 10))
+			}
+		}
+	}
+	return out
+}
+
+func flatten(lists [][]string) []string {
+	var out []string
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out
+}
+
+// annotate gives each target's MapAnnotation (created by Prepare, perr its error) the keys the old
+// service wrote, into values for Finish. Failures are recorded in the order's history and do not
+// fail the order.
+func (r *Runner) annotate(ctx context.Context, j *job, res omero.ImportResult, sources map[int64]fileset, targets [][]string,
+	anns map[string]string, perr error, values map[string][][2]string) {
 	stamp := time.Now().UTC().Format("2006-01-02 15:04:05")
-	for _, fs := range res.Filesets {
+	var missing []string
+	for i, fs := range res.Filesets {
 		imported, origin := "", ""
 		if src := sources[fs.ID]; len(src.targets) > 0 {
 			imported = j.importedPathOf(src.targets[0])
@@ -241,18 +269,16 @@ func (r *Runner) annotate(ctx context.Context, j *job, sess *omero.Session, res 
 			origin = j.Files[0]
 		}
 		kv := r.keyValues(j, origin, imported, stamp)
-		var targets []string
-		for _, id := range fs.Images {
-			targets = append(targets, "Image:"+strconv.FormatInt(id, 10))
-		}
-		for _, id := range fs.Plates {
-			targets = append(targets, "Plate:"+strconv.FormatInt(id, 10))
-		}
-		for _, t := range targets {
-			if err := r.imp.Annotate(ctx, sess, r.cfg.Namespace, kv, []string{t}); err != nil {
-				r.event(ctx, j, fmt.Sprintf("annotation of %s failed: %v", t, err))
+		for _, t := range targets[i] {
+			if ann, ok := anns[t]; ok {
+				values[ann] = kv
+			} else {
+				missing = append(missing, t)
 			}
 		}
+	}
+	if len(missing) > 0 {
+		r.event(ctx, j, fmt.Sprintf("annotation of %s failed: %v", strings.Join(missing, ", "), perr))
 	}
 }
 

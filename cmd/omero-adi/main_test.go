@@ -177,6 +177,10 @@ func TestBadSettings(t *testing.T) {
 		{"relative base", "base_dir = \"\"\n", "base_dir"},
 		{"bad rule", "[[rules]]\nname = \"r\"\ngroup = \"G\"\npath = \"/data/x\"\nuser = \"u\"\ninclude = [\"**[\"]\ndestination = \"Dataset:1\"\n", "include"},
 		{"not toml", "this is not toml", "settings file"},
+		{"bad omero.env", "[omero]\nenv = [\"HTTPS_PROXY=http://p:3128\", \"NOVALUE\"]\n", `omero.env[1]: must be NAME=VALUE with NAME of letters, digits and '_', got "NOVALUE"`},
+		{"secret omero.env", "[omero]\nenv = [\"OMERO_PASSWORD=x\"]\n", `omero.env[0]: OMERO_PASSWORD may not be set for the CLI`},
+		{"bad omero.pass_env", "[omero]\npass_env = [\"PYTHONPATH\", \"no-dash\"]\n", `omero.pass_env[1]: must name an environment variable (letters, digits and '_'), got "no-dash"`},
+		{"secret omero.pass_env", "[omero]\npass_env = [\"INGEST_TRACKING_DB_URL\"]\n", `omero.pass_env[0]: INGEST_TRACKING_DB_URL is never passed to the CLI`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

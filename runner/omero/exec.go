@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,6 +29,7 @@ type call struct {
 	env     []string  // added to the filtered environment
 	stdin   io.Reader // nil: empty
 	timeout time.Duration
+	secret  string // the session key, masked in what is kept of stderr
 }
 
 type callResult struct {
@@ -36,16 +38,25 @@ type callResult struct {
 	code   int
 }
 
-// childEnv is the filtered environment of every call: what the CLI and Java need, without the
-// password and session folder of this process, then Config.Env, then extra.
+// Secret environment variables: never copied to a call (the password reaches the login call
+// only, through its own OMERO_PASSWORD).
+var secretEnv = map[string]bool{"OMERO_PASSWORD": true, "INGEST_TRACKING_DB_URL": true}
+
+// childEnv is the filtered environment of every call: what the CLI and Java need (PATH, HOME,
+// LANG, LC_ALL, TMPDIR; OMERODIR, where omero-py finds lib/client and the logback configuration;
+// XDG_CACHE_HOME, where it keeps the importer jars; OMERO_* and JAVA_*) and the PassEnv names, all
+// without the password, the database URL and this process's session folder; then Config.Env,
+// then extra.
 func (c *Client) childEnv(extra []string) []string {
 	var env []string
 	keep := func(kv string) bool {
 		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "OMERO_PASSWORD", "OMERO_SESSIONDIR", "OMERO_SESSION_DIR":
+		switch {
+		case secretEnv[k], k == "OMERO_SESSIONDIR", k == "OMERO_SESSION_DIR":
 			return false
-		case "PATH", "HOME", "LANG", "LC_ALL", "TMPDIR":
+		case k == "PATH", k == "HOME", k == "LANG", k == "LC_ALL", k == "TMPDIR", k == "OMERODIR", k == "XDG_CACHE_HOME":
+			return true
+		case slices.Contains(c.cfg.PassEnv, k):
 			return true
 		}
 		return strings.HasPrefix(k, "OMERO_") || strings.HasPrefix(k, "JAVA_")
@@ -56,7 +67,7 @@ func (c *Client) childEnv(extra []string) []string {
 		}
 	}
 	for _, kv := range c.cfg.Env {
-		if !strings.HasPrefix(kv, "OMERO_PASSWORD=") {
+		if k, _, _ := strings.Cut(kv, "="); !secretEnv[k] {
 			env = append(env, kv)
 		}
 	}
@@ -111,6 +122,9 @@ func (c *Client) run(ctx context.Context, cl call) (callResult, error) {
 		return res, fmt.Errorf("%w: `omero %s` did not finish within %s and was killed", ErrTimeout, cl.args[0], cl.timeout)
 	}
 	res.stdout, res.stderr = stdout.Bytes(), stderr.String()
+	if cl.secret != "" {
+		res.stderr = strings.ReplaceAll(res.stderr, cl.secret, "***")
+	}
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee):

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -22,6 +23,7 @@ type ImportError struct {
 	Sentinel error // ErrImport, ErrNoImport, ErrLogin or ErrConnection
 	ExitCode int
 	Partial  ImportResult
+	Server   string // HOST:PORT, named when Sentinel is ErrConnection
 	ErrsFile string // the CLI's log of this import
 	Tail     string // the last lines of ErrsFile and of stderr
 	Advice   string // what a person should do
@@ -30,6 +32,9 @@ type ImportError struct {
 func (e *ImportError) Error() string {
 	var b strings.Builder
 	b.WriteString(e.Sentinel.Error())
+	if e.Sentinel == ErrConnection && e.Server != "" {
+		b.WriteString(" at " + e.Server)
+	}
 	fmt.Fprintf(&b, " (exit status %d", e.ExitCode)
 	if n := len(e.Partial.Filesets); n > 0 {
 		fmt.Fprintf(&b, "; %d fileset(s) were imported before the failure", n)
@@ -133,16 +138,20 @@ func (c *Client) Import(ctx context.Context, s *Session, req ImportRequest) (Imp
 		return ImportResult{}, fmt.Errorf("create log_dir: %w", err)
 	}
 	logs, errs := c.LogFiles(req.OrderUUID)
-	for _, f := range []string{logs, errs} {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return ImportResult{}, fmt.Errorf("remove old import log: %w", err)
-		}
-	}
 	argv := c.ImportArgs(s, req)
 	log := c.log.WithFields(logrus.Fields{"order": req.OrderUUID, "target": fmt.Sprintf("%s:%d", req.Target.Kind, req.Target.ID), "paths": len(req.Paths)})
 	log.Info("OMERO import started")
 	start := time.Now()
-	res, runErr := c.run(ctx, call{args: argv[1:], env: []string{"OMERO_SESSIONDIR=" + s.Dir}, timeout: c.cfg.ImportTimeout})
+	// An outage before the import joined the session (exit 11, port closed) imported nothing and
+	// is retried; the logs of a failed attempt are replaced by the next one's.
+	res, attempts, outage, runErr := c.joined(ctx, log, func() (call, error) {
+		for _, f := range []string{logs, errs} {
+			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return call{}, fmt.Errorf("remove old import log: %w", err)
+			}
+		}
+		return call{args: argv[1:], env: []string{"OMERO_SESSIONDIR=" + s.Dir}, timeout: c.cfg.ImportTimeout, secret: s.Key}, nil
+	})
 
 	// The ids are on stdout, or in the --file log when the CLI writes stdout there.
 	out := append(readBounded(logs, maxStdout), '\n')
@@ -158,6 +167,11 @@ func (c *Client) Import(ctx context.Context, s *Session, req ImportRequest) (Imp
 		return result, runErr
 	}
 	ie := &ImportError{ExitCode: res.code, Partial: result, ErrsFile: errs, Tail: joinTail(res.stderr, fileTail(errs))}
+	if ie.Tail == "" {
+		ie.Tail = joinTail(lastBytes(res.stdout, stderrTail))
+	}
+	ie.Tail = strings.ReplaceAll(ie.Tail, s.Key, "***")
+	hint := c.findHint(res.stderr, errs)
 	switch {
 	case res.code == 0 && parseErr != nil:
 		ie.Sentinel = ErrImport
@@ -168,21 +182,46 @@ func (c *Client) Import(ctx context.Context, s *Session, req ImportRequest) (Imp
 	case res.code == 0:
 		log.WithFields(logrus.Fields{"filesets": len(filesets), "took": time.Since(start)}).Info("OMERO import finished")
 		return result, nil
+	case outage:
+		ie.Sentinel, ie.Server = ErrConnection, net.JoinHostPort(c.cfg.Host, strconv.Itoa(c.cfg.Port))
+		ie.Advice = fmt.Sprintf("the session could not be joined and the server's port did not answer (attempts: %d); nothing was imported: check that OMERO.server is running, then retry the order", attempts)
 	case res.code == exitBadKey:
 		ie.Sentinel = ErrLogin
 		ie.Advice = "the session key was rejected (the session expired or was closed); retry the order"
-	case res.code == exitRefused || res.code == exitUnknownHost:
-		ie.Sentinel = ErrConnection
-		ie.Advice = fmt.Sprintf("the OMERO server at %s:%d could not be reached; check that it runs and retry the order", c.cfg.Host, c.cfg.Port)
-	case strings.Contains(ie.Tail, "ManagedRepository"):
+	case hint != "":
 		ie.Sentinel = ErrImport
-		ie.Advice = fmt.Sprintf("in-place import needs write access to the ManagedRepository at %s (omero.managed_repository) with the same path as the server; fix the mount or permissions and retry the order", c.repoName())
+		ie.Advice = hint
 	default:
 		ie.Sentinel = ErrImport
 		ie.Advice = fmt.Sprintf("see %s for the cause, fix it and retry the order", errs)
 	}
 	log.WithFields(logrus.Fields{"exit": res.code, "filesets": len(filesets)}).Warn("OMERO import failed")
 	return result, ie
+}
+
+// errsScanMax bounds how much of the --errs file is searched for known causes.
+const errsScanMax = 16 << 20
+
+// hints are causes the CLI or the importer names somewhere in a long log, with what to do.
+func (c *Client) hints() []struct{ text, advice string } {
+	return []struct{ text, advice string }{
+		{"You likely do not have access to the ManagedRepository", fmt.Sprintf("in-place import needs write access to the ManagedRepository at %s (omero.managed_repository) with the same path as the server; fix the mount or permissions and retry the order", c.repoName())},
+		{"No JAR files found under", "the OMERO.java importer jars are missing: fetch them with `omero import --fetch-jars VERSION` where the agent runs (the container image does this at build time; check with `omero-adi doctor`), then retry the order"},
+		{"downloads.openmicroscopy.org/omero/", "the importer tried to download the OMERO.java jars because none were found: fetch them with `omero import --fetch-jars VERSION` where the agent runs (check with `omero-adi doctor`), then retry the order"},
+		{"java.lang.OutOfMemoryError", "the Java importer ran out of memory; import fewer or smaller files per order, then retry the order"},
+	}
+}
+
+// findHint searches stderr and the whole (bounded) --errs file for a known cause and returns what
+// to do about the first one found, or "".
+func (c *Client) findHint(stderr, errsFile string) string {
+	text := stderr + "\n" + string(readBounded(errsFile, errsScanMax))
+	for _, h := range c.hints() {
+		if strings.Contains(text, h.text) {
+			return h.advice
+		}
+	}
+	return ""
 }
 
 func (c *Client) repoName() string {

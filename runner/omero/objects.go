@@ -3,177 +3,206 @@ package omero
 import (
 	"context"
 	"fmt"
+	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
+
+	"github.com/sirupsen/logrus"
 )
 
 var (
 	targetRE = regexp.MustCompile(`^(Image|Plate):[1-9][0-9]*$`)
 	annRE    = regexp.MustCompile(`^MapAnnotation:[1-9][0-9]*$`)
+	linkRE   = regexp.MustCompile(`^(Image|Plate)AnnotationLink:[1-9][0-9]*$`)
 )
 
-// obj runs `omero obj ARGS… -s -p -k` (stdin, when set, is a batch read with --file -).
-func (c *Client) obj(ctx context.Context, s *Session, what string, stdin string, args ...string) (callResult, error) {
-	if s == nil || s.Key == "" {
-		return callResult{}, fmt.Errorf("%w: %s without a session", ErrRequest, what)
-	}
-	cl := call{args: append(append([]string{"obj"}, args...), c.conn(s)...), env: []string{"OMERO_SESSIONDIR=" + s.Dir}, timeout: c.cfg.CallTimeout}
-	if stdin != "" {
-		cl.stdin = strings.NewReader(stdin)
-	}
-	res, err := c.run(ctx, cl)
-	if err != nil {
-		return res, fmt.Errorf("%s: %w", what, err)
-	}
-	switch res.code {
-	case 0:
-		return res, nil
-	case exitBadKey:
-		return res, fmt.Errorf("%s: %w: the session key was rejected (the session expired or was closed)%s", what, ErrLogin, detail(res.stderr))
-	case exitRefused, exitUnknownHost:
-		return res, fmt.Errorf("%s: %w at %s:%d%s", what, ErrConnection, c.cfg.Host, c.cfg.Port, detail(res.stderr))
-	default:
-		return res, fmt.Errorf("%s: %w (exit %d)%s", what, ErrCall, res.code, detail(res.stderr))
-	}
+// quote makes a value one word for Python's shlex.split, which splits both an `omero load` line
+// (cli.py CLI.execute) and an `obj --file` line (obj.py TxCmd): single quotes, each ' written '"'"'.
+func quote(v string) string {
+	return "'" + strings.ReplaceAll(v, "'", `'"'"'`) + "'"
 }
 
-// TemplatePrefixes returns the templatePrefix (relative to the ManagedRepository, ending in "/")
-// of each fileset, in one `omero obj --file -` batch of `get Fileset:N templatePrefix` lines.
-func (c *Client) TemplatePrefixes(ctx context.Context, s *Session, filesetIDs []int64) (map[int64]string, error) {
+// cliLine is argv as one `omero load` line.
+func cliLine(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = quote(a)
+	}
+	return strings.Join(q, " ")
+}
+
+// oneBatchLine makes v fit on one batch line: obj.py reads the batch file line by line
+// (fileinput), so a line break cannot travel inside a value; each is written as a space.
+func oneBatchLine(v string) string {
+	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(v)
+}
+
+// batch runs obj actions, one per line (obj.py TxCmd: "[NAME = ] action Class:id args…", split
+// like a shell line, so a word starting with '-' is a plain word, never an option), in one
+// `omero load` run: `login -k KEY -s HOST -p PORT`, `obj --file BATCH` and, with logout, `logout`.
+// The key and the values travel on stdin and in a file in the session folder, never on argv. An
+// outage (exit 11 with the server's port closed) is retried. It returns the actions' output lines.
+func (c *Client) batch(ctx context.Context, s *Session, what, name string, actions []string, logout bool) ([]string, error) {
+	if s == nil || s.Key == "" {
+		return nil, fmt.Errorf("%w: %s without a session", ErrRequest, what)
+	}
+	file := filepath.Join(s.Dir, name)
+	if err := os.WriteFile(file, []byte(strings.Join(actions, "\n")+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("%s: write batch: %w", what, err)
+	}
+	defer func() { _ = os.Remove(file) }()
+	script := cliLine(append([]string{"login", "-k", s.Key}, c.server()...)) + "\n" + cliLine([]string{"obj", "--file", file}) + "\n"
+	if logout {
+		script += "logout\n"
+	}
+	res, attempts, outage, err := c.joined(ctx, c.log.WithField("batch", what), func() (call, error) {
+		return call{args: []string{"load"}, env: []string{"OMERO_SESSIONDIR=" + s.Dir}, stdin: strings.NewReader(script), timeout: c.cfg.CallTimeout, secret: s.Key}, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	var lines []string
+	if out := strings.TrimRight(string(res.stdout), "\n"); out != "" {
+		lines = strings.Split(out, "\n")
+	}
+	switch {
+	case outage:
+		return lines, fmt.Errorf("%s: %w", what, c.unreachable(attempts, res))
+	case res.code == exitBadKey:
+		return lines, fmt.Errorf("%s: %w: the session key was rejected (the session expired or was closed)%s", what, ErrLogin, detail(res))
+	case res.code != 0:
+		return lines, fmt.Errorf("%s: %w (exit %d, %d of %d actions done)%s", what, ErrCall, res.code, min(len(lines), len(actions)), len(actions), detail(res))
+	case len(lines) != len(actions):
+		return lines, fmt.Errorf("%s: %w: %d of %d actions reported%s", what, ErrCall, len(lines), len(actions), detail(res))
+	}
+	if logout {
+		s.loggedOut = true
+	}
+	return lines, nil
+}
+
+// Prepared is what Prepare read and created.
+type Prepared struct {
+	Prefixes    map[int64]string  // fileset id -> templatePrefix, relative to the ManagedRepository, ending in "/"
+	Annotations map[string]string // target ("Image:1", "Plate:4") -> its new "MapAnnotation:N"
+}
+
+// Prepare reads the templatePrefix of each fileset and creates one MapAnnotation in namespace ns
+// linked to each target ("Image:101", "Plate:4"), in one batch (a `get Fileset:N templatePrefix`
+// line per fileset first, then `aK = new MapAnnotation ns=NS` and `new KindAnnotationLink
+// parent=TARGET child@=aK` per target). What ran before a failure is returned with the error.
+func (c *Client) Prepare(ctx context.Context, s *Session, filesetIDs []int64, ns string, targets []string) (Prepared, error) {
+	out := Prepared{Prefixes: map[int64]string{}, Annotations: map[string]string{}}
 	ids := append([]int64(nil), filesetIDs...)
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	var uniq []int64
 	for i, id := range ids {
 		if id <= 0 {
-			return nil, fmt.Errorf("%w: fileset id %d", ErrRequest, id)
+			return out, fmt.Errorf("%w: fileset id %d", ErrRequest, id)
 		}
 		if i == 0 || id != ids[i-1] {
 			uniq = append(uniq, id)
 		}
 	}
-	out := map[int64]string{}
-	if len(uniq) == 0 {
-		return out, nil
-	}
-	var batch strings.Builder
-	for _, id := range uniq {
-		fmt.Fprintf(&batch, "get Fileset:%d templatePrefix\n", id)
-	}
-	res, err := c.obj(ctx, s, "read fileset templatePrefix", batch.String(), "--file", "-")
-	if err != nil {
-		return nil, err
-	}
-	lines := strings.Split(strings.TrimRight(string(res.stdout), "\n"), "\n")
-	if len(lines) != len(uniq) {
-		return nil, fmt.Errorf("read fileset templatePrefix: %w: expected %d lines, got %d: %q", ErrCall, len(uniq), len(lines), firstLine(string(res.stdout)))
-	}
-	for i, id := range uniq {
-		p := strings.TrimSpace(lines[i])
-		if p == "" || strings.HasPrefix(p, "/") || !strings.HasSuffix(p, "/") || path.Clean(p)+"/" != p || strings.HasPrefix(p, "../") {
-			return nil, fmt.Errorf("read fileset templatePrefix: %w: Fileset:%d has prefix %q, expected a relative folder like user_5/2024-01/15/10-30-00.123/", ErrCall, id, p)
-		}
-		out[id] = p
-	}
-	return out, nil
-}
-
-// quote makes a value one word for the CLI's batch parser (Python shlex.split): single quotes,
-// with each ' written as '"'"'.
-func quote(v string) string {
-	return "'" + strings.ReplaceAll(v, "'", `'"'"'`) + "'"
-}
-
-// batchSafe reports whether v fits on one batch line (the CLI reads the batch line by line, with
-// \n, \r and \r\n all ending a line).
-func batchSafe(v string) bool { return !strings.ContainsAny(v, "\n\r") }
-
-// Annotate attaches one MapAnnotation in namespace ns with the pairs kv (in order) to each target
-// ("Image:101", "Plate:4"): one `obj new MapAnnotation` call, then one `obj --file -` batch with
-// every map-set and link. A key or value with a line break cannot go in a batch line and gets its
-// own `obj map-set` call. Keys should be unique: map-set replaces the value of a repeated key.
-func (c *Client) Annotate(ctx context.Context, s *Session, ns string, kv [][2]string, targets []string) error {
-	if ns == "" || !batchSafe(ns) || strings.ContainsRune(ns, 0) {
-		return fmt.Errorf("%w: annotation namespace %q: must be one non-empty line", ErrRequest, ns)
-	}
-	for i, p := range kv {
-		if p[0] == "" {
-			return fmt.Errorf("%w: annotation key %d (value %q) is empty", ErrRequest, i, p[1])
-		}
-		if strings.ContainsRune(p[0], 0) || strings.ContainsRune(p[1], 0) {
-			return fmt.Errorf("%w: annotation %q holds a NUL byte", ErrRequest, p[0])
-		}
+	if len(targets) > 0 && (ns == "" || strings.ContainsAny(ns, "\x00\n\r")) {
+		return out, fmt.Errorf("%w: annotation namespace %q: must be one non-empty line", ErrRequest, ns)
 	}
 	for _, t := range targets {
 		if !targetRE.MatchString(t) {
-			return fmt.Errorf("%w: annotation target %q: use Image:ID or Plate:ID", ErrRequest, t)
+			return out, fmt.Errorf("%w: annotation target %q: use Image:ID or Plate:ID", ErrRequest, t)
 		}
 	}
-	if len(targets) == 0 {
-		return nil
+	var actions []string
+	for _, id := range uniq {
+		actions = append(actions, fmt.Sprintf("get Fileset:%d templatePrefix", id))
 	}
-	res, err := c.obj(ctx, s, "create annotation", "", "new", "MapAnnotation", "ns="+ns)
-	if err != nil {
-		return err
-	}
-	ann := ""
-	for _, line := range strings.Split(string(res.stdout), "\n") {
-		if line = strings.TrimSpace(line); annRE.MatchString(line) {
-			ann = line
-		}
-	}
-	if ann == "" {
-		return fmt.Errorf("create annotation: %w: no MapAnnotation id in the output %q", ErrCall, firstLine(string(res.stdout)))
-	}
-	var batch strings.Builder
-	actions := 0
-	flush := func() error {
-		if actions == 0 {
-			return nil
-		}
-		res, err := c.obj(ctx, s, "write annotation "+ann, batch.String(), "--file", "-")
-		if err != nil {
-			return err
-		}
-		if n := strings.Count(string(res.stdout), "\n"); n < actions {
-			return fmt.Errorf("write annotation %s: %w: %d of %d actions reported%s", ann, ErrCall, n, actions, detail(res.stderr))
-		}
-		batch.Reset()
-		actions = 0
-		return nil
-	}
-	for _, p := range kv {
-		if batchSafe(p[0]) && batchSafe(p[1]) {
-			fmt.Fprintf(&batch, "map-set %s mapValue %s %s\n", ann, quote(p[0]), quote(p[1]))
-			actions++
-			continue
-		}
-		// keep the order of the pairs: what is batched so far goes first
-		if err := flush(); err != nil {
-			return err
-		}
-		if _, err := c.obj(ctx, s, "write annotation "+ann, "", "map-set", ann, "mapValue", p[0], p[1]); err != nil {
-			return err
-		}
-	}
-	for _, t := range targets {
+	for i, t := range targets {
 		kind, _, _ := strings.Cut(t, ":")
-		fmt.Fprintf(&batch, "new %sAnnotationLink parent=%s child=%s\n", kind, t, ann)
-		actions++
+		actions = append(actions, fmt.Sprintf("a%d = new MapAnnotation %s", i, quote("ns="+ns)),
+			fmt.Sprintf("new %sAnnotationLink parent=%s child@=a%d", kind, t, i))
 	}
-	return flush()
+	if len(actions) == 0 {
+		return out, nil
+	}
+	lines, err := c.batch(ctx, s, "read fileset templatePrefix and create annotations", "batch-prepare", actions, false)
+	for i, id := range uniq {
+		if i >= len(lines) {
+			break
+		}
+		p := strings.TrimSpace(lines[i])
+		if p == "" || strings.HasPrefix(p, "/") || !strings.HasSuffix(p, "/") || path.Clean(p)+"/" != p || strings.HasPrefix(p, "../") {
+			return out, fmt.Errorf("read fileset templatePrefix: %w: Fileset:%d has prefix %q, expected a relative folder like user_5/2024-01/15/10-30-00.123/", ErrCall, id, p)
+		}
+		out.Prefixes[id] = p
+	}
+	for i, t := range targets {
+		n := len(uniq) + 2*i
+		if n+1 >= len(lines) {
+			break
+		}
+		ann, link := strings.TrimSpace(lines[n]), strings.TrimSpace(lines[n+1])
+		if !annRE.MatchString(ann) || !linkRE.MatchString(link) {
+			return out, fmt.Errorf("create annotation of %s: %w: unexpected output %q, %q", t, ErrCall, ann, link)
+		}
+		out.Annotations[t] = ann
+	}
+	return out, err
 }
 
-// RenameImage sets an image's name (`obj update Image:N name=NAME`).
-func (c *Client) RenameImage(ctx context.Context, s *Session, imageID int64, name string) error {
-	if imageID <= 0 {
-		return fmt.Errorf("%w: image id %d", ErrRequest, imageID)
+// Write is what Finish writes: the key-value pairs of each annotation, in order, and new names.
+type Write struct {
+	Values  map[string][][2]string // "MapAnnotation:N" -> pairs; a repeated key keeps its last value (map-set replaces)
+	Renames map[int64]string       // image id -> name
+}
+
+// Finish writes every pair (`map-set MapAnnotation:N mapValue KEY VALUE`) and every name (`update
+// Image:N name=NAME`) in one batch, then logs the session out in the same run, so Close starts no
+// CLI after it. A line break in a key, a value or a name is written as a space (see
+// oneBatchLine); a NUL byte is refused.
+func (c *Client) Finish(ctx context.Context, s *Session, w Write) error {
+	anns := make([]string, 0, len(w.Values))
+	for a := range w.Values {
+		if !annRE.MatchString(a) {
+			return fmt.Errorf("%w: annotation %q: use MapAnnotation:ID", ErrRequest, a)
+		}
+		anns = append(anns, a)
 	}
-	if name == "" || strings.ContainsAny(name, "\x00\n\r") {
-		return fmt.Errorf("%w: image name %q: must be one non-empty line", ErrRequest, name)
+	sort.Strings(anns)
+	var actions []string
+	for _, a := range anns {
+		for i, p := range w.Values[a] {
+			switch {
+			case p[0] == "":
+				return fmt.Errorf("%w: annotation key %d (value %q) is empty", ErrRequest, i, p[1])
+			case strings.ContainsRune(p[0], 0) || strings.ContainsRune(p[1], 0):
+				return fmt.Errorf("%w: annotation %q holds a NUL byte", ErrRequest, p[0])
+			}
+			actions = append(actions, fmt.Sprintf("map-set %s mapValue %s %s", a, quote(oneBatchLine(p[0])), quote(oneBatchLine(p[1]))))
+		}
 	}
-	_, err := c.obj(ctx, s, "rename Image:"+strconv.FormatInt(imageID, 10), "", "update", "Image:"+strconv.FormatInt(imageID, 10), "name="+name)
+	images := make([]int64, 0, len(w.Renames))
+	for id, name := range w.Renames {
+		if id <= 0 {
+			return fmt.Errorf("%w: image id %d", ErrRequest, id)
+		}
+		if strings.TrimSpace(name) == "" || strings.ContainsRune(name, 0) {
+			return fmt.Errorf("%w: image name %q: must be non-empty, without NUL", ErrRequest, name)
+		}
+		images = append(images, id)
+	}
+	sort.Slice(images, func(i, j int) bool { return images[i] < images[j] })
+	for _, id := range images {
+		actions = append(actions, fmt.Sprintf("update Image:%d %s", id, quote("name="+oneBatchLine(w.Renames[id]))))
+	}
+	if len(actions) == 0 {
+		return nil
+	}
+	_, err := c.batch(ctx, s, "write annotations and names", "batch-finish", actions, true)
+	if err == nil {
+		c.log.WithFields(logrus.Fields{"annotations": len(anns), "renames": len(images)}).Debug("annotations and names written")
+	}
 	return err
 }

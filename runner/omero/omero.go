@@ -1,7 +1,16 @@
 // Package omero drives the OMERO command-line client (`omero`, see
 // /work/shared/design/omero-cli.md): it logs in as the admin on behalf of a user in a group (one
 // session folder per order), runs in-place imports and reads their YAML output, finds the
-// templatePrefix of each fileset, and writes key-value annotations and image names in few calls.
+// templatePrefix of each fileset, and writes key-value annotations and image names.
+//
+// An order starts the CLI at most four times whatever its size: `omero load` for the login and
+// `sessions key`, the import, and two `omero load` runs of an `obj --file` batch (Prepare: the
+// templatePrefix reads, the MapAnnotations and their links; Finish: every map-set and rename, then
+// the logout). Each start is about a second of Python and a session join on a real host.
+//
+// A call that joins the session by key and exits 11 is told apart from a rejected key by a TCP
+// probe of the server: an outage is "OMERO server unreachable at HOST:PORT" and is retried
+// ConnectRetries times, for the login, the import and the batches alike.
 //
 // The importer's ids are read from the --file log, where omero-py sends the Java importer's stdout,
 // and from stdout, so either behaviour works.
@@ -15,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -29,9 +39,9 @@ import (
 var (
 	// ErrConfig: the Config is not usable.
 	ErrConfig = errors.New("invalid OMERO settings")
-	// ErrConnection: the server could not be reached (connection refused or unknown host), after
-	// the configured retries.
-	ErrConnection = errors.New("cannot connect to the OMERO server")
+	// ErrConnection: the server could not be reached (connection refused, unknown host, or a
+	// session join that failed while the server's port did not answer), after the configured retries.
+	ErrConnection = errors.New("OMERO server unreachable")
 	// ErrLogin: the server refused the login, or the session key was rejected.
 	ErrLogin = errors.New("OMERO login refused")
 	// ErrNoImport: the import exited 0 but created no Image and no Plate.
@@ -46,12 +56,13 @@ var (
 	ErrRequest = errors.New("invalid OMERO request")
 )
 
-// Exit codes of the CLI (login failures arrive modulo 256).
+// Exit codes of the CLI (login failures arrive modulo 256; omero-py plugins/sessions.py login).
 const (
-	exitBadKey        = 11 // 523: bad session key
+	exitBadKey        = 11 // 523: bad session key, and any other failure to join by key (the server being down included)
+	exitUnknownUser   = 13 // 525: "User account error" (RemovedSessionException): no such user
 	exitRefused       = 42 // 554: connection refused
 	exitUnknownHost   = 43 // 555: unknown host
-	exitUnknownGroup  = 44 // 556: internal exception, e.g. no such group
+	exitUnknownGroup  = 44 // 556: "cannot connect, or another error", e.g. no such group
 	exitSecurity      = 45 // 557: security violation, e.g. user not in group
 	exitNoTerminal    = 52 // 564: the CLI wanted to prompt (wrong password, missing server)
 	exitImportFailure = 2
@@ -80,9 +91,11 @@ type Config struct {
 	ConnectBackoff time.Duration // wait before the first retry, doubled each time; 0: 2 seconds
 	KillGrace      time.Duration // between SIGTERM and SIGKILL of a cancelled call; 0: 5 seconds
 
-	// Env is extra environment for every call (KEY=VALUE). The child environment is otherwise
-	// PATH, HOME, LANG, LC_ALL, TMPDIR, OMERO_* and JAVA_* of this process.
-	Env []string
+	// Env is extra environment for every call (NAME=VALUE, omero.env). The child environment is
+	// otherwise PATH, HOME, LANG, LC_ALL, TMPDIR, OMERODIR, XDG_CACHE_HOME, OMERO_* and JAVA_* of this
+	// process, plus the variables PassEnv names (omero.pass_env).
+	Env     []string
+	PassEnv []string
 }
 
 // Client runs the omero CLI. It holds no resources; sessions are closed with Close.
@@ -92,9 +105,10 @@ type Client struct {
 }
 
 // Session is one order's OMERO session. Dir is its OMERO_SESSIONDIR; Key is secret-ish and is
-// masked in logs.
+// masked in logs. loggedOut is set once a batch logged the session out (Finish).
 type Session struct {
 	Key, User, Group, Dir string
+	loggedOut             bool
 }
 
 // Target is where an import goes: a Dataset or Screen by ID, or a Dataset found or created by Name.
@@ -166,8 +180,20 @@ func New(cfg Config, log *logrus.Entry) (*Client, error) {
 		return nil, bad("KillGrace", "kill grace", cfg.KillGrace, "must be 0 (default) or positive")
 	}
 	for i, kv := range cfg.Env {
-		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
-			return nil, bad(fmt.Sprintf("Env[%d]", i), "environment", kv, "write KEY=VALUE")
+		k, _, ok := strings.Cut(kv, "=")
+		switch {
+		case !ok || !envNameRE.MatchString(k):
+			return nil, bad(fmt.Sprintf("Env[%d]", i), "omero.env", k, "write NAME=VALUE, NAME of letters, digits and '_'")
+		case secretEnv[k]:
+			return nil, bad(fmt.Sprintf("Env[%d]", i), "omero.env", k, "the admin password and the database URL reach the login call only; set them with omero.password / env OMERO_PASSWORD and the database settings")
+		}
+	}
+	for i, name := range cfg.PassEnv {
+		switch {
+		case !envNameRE.MatchString(name):
+			return nil, bad(fmt.Sprintf("PassEnv[%d]", i), "omero.pass_env", name, "name an environment variable: letters, digits and '_'")
+		case secretEnv[name]:
+			return nil, bad(fmt.Sprintf("PassEnv[%d]", i), "omero.pass_env", name, "the admin password and the database URL are never passed to the CLI")
 		}
 	}
 	if cfg.CallTimeout == 0 {
@@ -180,11 +206,13 @@ func New(cfg Config, log *logrus.Entry) (*Client, error) {
 		cfg.KillGrace = 5 * time.Second
 	}
 	cfg.Env = append([]string(nil), cfg.Env...)
+	cfg.PassEnv = append([]string(nil), cfg.PassEnv...)
 	return &Client{cfg: cfg, log: log.WithField("component", "omero")}, nil
 }
 
 var (
 	safeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	keyRE      = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 )
 
@@ -217,8 +245,10 @@ func (c *Client) conn(s *Session) []string {
 	return append(c.server(), "-k", s.Key)
 }
 
-// Login opens a session for user in group (omero login --sudo ADMIN) in a fresh session folder
-// SessionRoot/<orderUUID>, retrying a refused connection or an unknown host ConnectRetries times.
+// Login opens a session for user in group in a fresh session folder SessionRoot/<orderUUID>, in
+// one `omero load` run: `login --sudo ADMIN -s HOST -p PORT -u USER -g GROUP` (the admin password
+// in OMERO_PASSWORD of this call only), then `sessions key`. A refused connection or an unknown
+// host is retried ConnectRetries times.
 func (c *Client) Login(ctx context.Context, orderUUID, user, group string) (*Session, error) {
 	if err := checkUUID(orderUUID); err != nil {
 		return nil, err
@@ -235,10 +265,13 @@ func (c *Client) Login(ctx context.Context, orderUUID, user, group string) (*Ses
 	}
 	s := &Session{User: user, Group: group, Dir: dir}
 	log := c.log.WithFields(logrus.Fields{"order": orderUUID, "user": user, "group": group})
-	args := append(append([]string{"login", "--sudo", c.cfg.AdminUser}, c.server()...), "-u", user, "-g", group)
+	login := append(append([]string{"login", "--sudo", c.cfg.AdminUser}, c.server()...), "-u", user, "-g", group)
+	script := cliLine(login) + "\n" + cliLine([]string{"sessions", "key"}) + "\n"
 	env := []string{"OMERO_SESSIONDIR=" + dir, "OMERO_PASSWORD=" + c.cfg.AdminPassword}
+	var res callResult
 	for attempt := 0; ; attempt++ {
-		res, err := c.run(ctx, call{args: args, env: env, timeout: c.cfg.CallTimeout})
+		var err error
+		res, err = c.run(ctx, call{args: []string{"load"}, env: env, stdin: strings.NewReader(script), timeout: c.cfg.CallTimeout})
 		if err != nil {
 			removeDir(dir)
 			return nil, fmt.Errorf("log in: %w", err)
@@ -247,14 +280,7 @@ func (c *Client) Login(ctx context.Context, orderUUID, user, group string) (*Ses
 			break
 		}
 		if (res.code == exitRefused || res.code == exitUnknownHost) && attempt < c.cfg.ConnectRetries {
-			wait := backoff(c.cfg.ConnectBackoff, attempt)
-			entry := log.WithFields(logrus.Fields{"exit": res.code, "attempt": attempt + 1, "wait": wait})
-			if attempt == 0 {
-				entry.Warn("OMERO server unreachable, retrying")
-			} else {
-				entry.Debug("OMERO server unreachable, retrying")
-			}
-			if err := sleepCtx(ctx, wait); err != nil {
+			if err := c.waitRetry(ctx, log, res.code, attempt); err != nil {
 				removeDir(dir)
 				return nil, fmt.Errorf("log in: %w", err)
 			}
@@ -263,55 +289,112 @@ func (c *Client) Login(ctx context.Context, orderUUID, user, group string) (*Ses
 		removeDir(dir)
 		return nil, c.loginError(res, user, group, attempt+1)
 	}
-	res, err := c.run(ctx, call{args: []string{"sessions", "key"}, env: []string{"OMERO_SESSIONDIR=" + dir}, timeout: c.cfg.CallTimeout})
-	if err != nil {
-		c.Close(ctx, s)
-		return nil, fmt.Errorf("read session key: %w", err)
-	}
 	for _, line := range strings.Split(string(res.stdout), "\n") {
 		if line = strings.TrimSpace(line); keyRE.MatchString(line) {
 			s.Key = line
 		}
 	}
-	if res.code != 0 || s.Key == "" {
+	if s.Key == "" {
 		c.Close(ctx, s)
-		return nil, fmt.Errorf("%w: `omero sessions key` printed no session key (exit %d)%s", ErrLogin, res.code, detail(res.stderr))
+		return nil, fmt.Errorf("%w: `omero sessions key` printed no session key%s", ErrLogin, detail(res))
 	}
 	log.Debug("OMERO session opened")
 	return s, nil
+}
+
+// waitRetry logs an unreachable server (Warn the first time) and waits before attempt+1.
+func (c *Client) waitRetry(ctx context.Context, log *logrus.Entry, code, attempt int) error {
+	wait := backoff(c.cfg.ConnectBackoff, attempt)
+	entry := log.WithFields(logrus.Fields{"exit": code, "attempt": attempt + 1, "wait": wait})
+	if attempt == 0 {
+		entry.Warn("OMERO server unreachable, retrying")
+	} else {
+		entry.Debug("OMERO server unreachable, retrying")
+	}
+	return sleepCtx(ctx, wait)
+}
+
+// unreachable is the error of an outage: the server's port did not answer.
+func (c *Client) unreachable(attempts int, res callResult) error {
+	return fmt.Errorf("%w at %s:%d (attempts: %d)%s; check that OMERO.server is running and that omero.host/omero.port (env OMERO_HOST, OMERO_PORT) point at it, then retry the order",
+		ErrConnection, c.cfg.Host, c.cfg.Port, attempts, detail(res))
+}
+
+// reachable probes the server's port: the CLI reports a server that is down with the same exit
+// code as a rejected session key (11), so the probe tells the two apart.
+func (c *Client) reachable(ctx context.Context) bool {
+	d := net.Dialer{Timeout: probeTimeout}
+	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(c.cfg.Host, strconv.Itoa(c.cfg.Port)))
+	if err != nil {
+		return false
+	}
+	_ = conn.Close()
+	return true
+}
+
+// probeTimeout bounds the TCP probe of the server.
+const probeTimeout = 5 * time.Second
+
+// joined runs a call that joins the session by key (mk builds it afresh for each attempt); an
+// exit 11 while the server's port does not answer is an outage, retried ConnectRetries times. It
+// returns the last result and the number of attempts; outage reports whether that result was an
+// outage.
+func (c *Client) joined(ctx context.Context, log *logrus.Entry, mk func() (call, error)) (res callResult, attempts int, outage bool, err error) {
+	for attempt := 0; ; attempt++ {
+		cl, err := mk()
+		if err != nil {
+			return res, attempt, false, err
+		}
+		res, err = c.run(ctx, cl)
+		if err != nil || res.code != exitBadKey || c.reachable(ctx) {
+			return res, attempt + 1, false, err
+		}
+		if attempt >= c.cfg.ConnectRetries {
+			return res, attempt + 1, true, nil
+		}
+		if err := c.waitRetry(ctx, log, res.code, attempt); err != nil {
+			return res, attempt + 1, true, err
+		}
+	}
 }
 
 func (c *Client) loginError(res callResult, user, group string, attempts int) error {
 	who := fmt.Sprintf("user %q in group %q", user, group)
 	switch res.code {
 	case exitRefused:
-		return fmt.Errorf("%w at %s:%d: connection refused (attempts: %d)%s; check that OMERO.server is running and that omero.host/omero.port (env OMERO_HOST, OMERO_PORT) point at it",
-			ErrConnection, c.cfg.Host, c.cfg.Port, attempts, detail(res.stderr))
+		return c.unreachable(attempts, res)
 	case exitUnknownHost:
 		return fmt.Errorf("%w: unknown host %q (attempts: %d)%s; fix omero.host (env OMERO_HOST)",
-			ErrConnection, c.cfg.Host, attempts, detail(res.stderr))
+			ErrConnection, c.cfg.Host, attempts, detail(res))
+	case exitUnknownUser:
+		return fmt.Errorf("%w: no such OMERO user %q%s; create the user in OMERO, or fix the order's user",
+			ErrLogin, user, detail(res))
 	case exitUnknownGroup:
-		return fmt.Errorf("%w for %s%s; check that group %q exists in OMERO", ErrLogin, who, detail(res.stderr), group)
+		return fmt.Errorf("%w for %s%s; check that group %q exists in OMERO and that the server works",
+			ErrLogin, who, detail(res), group)
 	case exitSecurity:
 		return fmt.Errorf("%w for %s%s; add user %q to group %q in OMERO, or fix the order's group",
-			ErrLogin, who, detail(res.stderr), user, group)
+			ErrLogin, who, detail(res), user, group)
 	case exitNoTerminal:
-		return fmt.Errorf("%w for %s%s; check the admin omero.user %q and its password (OMERO_PASSWORD), and that user %q exists",
-			ErrLogin, who, detail(res.stderr), c.cfg.AdminUser, user)
+		return fmt.Errorf("%w for %s%s; check the admin omero.user %q and its password (OMERO_PASSWORD)",
+			ErrLogin, who, detail(res), c.cfg.AdminUser)
 	default:
-		return fmt.Errorf("%w for %s (exit %d)%s", ErrLogin, who, res.code, detail(res.stderr))
+		return fmt.Errorf("%w for %s (exit %d)%s", ErrLogin, who, res.code, detail(res))
 	}
 }
 
-// Close logs the session out and removes its folder. It is safe to call with nil or twice, and
-// works after ctx was cancelled (it then still gets CallTimeout).
+// Close logs the session out (unless Finish did) and removes its folder. It is safe to call with
+// nil or twice, and works after ctx was cancelled (it then still gets CallTimeout).
 func (c *Client) Close(ctx context.Context, s *Session) {
 	if s == nil || s.Dir == "" {
 		return
 	}
-	ctx = context.WithoutCancel(ctx)
-	if _, err := c.run(ctx, call{args: []string{"logout"}, env: []string{"OMERO_SESSIONDIR=" + s.Dir}, timeout: c.cfg.CallTimeout}); err != nil {
-		c.log.WithError(err).WithField("dir", s.Dir).Warn("OMERO logout failed")
+	if !s.loggedOut {
+		ctx = context.WithoutCancel(ctx)
+		if _, err := c.run(ctx, call{args: []string{"logout"}, env: []string{"OMERO_SESSIONDIR=" + s.Dir}, timeout: c.cfg.CallTimeout}); err != nil {
+			c.log.WithError(err).WithField("dir", s.Dir).Warn("OMERO logout failed")
+		}
+		s.loggedOut = true
 	}
 	removeDir(s.Dir)
 }
@@ -335,13 +418,25 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// detail formats the end of a program's stderr for an error message.
-func detail(stderr string) string {
-	s := strings.TrimSpace(stderr)
+// detail formats what a call printed for an error message: the end of stderr, or stdout when
+// stderr is empty (the CLI prints some failures there, e.g. "Previous session expired").
+func detail(res callResult) string {
+	s := strings.TrimSpace(res.stderr)
+	if s == "" {
+		s = strings.TrimSpace(lastBytes(res.stdout, stderrTail))
+	}
 	if s == "" {
 		return ""
 	}
 	return " (omero said: " + oneLine(s) + ")"
+}
+
+// lastBytes is the end of b, at most n bytes.
+func lastBytes(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
 }
 
 // oneLine joins the non-empty lines of s with " | ", spaces collapsed.

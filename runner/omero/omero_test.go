@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -115,10 +116,12 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("result %+v, double recorded filesets %v images %v", res, imp.Filesets, imp.Images)
 	}
 
-	prefixes, err := f.c.TemplatePrefixes(ctx, s, append(gotFS, gotFS[0]))
+	targets := []string{fmt.Sprintf("Image:%d", gotImages[0]), fmt.Sprintf("Image:%d", gotImages[1])}
+	prep, err := f.c.Prepare(ctx, s, append(gotFS, gotFS[0]), "biomero.import", targets)
 	if err != nil {
 		t.Fatal(err)
 	}
+	prefixes := prep.Prefixes
 	links := 0
 	for _, fs := range st.Filesets {
 		if prefixes[fs.ID] != fs.TemplatePrefix {
@@ -155,38 +158,49 @@ func TestRoundTrip(t *testing.T) {
 		{"Filepath", "/data/with space/it's \"quoted\" \\ back.tif"},
 		{"multi line", "first\nsecond\r\nthird"},
 		{"empty", ""},
+		{"-20C", "-k --file=x"},
 		{"unicode ✓", "ünïcödé\ttab"},
 		{"Import_Timestamp", "2024-01-15 10:30:00"},
 	}
-	targets := []string{fmt.Sprintf("Image:%d", gotImages[0]), fmt.Sprintf("Image:%d", gotImages[1])}
-	if err := f.c.Annotate(ctx, s, "biomero.import", kv, targets); err != nil {
+	// A line break cannot travel in a batch line: it is written as a space.
+	want := append([][2]string(nil), kv...)
+	want[2][1] = "first second third"
+	name := `converted "x" it's.ome.tiff`
+	w := Write{Values: map[string][][2]string{}, Renames: map[int64]string{gotImages[0]: name}}
+	for _, t := range targets {
+		w.Values[prep.Annotations[t]] = kv
+	}
+	if err := f.c.Finish(ctx, s, w); err != nil {
 		t.Fatal(err)
 	}
 	st = f.d.State(t)
-	if len(st.Annotations) != 1 {
+	if len(st.Annotations) != 2 {
 		t.Fatalf("annotations = %+v", st.Annotations)
 	}
-	a := st.Annotations[0]
-	if a.NS != "biomero.import" || !reflect.DeepEqual(a.Values, kv) {
-		t.Errorf("annotation values\n got %q\nwant %q", a.Values, kv)
-	}
 	var parents []string
-	for _, l := range st.Links {
-		if l.Kind != "ImageAnnotationLink" || l.Child != fmt.Sprintf("MapAnnotation:%d", a.ID) {
-			t.Errorf("link %+v", l)
+	for i, a := range st.Annotations {
+		if a.NS != "biomero.import" || !reflect.DeepEqual(a.Values, want) {
+			t.Errorf("annotation values\n got %q\nwant %q", a.Values, want)
+		}
+		l := st.Links[i]
+		if l.Kind != "ImageAnnotationLink" || l.Child != fmt.Sprintf("MapAnnotation:%d", a.ID) || prep.Annotations[l.Parent] != l.Child {
+			t.Errorf("link %+v, prepared %v", l, prep.Annotations)
 		}
 		parents = append(parents, l.Parent)
 	}
 	if !reflect.DeepEqual(parents, targets) {
 		t.Errorf("linked %v, want %v", parents, targets)
 	}
-
-	name := `converted "x" it's.ome.tiff`
-	if err := f.c.RenameImage(ctx, s, gotImages[0], name); err != nil {
-		t.Fatal(err)
-	}
-	if got := f.d.State(t).Images[0].Name; got != name {
+	if got := st.Images[0].Name; got != name {
 		t.Errorf("name = %q", got)
+	}
+	if !st.Sessions[len(st.Sessions)-1].Closed {
+		t.Error("Finish did not log the session out")
+	}
+	// login + key, import, two batches: four starts, and Close starts none after Finish.
+	calls := len(st.Calls)
+	if calls != 4 {
+		t.Errorf("CLI starts = %d, want 4: %v", calls, st.Calls)
 	}
 
 	f.c.Close(ctx, s)
@@ -200,9 +214,15 @@ func TestRoundTrip(t *testing.T) {
 	if st.PasswordInArgv {
 		t.Error("a password went on a command line")
 	}
-	for _, call := range st.Calls {
-		if call.PasswordInEnv != (call.Argv[0] == "login") {
-			t.Errorf("call %q: password in environment = %v", call.Argv, call.PasswordInEnv)
+	if len(st.Calls) != calls {
+		t.Errorf("Close after Finish started the CLI: %v", st.Calls[calls:])
+	}
+	for i, call := range st.Calls {
+		if call.PasswordInEnv != (i == 0) {
+			t.Errorf("call %d %q: password in environment = %v", i, call.Argv, call.PasswordInEnv)
+		}
+		if i != 1 && strings.Contains(strings.Join(call.Argv, " "), s.Key) {
+			t.Errorf("call %d %q: the session key on argv", i, call.Argv)
 		}
 	}
 	logs, errs := f.c.LogFiles("order-1")
@@ -227,7 +247,7 @@ func TestScreenAndNamedDataset(t *testing.T) {
 		t.Fatalf("screen result %+v", res)
 	}
 	plate := fmt.Sprintf("Plate:%d", res.Filesets[0].Plates[0])
-	if err := f.c.Annotate(ctx, s, "biomero.import", [][2]string{{"k", "v"}}, []string{plate}); err != nil {
+	if _, err := f.c.Prepare(ctx, s, nil, "biomero.import", []string{plate}); err != nil {
 		t.Fatal(err)
 	}
 	if l := f.d.State(t).Links; len(l) != 1 || l[0].Kind != "PlateAnnotationLink" || l[0].Parent != plate {
@@ -272,7 +292,7 @@ func TestFailures(t *testing.T) {
 				_, err := f.c.Login(context.Background(), "o", "alice", "Nope")
 				return err
 			}},
-		{name: "connection refused", failure: omerotest.Failure{ConnectionRefused: -1}, want: ErrConnection, text: "connection refused (attempts: 3)",
+		{name: "connection refused", failure: omerotest.Failure{ConnectionRefused: -1}, want: ErrConnection, text: "OMERO server unreachable at localhost:",
 			op: func(t *testing.T, f *fixture) error {
 				_, err := f.c.Login(context.Background(), "o", "alice", "Demo")
 				return err
@@ -320,21 +340,25 @@ func TestFailures(t *testing.T) {
 				_, err := f.c.Import(context.Background(), &Session{Key: key, Dir: dir}, req(151))
 				return err
 			}},
-		{name: "obj refused", want: ErrCall, text: "create annotation",
+		{name: "obj refused", want: ErrCall, text: "SecurityViolation",
 			op: func(t *testing.T, f *fixture) error {
 				s := f.login(t, "o")
 				if _, err := f.c.Import(context.Background(), s, req(151)); err != nil {
 					t.Fatal(err)
 				}
 				f.d.SetFailure(t, omerotest.Failure{FailObj: true})
-				if err := f.c.RenameImage(context.Background(), s, f.d.State(t).Images[0].ID, "x"); !errors.Is(err, ErrCall) {
-					t.Errorf("rename: %v", err)
-				}
-				return f.c.Annotate(context.Background(), s, "ns", [][2]string{{"k", "v"}}, []string{fmt.Sprintf("Image:%d", f.d.State(t).Images[0].ID)})
+				_, err := f.c.Prepare(context.Background(), s, nil, "ns", []string{fmt.Sprintf("Image:%d", f.d.State(t).Images[0].ID)})
+				return err
 			}},
-		{name: "link to an image of nobody", want: ErrCall, text: "write annotation",
+		{name: "link to an image of nobody", want: ErrCall, text: "1 of 2 actions done",
 			op: func(t *testing.T, f *fixture) error {
-				return f.c.Annotate(context.Background(), f.login(t, "o"), "ns", [][2]string{{"k", "v"}}, []string{"Image:424242"})
+				_, err := f.c.Prepare(context.Background(), f.login(t, "o"), nil, "ns", []string{"Image:424242"})
+				return err
+			}},
+		{name: "unknown user", want: ErrLogin, text: `no such OMERO user "mallory"`,
+			op: func(t *testing.T, f *fixture) error {
+				_, err := f.c.Login(context.Background(), "o", "mallory", "Demo")
+				return err
 			}},
 	}
 	for _, c := range cases {
@@ -367,7 +391,7 @@ func TestLoginRetriesConnection(t *testing.T) {
 	f.c.Close(context.Background(), s)
 	logins := 0
 	for _, c := range f.d.State(t).Calls {
-		if c.Argv[0] == "login" {
+		if c.Argv[0] == "load" && len(c.Lines) > 0 && strings.HasPrefix(c.Lines[0], "'login' '--sudo'") {
 			logins++
 		}
 	}
@@ -487,14 +511,17 @@ func TestRequestValidation(t *testing.T) {
 			t.Errorf("login %q/%q: %v", bad.user, bad.group, err)
 		}
 	}
-	if err := f.c.Annotate(ctx, s, "ns", nil, []string{"Dataset:1"}); !errors.Is(err, ErrRequest) {
+	if _, err := f.c.Prepare(ctx, s, nil, "ns", []string{"Dataset:1"}); !errors.Is(err, ErrRequest) {
 		t.Errorf("annotate a dataset: %v", err)
 	}
-	if err := f.c.Annotate(ctx, s, "ns", [][2]string{{"", "v"}}, []string{"Image:1"}); !errors.Is(err, ErrRequest) {
+	if _, err := f.c.Prepare(ctx, s, nil, "two\nlines", []string{"Image:1"}); !errors.Is(err, ErrRequest) {
+		t.Errorf("namespace with a newline: %v", err)
+	}
+	if err := f.c.Finish(ctx, s, Write{Values: map[string][][2]string{"MapAnnotation:1": {{"", "v"}}}}); !errors.Is(err, ErrRequest) {
 		t.Errorf("annotate with an empty key: %v", err)
 	}
-	if err := f.c.RenameImage(ctx, s, 1, "two\nlines"); !errors.Is(err, ErrRequest) {
-		t.Errorf("rename with a newline: %v", err)
+	if err := f.c.Finish(ctx, s, Write{Renames: map[int64]string{1: "nul\x00"}}); !errors.Is(err, ErrRequest) {
+		t.Errorf("rename with a NUL: %v", err)
 	}
 	if n := len(f.d.State(t).Calls); n != 0 {
 		t.Errorf("invalid requests ran the CLI %d times", n)
@@ -503,19 +530,27 @@ func TestRequestValidation(t *testing.T) {
 
 func TestChildEnvironment(t *testing.T) {
 	t.Setenv("OMERO_PASSWORD", "from-agent-env")
+	t.Setenv("INGEST_TRACKING_DB_URL", "postgresql://u:dbsecret@h/db")
 	t.Setenv("OMERO_USERDIR", "/var/lib/omero-user")
+	t.Setenv("OMERODIR", "/opt/omero")
+	t.Setenv("XDG_CACHE_HOME", "/var/cache/adi")
+	t.Setenv("HTTPS_PROXY", "http://proxy:3128")
 	t.Setenv("JAVA_OPTS", "-Xmx2g")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "nope")
-	f := setup(t)
+	f := setup(t, func(c *Config) {
+		c.PassEnv = []string{"HTTPS_PROXY"}
+		c.Env = append(c.Env, "OMERO_IMPORT_TMP=/scratch")
+	})
 	env := f.c.childEnv([]string{"OMERO_SESSIONDIR=/s"})
 	sort.Strings(env)
 	joined := strings.Join(env, "\n")
-	for _, want := range []string{"OMERO_USERDIR=/var/lib/omero-user", "JAVA_OPTS=-Xmx2g", "OMERO_SESSIONDIR=/s", "OMERO_DOUBLE_STATE="} {
+	for _, want := range []string{"OMERO_USERDIR=/var/lib/omero-user", "OMERODIR=/opt/omero", "XDG_CACHE_HOME=/var/cache/adi",
+		"HTTPS_PROXY=http://proxy:3128", "OMERO_IMPORT_TMP=/scratch", "JAVA_OPTS=-Xmx2g", "OMERO_SESSIONDIR=/s", "OMERO_DOUBLE_STATE="} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("environment lacks %s:\n%s", want, joined)
 		}
 	}
-	for _, bad := range []string{"from-agent-env", "AWS_SECRET"} {
+	for _, bad := range []string{"from-agent-env", "dbsecret", "AWS_SECRET"} {
 		if strings.Contains(joined, bad) {
 			t.Errorf("environment holds %s:\n%s", bad, joined)
 		}
@@ -566,4 +601,98 @@ func TestSlowImportTimeoutKeepsPartialResult(t *testing.T) {
 	if len(res.Filesets) != 1 || len(st.Filesets) != 1 || res.Filesets[0].ID != st.Filesets[0].ID {
 		t.Errorf("partial result %+v, double holds %+v", res, st.Filesets)
 	}
+}
+
+// TestOutageAfterLogin: with the server down after the login, the import and the batches fail as
+// an outage (exit 11 from the CLI, the port closed), after ConnectRetries retries, and import
+// nothing; a server that comes back during the retries lets the call through.
+func TestOutageAfterLogin(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	s := f.login(t, "o")
+	data := files(t, "a.tif")
+	req := ImportRequest{OrderUUID: "o", Target: Target{Kind: "Dataset", ID: 151}, Paths: []string{data}}
+	want := fmt.Sprintf("OMERO server unreachable at localhost:%d", f.d.Port)
+
+	f.d.Down(t)
+	_, err := f.c.Import(ctx, s, req)
+	if !errors.Is(err, ErrConnection) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "attempts: 3") {
+		t.Errorf("import while down: %v", err)
+	}
+	if _, err := f.c.Prepare(ctx, s, []int64{1}, "ns", nil); !errors.Is(err, ErrConnection) || !strings.Contains(err.Error(), want) {
+		t.Errorf("prepare while down: %v", err)
+	}
+	if err := f.c.Finish(ctx, s, Write{Renames: map[int64]string{1: "x"}}); !errors.Is(err, ErrConnection) || !strings.Contains(err.Error(), want) {
+		t.Errorf("finish while down: %v", err)
+	}
+	if st := f.d.State(t); len(st.Imports) != 0 || len(st.Filesets) != 0 {
+		t.Errorf("imported while down: %+v", st.Imports)
+	}
+
+	// The server comes back while the client waits to retry (after its probe found the port
+	// closed): the retry imports.
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	retrying := &onMessage{msg: "OMERO server unreachable, retrying", seen: make(chan struct{})}
+	l.AddHook(retrying)
+	c, err := New(f.cfg, logrus.NewEntry(l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cfg.ConnectBackoff = 500 * time.Millisecond
+	back := make(chan struct{})
+	go func() {
+		defer close(back)
+		select {
+		case <-retrying.seen:
+			f.d.Up(t)
+		case <-time.After(20 * time.Second):
+		}
+	}()
+	res, err := c.Import(ctx, s, req)
+	<-back
+	if err != nil || len(res.Filesets) != 1 {
+		t.Errorf("import after the server came back: %+v %v", res, err)
+	}
+}
+
+// TestBadKeyWhileUp: exit 11 while the server answers is a rejected key, not an outage.
+func TestBadKeyWhileUp(t *testing.T) {
+	f := setup(t)
+	s := f.login(t, "o")
+	bad := &Session{Key: "00000000-0000-0000-0000-000000000000", Dir: s.Dir}
+	_, err := f.c.Prepare(context.Background(), bad, []int64{1}, "ns", nil)
+	if !errors.Is(err, ErrLogin) || !strings.Contains(err.Error(), "session key was rejected") || errors.Is(err, ErrConnection) {
+		t.Errorf("err = %v", err)
+	}
+	if strings.Contains(err.Error(), bad.Key) {
+		t.Errorf("error shows the key: %v", err)
+	}
+}
+
+// TestRootRefusalOnStdout: the CLI refuses root on stdout with an empty stderr; the description
+// carries stdout.
+func TestRootRefusalOnStdout(t *testing.T) {
+	f := setup(t)
+	f.d.SetFailure(t, omerotest.Failure{AsRoot: true})
+	_, err := f.c.Login(context.Background(), "o", "alice", "Demo")
+	if !errors.Is(err, ErrLogin) || !strings.Contains(err.Error(), "as root can corrupt your directory permissions") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+// onMessage is a logrus hook that closes seen at the first entry with message msg.
+type onMessage struct {
+	msg  string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (h *onMessage) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (h *onMessage) Fire(e *logrus.Entry) error {
+	if e.Message == h.msg {
+		h.once.Do(func() { close(h.seen) })
+	}
+	return nil
 }

@@ -93,7 +93,11 @@ func TestNewValidates(t *testing.T) {
 		{"negative upload", func(c *Config) { c.ParallelUpload = -1 }, "parallel_upload_per_worker"},
 		{"negative timeout", func(c *Config) { c.ImportTimeout = -time.Second }, "omero.import_timeout"},
 		{"negative retries", func(c *Config) { c.ConnectRetries = -1 }, "ConnectRetries"},
-		{"bad env", func(c *Config) { c.Env = []string{"NOEQUALS"} }, `Env[0]`},
+		{"bad env", func(c *Config) { c.Env = []string{"NOEQUALS"} }, `Env[0] (omero.env) = "NOEQUALS"`},
+		{"env name", func(c *Config) { c.Env = []string{"A=1", "BAD-NAME=x"} }, `Env[1] (omero.env) = "BAD-NAME"`},
+		{"password in env", func(c *Config) { c.Env = []string{"OMERO_PASSWORD=x"} }, `omero.env) = "OMERO_PASSWORD": the admin password`},
+		{"pass_env name", func(c *Config) { c.PassEnv = []string{"HTTP PROXY"} }, `PassEnv[0] (omero.pass_env) = "HTTP PROXY"`},
+		{"pass_env db url", func(c *Config) { c.PassEnv = []string{"INGEST_TRACKING_DB_URL"} }, `"INGEST_TRACKING_DB_URL": the admin password and the database URL`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -140,8 +140,13 @@ func cmdImport(statePath string, args []string) error {
 	repo := os.Getenv("OMERO_DOUBLE_MANAGED_REPO")
 	if rec.Transfer == "ln_s" {
 		if err := checkRepoWritable(repo); err != nil {
+			// The importer logs the cause, then the exception's stack trace: the hint sits well above
+			// the end of the --errs file.
 			logf("ERROR", "Check failed: %v. You likely do not have access to the ManagedRepository for in-place import.", err)
-			fmt.Fprintf(os.Stderr, "Check failed: %v. You likely do not have access to the ManagedRepository for in-place import.\n", err)
+			fmt.Fprintln(errw, "java.lang.RuntimeException: in-place import check failed")
+			for i := 0; i < 60; i++ {
+				fmt.Fprintf(errw, "\tat ome.formats.importer.transfers.double.Frame%d.call(Frame%d.java:%d)\n", i, i, 100+i)
+			}
 			summary(0, 0, 0, 1)
 			return die(2, "")
 		}

@@ -81,6 +81,11 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "omero double: %v\n", err)
 		return 1
 	}
+	if asRoot(statePath) {
+		// omero-py main.py not_root: refuses an effective uid 0, on stdout, before any command.
+		fmt.Printf("FATAL: Running %s as root can corrupt your directory permissions.\n", os.Args[0])
+		return 1
+	}
 	err := dispatch(statePath, args)
 	if err == nil {
 		return 0
@@ -136,6 +141,16 @@ func dispatch(statePath string, args []string) error {
 	default:
 		return usageError("omero", fmt.Sprintf("argument subcommand: invalid choice: '%s'", sub))
 	}
+}
+
+// asRoot reports the AsRoot failure switch (the tests themselves may run as root, so the double
+// does not look at its real uid).
+func asRoot(statePath string) bool {
+	var st struct {
+		Failure world.Failure `json:"failure"`
+	}
+	b, err := os.ReadFile(statePath)
+	return err == nil && jsonUnmarshal(b, &st) == nil && st.Failure.AsRoot
 }
 
 // recordCall stores argv and whether a password travelled on it. It appends to the journal without

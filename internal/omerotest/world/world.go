@@ -189,6 +189,9 @@ type Failure struct {
 	FailObj bool `json:"fail_obj"`
 	// ImportDelay is slept before each fileset of an import.
 	ImportDelay time.Duration `json:"import_delay"`
+	// AsRoot makes every call refuse to run as if started by root: "FATAL: Running … as root …" on
+	// stdout, nothing on stderr, exit 1.
+	AsRoot bool `json:"as_root"`
 }
 
 // ErrNoState means the state file path is not set or does not exist.
