@@ -163,12 +163,9 @@ func New(ctx context.Context, cfg Config, role string, opts Options) (*Agent, er
 	return a, nil
 }
 
-func (a *Agent) newRunner(opts Options) (*runner.Runner, error) {
-	cfg := a.cfg
-	log := a.log.WithField("component", "runner")
-	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
-		return nil, fmt.Errorf("create log_dir %s: %w", cfg.LogDir, err)
-	}
+// NewOmeroClient is the OMERO CLI adapter the settings describe; env is extra environment for
+// every call after omero.env (tests: the CLI double's). It runs nothing.
+func NewOmeroClient(cfg Config, env []string, log *logrus.Entry) (*omero.Client, error) {
 	password := cfg.Omero.Password
 	if cfg.Omero.DryRun && password == "" {
 		// A dry run never logs in; the adapter still wants a password to be configured.
@@ -187,10 +184,23 @@ func (a *Agent) newRunner(opts Options) (*runner.Runner, error) {
 		SkipThumbnails: cfg.SkipThumbnails, SkipUpgrade: cfg.SkipUpgrade,
 		ImportTimeout: cfg.Omero.ImportTimeout.Duration, CallTimeout: cfg.Omero.CallTimeout.Duration,
 		ConnectRetries: cfg.Omero.ConnectRetries, ConnectBackoff: cfg.Omero.ConnectBackoff.Duration,
-		Env: append(append([]string(nil), cfg.Omero.Env...), opts.Env...), PassEnv: cfg.Omero.PassEnv,
+		Env: append(append([]string(nil), cfg.Omero.Env...), env...), PassEnv: cfg.Omero.PassEnv,
 	}, log)
 	if err != nil {
 		return nil, settingsErr("omero: %v", err)
+	}
+	return client, nil
+}
+
+func (a *Agent) newRunner(opts Options) (*runner.Runner, error) {
+	cfg := a.cfg
+	log := a.log.WithField("component", "runner")
+	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create log_dir %s: %w", cfg.LogDir, err)
+	}
+	client, err := NewOmeroClient(cfg, opts.Env, log)
+	if err != nil {
+		return nil, err
 	}
 	pre, err := preprocess.New(preprocess.Config{
 		Runtime: cfg.Preprocessing.Runtime, ExtraArgs: cfg.Preprocessing.ExtraArgs,

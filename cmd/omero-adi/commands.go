@@ -204,6 +204,18 @@ func (e *env) cmdDoctor(ctx context.Context, args []string) error {
 		check("omero.local_tmp_root "+cfg.Omero.LocalTmpRoot, dirWritable(cfg.Omero.LocalTmpRoot), "create it on local disk")
 		if cfg.Omero.Password == "" {
 			check("OMERO admin password", fmt.Errorf("not set"), "set OMERO_PASSWORD in the service environment")
+		} else if client, err := agent.NewOmeroClient(cfg, nil, logrus.NewEntry(silentLogger())); err != nil {
+			check("omero settings", err, "correct the key named above")
+		} else {
+			jars, err := client.ImporterJars()
+			check("OMERO.java importer jars "+jars, err, "run `omero import --fetch-jars VERSION` as the agent's user (the container image does this at build time), or set OMERODIR to an OMERO.server/OMERO.py folder with lib/client")
+			name := fmt.Sprintf("OMERO server %s:%d as %s", cfg.Omero.Host, cfg.Omero.Port, cfg.Omero.User)
+			server, err := client.Ping(ctx)
+			if err == nil {
+				name += ": " + server
+			}
+			check(name, err,
+				"check that OMERO.server runs, omero.host/omero.port (env OMERO_HOST, OMERO_PORT), and the admin's password (OMERO_PASSWORD)")
 		}
 	}
 	if needsContainers(cfg) {

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/omero-adi/omero-adi/internal/omerotest"
 	"github.com/omero-adi/omero-adi/internal/pgtest"
 )
 
@@ -269,5 +272,59 @@ func TestRulesTestScanAndDoctor(t *testing.T) {
 	out, _, code = cli(t, f.env, "--config", f.config, "doctor")
 	if code != 1 || !strings.Contains(out, "FAIL  base_dir") || !strings.Contains(out, "fix:") {
 		t.Errorf("doctor without the data root: exit %d\n%s", code, out)
+	}
+}
+
+// doctor opens and closes an admin session on the server and names it; with the server down it
+// fails with the outage; it reports whether the importer jars are present.
+func TestDoctorReachesOMERO(t *testing.T) {
+	d := omerotest.New(t)
+	f := newFixture(t, pgtest.SQLiteURL(t))
+	dir := filepath.Dir(f.data)
+	omerodir := filepath.Join(dir, "OMERO.py")
+	for _, p := range []string{filepath.Join(dir, "inplace"), filepath.Join(omerodir, "lib", "client")} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text := "base_dir = " + quote(f.data) + "\nlog_dir = " + quote(filepath.Join(dir, "log")) + "\nlisten = \"\"\n" +
+		"[omero]\ncli = " + quote(d.Bin) + "\nport = " + strconv.Itoa(d.Port) + "\nmanaged_repository = " + quote(d.ManagedRepo) +
+		"\nlocal_tmp_root = " + quote(filepath.Join(dir, "inplace")) + "\nsession_dir = " + quote(filepath.Join(dir, "sessions")) +
+		"\nenv = [" + quote("OMERODIR="+omerodir) + "]\n"
+	if err := os.WriteFile(f.config, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range d.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	f.env["OMERO_PASSWORD"] = omerotest.AdminPassword
+
+	out, errs, code := cli(t, f.env, "--config", f.config, "doctor")
+	if code != 1 || !strings.Contains(out, "FAIL  OMERO.java importer jars") || !strings.Contains(out, "--fetch-jars") {
+		t.Errorf("doctor without jars: exit %d\n%s%s", code, out, errs)
+	}
+	if err := os.WriteFile(filepath.Join(omerodir, "lib", "client", "omero-blitz.jar"), []byte("jar"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code = cli(t, f.env, "--config", f.config, "doctor")
+	server := fmt.Sprintf("ok    OMERO server localhost:%d as root: Created session for root@localhost:%d", d.Port, d.Port)
+	if code != 0 || !strings.Contains(out, server) || !strings.Contains(out, "ok    OMERO.java importer jars "+filepath.Join(omerodir, "lib", "client")) {
+		t.Errorf("doctor against a live server: exit %d\n%s%s", code, out, errs)
+	}
+	st := d.State(t)
+	for _, s := range st.Sessions {
+		if !s.Closed || s.UserID != 0 {
+			t.Errorf("doctor's sessions: %+v", st.Sessions)
+		}
+	}
+	if len(st.Sessions) != 2 || st.PasswordInArgv {
+		t.Errorf("doctor's sessions: %+v (password in argv: %v)", st.Sessions, st.PasswordInArgv)
+	}
+
+	d.Down(t)
+	out, errs, code = cli(t, f.env, "--config", f.config, "doctor")
+	if code != 1 || !strings.Contains(out, fmt.Sprintf("FAIL  OMERO server localhost:%d as root: OMERO server unreachable at localhost:%d", d.Port, d.Port)) {
+		t.Errorf("doctor against a server that is down: exit %d\n%s%s", code, out, errs)
 	}
 }
