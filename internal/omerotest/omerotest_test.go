@@ -547,3 +547,32 @@ func TestLoad(t *testing.T) {
 		t.Errorf("recorded call = %+v", last)
 	}
 }
+
+// TestNameTargetRace: the importer resolves a name target per fileset, so filesets imported side
+// by side each create a dataset of that name when none exists yet.
+func TestNameTargetRace(t *testing.T) {
+	d := New(t)
+	dir, key := login(t, d)
+	data := tree(t, "a.tif", "b.tif", "c.tif")
+	count := func(name string) int {
+		n := 0
+		for _, ds := range d.State(t).Datasets {
+			if ds.Name == name {
+				n++
+			}
+		}
+		return n
+	}
+	if r := run(t, d, dir, nil, "", importArgs(d, key, "--parallel-fileset", "2", "-T", "Dataset:name:racy", data)...); r.code != 0 {
+		t.Fatalf("import: %+v", r)
+	}
+	if n := count("racy"); n != 2 {
+		t.Errorf("datasets named racy after 3 filesets, 2 at a time: %d, want 2", n)
+	}
+	if r := run(t, d, dir, nil, "", importArgs(d, key, "-T", "Dataset:name:calm", data)...); r.code != 0 {
+		t.Fatalf("import: %+v", r)
+	}
+	if n := count("calm"); n != 1 {
+		t.Errorf("datasets named calm after 3 filesets one at a time: %d, want 1", n)
+	}
+}

@@ -67,7 +67,9 @@ func (c *Client) ImportArgs(s *Session, req ImportRequest) []string {
 	if c.cfg.ParallelUpload > 0 {
 		args = append(args, "--parallel-upload", strconv.Itoa(c.cfg.ParallelUpload))
 	}
-	if c.cfg.ParallelFilesets > 0 {
+	// The importer resolves -T …:name:NAME per fileset: filesets imported side by side could each
+	// create a container of that name, so a name target imports one fileset at a time.
+	if c.cfg.ParallelFilesets > 0 && req.Target.ID > 0 {
 		args = append(args, "--parallel-fileset", strconv.Itoa(c.cfg.ParallelFilesets))
 	}
 	if c.cfg.SkipAll {

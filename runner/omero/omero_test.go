@@ -235,7 +235,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestScreenAndNamedDataset(t *testing.T) {
-	f := setup(t)
+	f := setup(t, func(c *Config) { c.ParallelFilesets = 2 })
 	ctx := context.Background()
 	s := f.login(t, "order-2")
 	data := files(t, "p1.plate", "p2__series_3.plate")
@@ -253,14 +253,25 @@ func TestScreenAndNamedDataset(t *testing.T) {
 	if l := f.d.State(t).Links; len(l) != 1 || l[0].Kind != "PlateAnnotationLink" || l[0].Parent != plate {
 		t.Errorf("plate links %+v", l)
 	}
+	// A name target imports one fileset at a time: with --parallel-fileset the importer could
+	// create a dataset of that name per fileset.
 	res, err = f.c.Import(ctx, s, ImportRequest{OrderUUID: "order-2", Target: Target{Kind: "Dataset", Name: "by name"},
-		Paths: []string{filepath.Join(data, "p1.plate")}, Depth: 1})
-	if err != nil || len(res.Filesets) != 1 {
+		Paths: []string{data}, Depth: 1})
+	if err != nil || len(res.Filesets) != 2 {
 		t.Fatalf("named dataset import: %+v %v", res, err)
 	}
 	st := f.d.State(t)
-	if ds := st.Datasets[len(st.Datasets)-1]; ds.Name != "by name" || st.Images[len(st.Images)-1].DatasetID != ds.ID {
-		t.Errorf("dataset %+v", ds)
+	var named []omerotest.Container
+	for _, ds := range st.Datasets {
+		if ds.Name == "by name" {
+			named = append(named, ds)
+		}
+	}
+	if len(named) != 1 || st.Images[len(st.Images)-1].DatasetID != named[0].ID {
+		t.Errorf("datasets named %q: %+v", "by name", named)
+	}
+	if imp := st.Imports[len(st.Imports)-1]; imp.ParallelFileset != 0 || st.Imports[0].ParallelFileset != 2 {
+		t.Errorf("parallel filesets: by id %d, by name %d", st.Imports[0].ParallelFileset, imp.ParallelFileset)
 	}
 }
 

@@ -45,9 +45,10 @@ type candidate struct {
 
 // target is where an import goes.
 type importTarget struct {
-	kind string // Dataset, Screen or "" (orphaned)
-	id   int64
-	name string // -T …:name:NAME
+	kind    string // Dataset, Screen or "" (orphaned)
+	id      int64
+	name    string // -T …:name:NAME
+	created bool   // the name target did not exist: this import created it
 }
 
 func cmdImport(statePath string, args []string) error {
@@ -196,8 +197,15 @@ func cmdImport(statePath string, args []string) error {
 		var fs world.Fileset
 		var imgs, plates []int64
 		err := world.Update(statePath, func(st *world.State) error {
+			t := tgt
+			if t.created && i > 0 && i < rec.ParallelFileset {
+				// The importer resolves a name target per fileset: the first --parallel-fileset
+				// filesets run at once, each misses the dataset the others are creating and
+				// creates its own of that name.
+				t.id = newContainer(st, t.kind, t.name, sess.GroupID, sess.UserID)
+			}
 			var err error
-			fs, imgs, plates, err = createFileset(st, c, repo, rec.Transfer, userName, userID, sess.GroupID, tgt)
+			fs, imgs, plates, err = createFileset(st, c, repo, rec.Transfer, userName, userID, sess.GroupID, t)
 			return err
 		})
 		if err != nil {
@@ -269,6 +277,17 @@ func parseImportTarget(p *parsed) (importTarget, error) {
 	return t, err
 }
 
+// newContainer creates a Dataset or Screen and returns its id.
+func newContainer(st *world.State, kind, name string, gid, uid int64) int64 {
+	c := world.Container{ID: st.NewID(), Name: name, GroupID: gid, OwnerID: uid}
+	if kind == "Screen" {
+		st.Screens = append(st.Screens, c)
+	} else {
+		st.Datasets = append(st.Datasets, c)
+	}
+	return c.ID
+}
+
 func resolveTarget(st *world.State, t *importTarget, s *world.Session, g *world.Group) error {
 	if t.kind == "" {
 		return nil
@@ -286,8 +305,8 @@ func resolveTarget(st *world.State, t *importTarget, s *world.Session, g *world.
 			}
 		}
 		if found == nil {
-			*list = append(*list, world.Container{ID: st.NewID(), Name: t.name, GroupID: s.GroupID, OwnerID: s.UserID})
-			found = &(*list)[len(*list)-1]
+			t.id, t.created = newContainer(st, t.kind, t.name, s.GroupID, s.UserID), true
+			return nil
 		}
 		t.id = found.ID
 		return nil

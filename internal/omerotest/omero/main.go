@@ -16,6 +16,8 @@
 //     root is the folder holding the file (or the .zarr folder) that was found: a .zarr folder keeps
 //     its name and subfolders. The ManagedRepository is the folder named by OMERO_DOUBLE_MANAGED_REPO.
 //   - -T Dataset:name:NAME uses the newest dataset of that name in the session's group, or creates one.
+//     The importer resolves it per fileset: with --parallel-fileset N > 1 and no such dataset yet,
+//     each of the first N filesets creates its own (they run at once and all miss it).
 //   - --file receives what the Java importer prints on stdout (the ids), as in omero-py, and --errs
 //     what it prints on stderr (the log and the summary).
 //   - A path that does not exist fails the import before anything is imported (exit 1); nothing
