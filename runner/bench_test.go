@@ -262,3 +262,43 @@ func cpuTime() time.Duration {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkCLIStarts: omero CLI processes started per order, through the double (a process per
+// call, as with the real CLI, each about a second of Python and a session join on a real host),
+// for an order of 1 file, of 10 files, and of one 384-image plate imported into a Screen.
+func BenchmarkCLIStarts(b *testing.B) {
+	cases := []struct {
+		name      string
+		files     []string
+		destID    string
+		destType  string
+		wantImage int
+	}{
+		{"1-file", []string{"one.tif"}, "151", "Dataset", 1},
+		{"10-files", []string{"f0.tif", "f1.tif", "f2.tif", "f3.tif", "f4.tif", "f5.tif", "f6.tif", "f7.tif", "f8.tif", "f9.tif"}, "151", "Dataset", 10},
+		{"384-image-plate", []string{"wells__series_384.plate"}, "201", "Screen", 384},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			e := setup(b, engines[0].url)
+			e.start()
+			starts, elapsed := 0, time.Duration(0)
+			for i := 0; i < b.N; i++ {
+				var paths []string
+				for _, f := range c.files {
+					paths = append(paths, e.file(fmt.Sprintf("demo/alice/%d/%s", i, f), "pixels"))
+				}
+				before := len(e.double.State(b).Calls)
+				t0 := time.Now()
+				o := e.expect(e.insert("alice", "Demo", c.destID, c.destType, paths), db.StageCompleted, 2*time.Minute)
+				elapsed += time.Since(t0)
+				starts += len(e.double.State(b).Calls) - before
+				if o.Result == nil || len(o.Result.Images) != c.wantImage {
+					b.Fatalf("result %+v, want %d images", o.Result, c.wantImage)
+				}
+			}
+			b.ReportMetric(float64(starts)/float64(b.N), "starts/order")
+			b.ReportMetric(elapsed.Seconds()/float64(b.N), "s/order")
+		})
+	}
+}
