@@ -62,6 +62,10 @@ func (c *Client) LogFiles(orderUUID string) (logs, errs string) {
 // showing it).
 func (c *Client) ImportArgs(s *Session, req ImportRequest) []string {
 	logs, errs := c.LogFiles(req.OrderUUID)
+	// The key stays on this argv (the batches take it on stdin): omero-py's import plugin puts it
+	// on the Java importer's command line anyway (import.py CommandArguments.set_login_arguments),
+	// and a key joins again after an outage, while the session folder's current session, used
+	// without -k, is forgotten when attaching it fails (sessions.py login).
 	args := append([]string{c.cfg.CLI, "import"}, c.conn(s)...)
 	args = append(args, "--transfer=ln_s", "--output", "yaml", "--file", logs, "--errs", errs)
 	if c.cfg.ParallelUpload > 0 {
