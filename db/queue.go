@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -292,16 +294,18 @@ func (s *Store) Release(ctx context.Context, l Lease) error {
 
 // Recover handles running orders (Import Started, Import Preprocessing) whose lease expired, or
 // that have no lease (left by the Python service): it fails them as interrupted, or with p.Retry
-// queues them again after a backoff until p.MaxAttempts (0: no limit). It returns how many it
-// changed and never touches other stages or older rows of a uuid. Several agents may recover at
-// once: each order is changed by one of them.
-func (s *Store) Recover(ctx context.Context, p RecoverPolicy) (int, error) {
+// queues them again after a backoff until p.MaxAttempts (0: no limit). An order whose import had
+// reached OMERO (its result holds filesets) is never queued again: it fails, naming the filesets.
+// The leases in held (the caller's running orders) are left alone even when expired. It returns
+// how many it changed and never touches other stages or older rows of a uuid. Several agents may
+// recover at once: each order is changed by one of them.
+func (s *Store) Recover(ctx context.Context, p RecoverPolicy, held ...Lease) (int, error) {
 	type candidate struct {
-		id, attempt int64
-		uuid, stage string
-		owner       sql.NullString
+		id, attempt   int64
+		uuid, stage   string
+		owner, result sql.NullString
 	}
-	rows, err := s.db.QueryContext(ctx, s.sql(`SELECT i.id, i.uuid, i.stage, i.attempt, i.lease_owner FROM imports i
+	rows, err := s.db.QueryContext(ctx, s.sql(`SELECT i.id, i.uuid, i.stage, i.attempt, i.lease_owner, {text:i.result} FROM imports i
 		WHERE i.stage IN ('Import Started', 'Import Preprocessing')
 		AND (i.lease_expires IS NULL OR i.lease_expires <= {now}) AND `+newest+` ORDER BY i.id`))
 	if err != nil {
@@ -310,11 +314,13 @@ func (s *Store) Recover(ctx context.Context, p RecoverPolicy) (int, error) {
 	var cands []candidate
 	for rows.Next() {
 		var c candidate
-		if err := rows.Scan(&c.id, &c.uuid, &c.stage, &c.attempt, &c.owner); err != nil {
+		if err := rows.Scan(&c.id, &c.uuid, &c.stage, &c.attempt, &c.owner, &c.result); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("recover orders: %w", err)
 		}
-		cands = append(cands, c)
+		if !isHeld(held, c.uuid, c.owner.String, c.attempt) {
+			cands = append(cands, c)
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -331,7 +337,14 @@ func (s *Store) Recover(ctx context.Context, p RecoverPolicy) (int, error) {
 			n    int
 			desc string
 		)
+		imported := importedFilesets(c.result.String)
 		switch {
+		case imported != "":
+			desc = fmt.Sprintf("import interrupted (agent stopped or lost its lease during %s) after it reached OMERO as %s: "+
+				"the images are in OMERO; check them there — a retry would import every file again", c.stage, imported)
+			n, err = s.change(ctx, `UPDATE imports SET stage = 'Import Failed', description = $5, timestamp = {now},
+				lease_owner = NULL, lease_expires = NULL, not_before = NULL`+cond,
+				append(args, desc), s.opts.Worker, desc)
 		case p.Retry && (p.MaxAttempts <= 0 || int(c.attempt) < p.MaxAttempts):
 			wait := p.Backoff * time.Duration(c.attempt)
 			of := ""
@@ -365,4 +378,30 @@ func (s *Store) Recover(ctx context.Context, p RecoverPolicy) (int, error) {
 		total += n
 	}
 	return total, nil
+}
+
+func isHeld(held []Lease, uuid, owner string, attempt int64) bool {
+	for _, l := range held {
+		if l.UUID == uuid && l.Owner == owner && int64(l.Attempt) == attempt {
+			return true
+		}
+	}
+	return false
+}
+
+// importedFilesets names the filesets of a stored result ("Fileset 12", "Filesets 12, 13"), or ""
+// when the result holds none (or is not readable).
+func importedFilesets(raw string) string {
+	var r Result
+	if raw == "" || json.Unmarshal([]byte(raw), &r) != nil || len(r.Filesets) == 0 {
+		return ""
+	}
+	ids := make([]string, len(r.Filesets))
+	for i, id := range r.Filesets {
+		ids[i] = strconv.FormatInt(id, 10)
+	}
+	if len(ids) == 1 {
+		return "Fileset " + ids[0]
+	}
+	return "Filesets " + strings.Join(ids, ", ")
 }

@@ -58,11 +58,28 @@ func (f *failure) Error() string { return f.desc }
 
 func failf(format string, args ...any) error { return &failure{desc: fmt.Sprintf(format, args...)} }
 
-// writeTimeout bounds the final database writes of an order, which run even during shutdown.
+// writeTimeout bounds one try of a database write of an order.
 const writeTimeout = 15 * time.Second
 
-// process runs one claimed order to its end and records the outcome, unless the order's lease
-// was lost (then another worker or recovery owns it and nothing is written).
+// maxWriteBackoff bounds the wait between tries of an order's final writes while the database is
+// away, so the outcome lands soon after it is back (well within one lease).
+const maxWriteBackoff = 2 * time.Second
+
+// outcome is what a running order has to leave in the database besides its stage: the ids its
+// import created and history events that could not be written when they happened (database away).
+// The final writes carry what is still unsaved.
+type outcome struct {
+	result  db.Result
+	unsaved bool // result not stored yet
+	events  []pendingEvent
+}
+
+type pendingEvent struct{ stage, desc string }
+
+// process runs one claimed order to its end and records the outcome. While the database is away
+// the outcome is kept and written once it answers again. If the order's lease was lost (recovery
+// or another worker owns it now) the stage is not written; an import that reached OMERO says so in
+// the order's history.
 func (r *Runner) process(work context.Context, o db.Order) {
 	start := time.Now()
 	log := r.log.WithFields(logrus.Fields{"order": o.UUID, "user": o.User, "group": o.Group})
@@ -70,26 +87,31 @@ func (r *Runner) process(work context.Context, o db.Order) {
 	lease := o.Lease()
 
 	ctx, cancel := context.WithCancelCause(work)
+	forget := r.hold(lease, cancel)
+	defer forget()
 	hbDone := make(chan struct{})
 	go r.heartbeat(ctx, lease, cancel, hbDone, log)
-	desc, err := r.execute(ctx, o, log)
+	out := &outcome{}
+	desc, err := r.execute(ctx, o, log, out)
 	cause := context.Cause(ctx)
 	cancel(nil)
 	<-hbDone
 
-	wctx, wcancel := context.WithTimeout(context.WithoutCancel(work), writeTimeout)
-	defer wcancel()
 	stage := db.StageCompleted
 	switch {
-	case errors.Is(cause, errLeaseLost):
-		log.Warn("lease lost: another worker or recovery owns the order now; dropping it")
-		r.m.finished.WithLabelValues("lease_lost").Inc()
+	case errors.Is(cause, errLeaseLost) || errors.Is(err, db.ErrLeaseLost):
+		r.leaseLost(work, o, out, log)
 		return
 	case errors.Is(cause, errCancelRequested):
 		stage = db.StageCancelled
 		desc = "cancelled on request while running; anything imported before the cancel stays in OMERO. " + retryHint(o.UUID, false)
 	case work.Err() != nil:
 		// Shutdown grace period is over: hand the order to recovery.
+		wctx, wcancel := context.WithTimeout(context.WithoutCancel(work), writeTimeout)
+		defer wcancel()
+		if err := r.saveOutcome(wctx, lease, out); err != nil {
+			log.WithError(err).Warn("record import result")
+		}
 		if err := r.store.Release(wctx, lease); err != nil {
 			log.WithError(err).Warn("release order")
 		}
@@ -110,13 +132,19 @@ func (r *Runner) process(work context.Context, o db.Order) {
 		}
 		desc = strings.TrimRight(desc, ". ") + ". " + hint
 	}
-	if err := r.store.Finish(wctx, lease, stage, desc); err != nil {
-		if errors.Is(err, db.ErrLeaseLost) {
-			log.Warn("lease lost before the outcome was written; dropping it")
-			r.m.finished.WithLabelValues("lease_lost").Inc()
-			return
+	err = r.retryWrites(work, log, func(ctx context.Context) error {
+		if err := r.saveOutcome(ctx, lease, out); err != nil {
+			return err
 		}
-		log.WithError(err).Error("record order outcome")
+		return r.store.Finish(ctx, lease, stage, desc)
+	})
+	switch {
+	case errors.Is(err, db.ErrLeaseLost):
+		r.leaseLost(work, o, out, log)
+		return
+	case err != nil:
+		log.WithError(err).WithFields(logrus.Fields{"stage": stage, "description": desc}).
+			Error("record order outcome: gave up at shutdown; recovery will handle the order")
 		return
 	}
 	r.m.finished.WithLabelValues(metricLabel(stage)).Inc()
@@ -127,6 +155,99 @@ func (r *Runner) process(work context.Context, o db.Order) {
 	} else {
 		entry.Info("order finished")
 	}
+}
+
+// saveOutcome writes what out still holds: the import's ids (fenced by the lease) and the
+// history events that waited.
+func (r *Runner) saveOutcome(ctx context.Context, lease db.Lease, out *outcome) error {
+	if out.unsaved {
+		if err := r.store.SetResult(ctx, lease, out.result); err != nil {
+			return err
+		}
+		out.unsaved = false
+	}
+	for len(out.events) > 0 {
+		e := out.events[0]
+		if err := r.store.AddEvent(ctx, lease.UUID, e.stage, e.desc); err != nil {
+			return err
+		}
+		out.events = out.events[1:]
+	}
+	return nil
+}
+
+// retryWrites runs write until it succeeds or its lease is lost, with backoff while the database
+// does not answer. Meanwhile the runner claims nothing. It gives up only when the shutdown grace
+// period is over.
+func (r *Runner) retryWrites(work context.Context, log *logrus.Entry, write func(context.Context) error) error {
+	backoff := 100 * time.Millisecond
+	waiting := false
+	defer func() {
+		if waiting {
+			r.writing.Add(-1)
+		}
+	}()
+	for {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(work), writeTimeout)
+		err := write(ctx)
+		cancel()
+		r.reached(err)
+		if err == nil || errors.Is(err, db.ErrLeaseLost) {
+			if waiting {
+				log.Info("database answers again: order outcome recorded")
+			}
+			return err
+		}
+		if !waiting {
+			waiting = true
+			r.writing.Add(1)
+			log.WithError(err).Warn("record order outcome: the database does not answer; keeping the outcome and retrying")
+		} else {
+			log.WithError(err).Debug("record order outcome")
+		}
+		select {
+		case <-work.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxWriteBackoff, r.cfg.Lease/4)
+	}
+}
+
+// leaseLost handles an order that is no longer this worker's. Nothing of its stage is written;
+// if its import reached OMERO, the order's history says so, so the images do not vanish from view.
+func (r *Runner) leaseLost(work context.Context, o db.Order, out *outcome, log *logrus.Entry) {
+	r.m.finished.WithLabelValues("lease_lost").Inc()
+	if len(out.result.Filesets) == 0 {
+		log.Warn("lease lost: another worker or recovery owns the order now; dropping it")
+		return
+	}
+	desc := fmt.Sprintf("imported as %s (%s), but the order was recovered meanwhile (this worker lost its lease): "+
+		"the images are in OMERO; do not retry the order, that would import them again",
+		filesetList(out.result.Filesets), objectList(out.result))
+	log.WithField("event", desc).Error("lease lost after the import reached OMERO")
+	err := r.retryWrites(work, log, func(ctx context.Context) error {
+		cur, err := r.store.Get(ctx, o.UUID)
+		if err != nil {
+			return err
+		}
+		return r.store.AddEvent(ctx, o.UUID, cur.Stage, desc)
+	})
+	if err != nil {
+		log.WithError(err).Error("record order event")
+	}
+}
+
+// filesetList names filesets: "Fileset 12" or "Filesets 12, 13".
+func filesetList(ids []int64) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = strconv.FormatInt(id, 10)
+	}
+	if len(ids) == 1 {
+		return "Fileset " + s[0]
+	}
+	return "Filesets " + strings.Join(s, ", ")
 }
 
 // retryHint tells a person how to run the order again.
@@ -152,11 +273,15 @@ func metricLabel(stage string) string {
 // maxBeat bounds the heartbeat interval: a cancel request is noticed within it.
 const maxBeat = 5 * time.Second
 
-// heartbeat renews the lease every Lease/3 (at most maxBeat) until ctx ends; a lost lease or a
+// retryBeat is the heartbeat interval while the database does not answer.
+const retryBeat = 500 * time.Millisecond
+
+// heartbeat renews the lease every Lease/3 (at most maxBeat; retryBeat after a failure) until ctx ends; a lost lease or a
 // cancel request cancels the order's context with that cause, which stops its import.
 func (r *Runner) heartbeat(ctx context.Context, lease db.Lease, cancel context.CancelCauseFunc, done chan<- struct{}, log *logrus.Entry) {
 	defer close(done)
-	t := time.NewTicker(min(r.cfg.Lease/3, maxBeat))
+	every := min(r.cfg.Lease/3, maxBeat)
+	t := time.NewTimer(every)
 	defer t.Stop()
 	warned := false
 	for {
@@ -166,6 +291,14 @@ func (r *Runner) heartbeat(ctx context.Context, lease db.Lease, cancel context.C
 		case <-t.C:
 		}
 		cancelRequested, err := r.store.Heartbeat(ctx, lease, r.cfg.Lease)
+		if ctx.Err() == nil {
+			r.reached(err)
+		}
+		// After a failed beat, try again soon: the lease is renewed as soon as the database answers.
+		t.Reset(every)
+		if err != nil && !errors.Is(err, db.ErrLeaseLost) {
+			t.Reset(min(every, retryBeat))
+		}
 		switch {
 		case errors.Is(err, db.ErrLeaseLost):
 			cancel(errLeaseLost)
@@ -200,15 +333,16 @@ type job struct {
 	imports []string                     // paths handed to omero import
 	origin  map[string]string            // imported path -> the original file it came from
 	outputs map[string]preprocess.Output // imported path -> the container's result it is
+	out     *outcome
 }
 
 // execute does the work of one order and returns the description of a success, or an error.
-func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry) (string, error) {
+func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out *outcome) (string, error) {
 	c, err := r.cfg.Paths.Validate(o)
 	if err != nil {
 		return "", err
 	}
-	j := &job{Checked: c, log: log, lease: o.Lease(), origin: map[string]string{}, outputs: map[string]preprocess.Output{}}
+	j := &job{Checked: c, log: log, lease: o.Lease(), origin: map[string]string{}, outputs: map[string]preprocess.Output{}, out: out}
 	if r.cfg.DryRun {
 		return r.dryRun(j), nil
 	}
@@ -235,15 +369,17 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry) (st
 		ferr := describeOMERO("import into "+j.Target.String(), err)
 		// Keep what was imported before the failure with the order, and warn the person who retries.
 		if ids := resultOf(res); ids.Filesets != nil {
-			_ = r.store.SetResult(ctx, j.lease, ids)
+			if err := r.saveResult(ctx, j, ids); err != nil {
+				return "", err
+			}
 			ferr = failf("%v %s (%s) reached OMERO before the failure: remove them in OMERO before a retry, which imports every file again.",
 				ferr, plural(len(ids.Filesets), "fileset"), objectList(ids))
 		}
 		return "", r.abandonTemp(ctx, j, sess, res, ferr)
 	}
 	ids := resultOf(res)
-	if err := r.store.SetResult(ctx, j.lease, ids); err != nil {
-		return "", r.abandonTemp(ctx, j, sess, res, fmt.Errorf("record import result: %w", err))
+	if err := r.saveResult(ctx, j, ids); err != nil {
+		return "", r.abandonTemp(ctx, j, sess, res, err)
 	}
 	// One batch reads every fileset's templatePrefix and creates the annotations and their links;
 	// a second writes every key-value pair and name and logs out (see package omero).
@@ -342,10 +478,33 @@ func describeOMERO(what string, err error) error {
 	return failf("%s failed: %v.", what, err)
 }
 
+// saveResult keeps the ids an import created with the order and stores them (fenced). When the
+// database does not answer they are stored with the order's final writes; only a lost lease is an
+// error.
+func (r *Runner) saveResult(ctx context.Context, j *job, ids db.Result) error {
+	j.out.result, j.out.unsaved = ids, true
+	err := r.store.SetResult(context.WithoutCancel(ctx), j.lease, ids)
+	r.reached(err)
+	switch {
+	case err == nil:
+		j.out.unsaved = false
+	case errors.Is(err, db.ErrLeaseLost):
+		return err
+	default:
+		j.log.WithError(err).Warn("record import result: kept for the order's final writes")
+	}
+	return nil
+}
+
+// event records a history event of the order; when the database does not answer, the event
+// waits for the order's final writes.
 func (r *Runner) event(ctx context.Context, j *job, desc string) {
 	j.log.WithField("event", desc).Warn("order event")
-	if err := r.store.AddEvent(context.WithoutCancel(ctx), j.Order.UUID, j.Order.Stage, desc); err != nil {
-		j.log.WithError(err).Warn("record order event")
+	err := r.store.AddEvent(context.WithoutCancel(ctx), j.Order.UUID, j.Order.Stage, desc)
+	r.reached(err)
+	if err != nil {
+		j.log.WithError(err).Warn("record order event: kept for the order's final writes")
+		j.out.events = append(j.out.events, pendingEvent{stage: j.Order.Stage, desc: desc})
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,8 +27,9 @@ type Store interface {
 	SetResult(ctx context.Context, l db.Lease, r db.Result) error
 	Finish(ctx context.Context, l db.Lease, stage, description string) error
 	Release(ctx context.Context, l db.Lease) error
-	Recover(ctx context.Context, p db.RecoverPolicy) (int, error)
+	Recover(ctx context.Context, p db.RecoverPolicy, held ...db.Lease) (int, error)
 	AddEvent(ctx context.Context, uuid, stage, description string) error
+	Get(ctx context.Context, uuid string) (db.Order, error)
 	Notify() <-chan struct{}
 }
 
@@ -63,6 +65,18 @@ type Runner struct {
 	m     *metrics
 
 	wake chan struct{} // a worker finished: there is room to claim again
+
+	mu      sync.Mutex
+	held    map[string]*held // running orders by uuid, from claim until their outcome is written
+	upSince time.Time        // start of the current stretch of database contact; zero while unreachable
+	back    chan struct{}    // the database answers again after a failure
+	writing atomic.Int32     // workers retrying their final writes: no new claims meanwhile
+}
+
+// held is an order this runner works on: its lease, and the cancel of its context.
+type held struct {
+	lease  db.Lease
+	cancel context.CancelCauseFunc
 }
 
 // New validates the configuration; it starts nothing. pre may be nil when no order may carry
@@ -97,6 +111,8 @@ func New(cfg Config, store Store, imp Importer, pre Preprocessor, log *logrus.En
 		cfg: cfg, store: store, imp: imp, pre: pre, m: m,
 		log:  log.WithField("component", "runner"),
 		wake: make(chan struct{}, 1),
+		held: map[string]*held{},
+		back: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -122,9 +138,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.recover(ctx)
 	claimNow := true
 	for {
-		if claimNow && running < r.cfg.MaxWorkers && ctx.Err() == nil {
+		// A worker retrying its final writes means the database is away: it gets them done first.
+		if claimNow && running < r.cfg.MaxWorkers && ctx.Err() == nil && r.writing.Load() == 0 {
 			free := r.cfg.MaxWorkers - running
 			orders, err := r.store.Claim(ctx, r.cfg.Worker, free, r.cfg.Lease)
+			if ctx.Err() == nil {
+				r.reached(err)
+			}
 			if err != nil && ctx.Err() == nil {
 				r.log.WithError(err).Warn("claim orders")
 			}
@@ -151,6 +171,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-notify:
 			claimNow = true
 		case <-poll.C:
+			claimNow = true
+		case <-r.back:
+			r.renewAll(ctx)
 			claimNow = true
 		case <-recoverTick.C:
 			if r.recover(ctx) > 0 {
@@ -179,8 +202,98 @@ func (r *Runner) shutdown(wg *sync.WaitGroup, done chan struct{}, running int, s
 	return nil
 }
 
+// reached notes the outcome of a database call: an error other than a refused fenced write means
+// the database did not answer. When it answers again after that, r.back tells the loop to renew
+// every held lease at once.
+func (r *Runner) reached(err error) {
+	up := err == nil || errors.Is(err, db.ErrLeaseLost)
+	r.mu.Lock()
+	wasDown := r.upSince.IsZero()
+	switch {
+	case up && wasDown:
+		r.upSince = time.Now()
+	case !up:
+		r.upSince = time.Time{}
+	}
+	r.mu.Unlock()
+	if up && wasDown {
+		select {
+		case r.back <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// hold registers a claimed order as running here; the returned func forgets it.
+func (r *Runner) hold(l db.Lease, cancel context.CancelCauseFunc) func() {
+	r.mu.Lock()
+	r.held[l.UUID] = &held{lease: l, cancel: cancel}
+	r.mu.Unlock()
+	return func() {
+		r.mu.Lock()
+		delete(r.held, l.UUID)
+		r.mu.Unlock()
+	}
+}
+
+func (r *Runner) heldLeases() []*held {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*held, 0, len(r.held))
+	for _, h := range r.held {
+		out = append(out, h)
+	}
+	return out
+}
+
+// renewAll renews the lease of every order this runner holds (also those whose import is over
+// and whose outcome waits for the database), so that no recovery, here or in another agent, takes
+// them for abandoned. A lost lease or a cancel request stops that order. It reports whether every
+// renewal reached the database.
+func (r *Runner) renewAll(ctx context.Context) bool {
+	ok := true
+	for _, h := range r.heldLeases() {
+		cancelRequested, err := r.store.Heartbeat(ctx, h.lease, r.cfg.Lease)
+		if ctx.Err() != nil {
+			return false
+		}
+		r.reached(err)
+		switch {
+		case errors.Is(err, db.ErrLeaseLost):
+			h.cancel(errLeaseLost)
+		case err != nil:
+			ok = false
+		case cancelRequested:
+			h.cancel(errCancelRequested)
+		}
+	}
+	return ok
+}
+
+// recover handles orders whose lease expired. It runs only after this runner renewed its own
+// leases and has reached the database without a break for at least one lease: after an outage,
+// live owners elsewhere get that long to renew theirs before anything of theirs counts as
+// abandoned. The orders this runner holds are never recovered here.
 func (r *Runner) recover(ctx context.Context) int {
-	n, err := r.store.Recover(ctx, r.cfg.Recover)
+	if !r.renewAll(ctx) {
+		return 0
+	}
+	r.mu.Lock()
+	upSince := r.upSince
+	r.mu.Unlock()
+	if upSince.IsZero() || time.Since(upSince) < r.cfg.Lease {
+		r.log.WithField("since", upSince).Debug("recovery waits for a lease of database contact")
+		return 0
+	}
+	hs := r.heldLeases()
+	leases := make([]db.Lease, len(hs))
+	for i, h := range hs {
+		leases[i] = h.lease
+	}
+	n, err := r.store.Recover(ctx, r.cfg.Recover, leases...)
+	if ctx.Err() == nil {
+		r.reached(err)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			r.log.WithError(err).Warn("recover expired leases")

@@ -170,9 +170,13 @@ func (e *env) wait(uuid string, timeout time.Duration, stages ...string) db.Orde
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	var last db.Order
+	var (
+		last    db.Order
+		lastErr error
+	)
 	for time.Now().Before(deadline) {
 		o, err := e.store.Get(context.Background(), uuid)
+		lastErr = err
 		if err == nil {
 			last = o
 			for _, s := range stages {
@@ -182,6 +186,9 @@ func (e *env) wait(uuid string, timeout time.Duration, stages ...string) db.Orde
 			}
 		}
 		<-tick.C
+	}
+	if lastErr != nil {
+		e.t.Fatalf("order %s: %v after %s", uuid, lastErr, timeout)
 	}
 	e.t.Fatalf("order %s: still %q (%s) after %s, want one of %q", uuid, last.Stage, last.Description, timeout, stages)
 	return last

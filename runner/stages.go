@@ -46,8 +46,17 @@ func (r *Runner) preprocess(ctx context.Context, j *job) error {
 			return failf("files[%d]: %q is a folder; preprocessing containers take files, so list the files instead.", i, j.Files[i])
 		}
 	}
-	if err := r.store.SetStage(ctx, j.lease, db.StagePreprocessing, "preprocessing with "+j.Order.Preprocessing.Container); err != nil {
-		return fmt.Errorf("set stage: %w", err)
+	// The stage is what people see; while the database does not answer, the order preprocesses
+	// under Import Started (its lease still fences every later write).
+	err := r.store.SetStage(ctx, j.lease, db.StagePreprocessing, "preprocessing with "+j.Order.Preprocessing.Container)
+	r.reached(err)
+	switch {
+	case errors.Is(err, db.ErrLeaseLost):
+		return err
+	case err != nil && ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		j.log.WithError(err).Warn("set stage Import Preprocessing")
 	}
 	res, err := r.pre.Run(ctx, r.spec(j), j.Real)
 	if err != nil {

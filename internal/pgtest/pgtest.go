@@ -50,6 +50,10 @@ var (
 type cluster struct {
 	adminURL string // URL of the maintenance database, with rights to create databases
 	dir      string // "" for an external server
+	bin      string
+	cred     *syscall.Credential
+	port     int
+	durable  bool // commits survive an immediate stop (synchronous_commit on)
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	stopOnce sync.Once
@@ -66,8 +70,13 @@ func URL(t testing.TB) string {
 	if startErr != nil {
 		t.Fatalf("start PostgreSQL for tests: %v", startErr)
 	}
+	return shared.createDB(t)
+}
+
+func (c *cluster) createDB(t testing.TB) string {
+	t.Helper()
 	name := fmt.Sprintf("adi_test_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e6, seq.Add(1))
-	admin, err := sql.Open("pgx", shared.adminURL)
+	admin, err := sql.Open("pgx", c.adminURL)
 	if err != nil {
 		t.Fatalf("open test database server: %v", err)
 	}
@@ -77,10 +86,10 @@ func URL(t testing.TB) string {
 	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
 		t.Fatalf("create test database %s: %v", name, err)
 	}
-	u, _ := url.Parse(shared.adminURL)
+	u, _ := url.Parse(c.adminURL)
 	u.Path = "/" + name
 	t.Cleanup(func() {
-		admin, err := sql.Open("pgx", shared.adminURL)
+		admin, err := sql.Open("pgx", c.adminURL)
 		if err != nil {
 			return
 		}
@@ -90,6 +99,46 @@ func URL(t testing.TB) string {
 		_, _ = admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
 	})
 	return u.String()
+}
+
+// Cluster is a throwaway PostgreSQL server of one test that the test may stop and start again,
+// to play a database outage. Every commit survives a stop (synchronous_commit is on; fsync stays
+// off: the operating system does not crash).
+type Cluster struct{ c *cluster }
+
+// Own starts a private cluster for t (never the server of ADI_TEST_DATABASE_URL, which a test
+// must not stop) and removes it when the test ends. Without PostgreSQL server binaries it skips
+// the test (fails in CI) with an install hint.
+func Own(t testing.TB) *Cluster {
+	t.Helper()
+	bin, err := findBinaries()
+	if err != nil {
+		testenv.Missing(t, "PostgreSQL server", "apt-get install postgresql")
+	}
+	c, err := startCluster(bin, true)
+	if err != nil {
+		t.Fatalf("start PostgreSQL: %v", err)
+	}
+	t.Cleanup(c.stop)
+	return &Cluster{c: c}
+}
+
+// URL returns the URL of a new, empty database on the cluster.
+func (c *Cluster) URL(t testing.TB) string {
+	t.Helper()
+	return c.c.createDB(t)
+}
+
+// Stop stops the server at once (immediate shutdown: clients see their connections dropped and
+// new ones refused) and keeps its data.
+func (c *Cluster) Stop() { c.c.halt() }
+
+// Start starts a stopped server again on the same port and waits until it answers.
+func (c *Cluster) Start(t testing.TB) {
+	t.Helper()
+	if err := c.c.run(); err != nil {
+		t.Fatalf("restart PostgreSQL: %v", err)
+	}
 }
 
 // SQLiteURL returns the URL of a new SQLite database file in the test's temporary directory.
@@ -117,15 +166,20 @@ func (c *cluster) stop() {
 	if c.cmd == nil {
 		return
 	}
+	c.halt()
+	_ = os.RemoveAll(c.dir)
+}
+
+// halt stops the postmaster (immediate mode, like pg_ctl stop -m immediate) and keeps the data.
+func (c *cluster) halt() {
 	c.stopOnce.Do(func() {
-		_ = c.cmd.Process.Signal(syscall.SIGQUIT) // immediate shutdown, like pg_ctl stop -m immediate
+		_ = c.cmd.Process.Signal(syscall.SIGQUIT)
 		select {
 		case <-c.exited:
 		case <-time.After(10 * time.Second):
 			_ = c.cmd.Process.Kill()
 			<-c.exited
 		}
-		_ = os.RemoveAll(c.dir)
 	})
 }
 
@@ -141,7 +195,7 @@ func start() (*cluster, error) {
 	removeStale()
 	var lastErr error
 	for try := 0; try < 5; try++ {
-		c, err := startCluster(bin)
+		c, err := startCluster(bin, false)
 		if err == nil {
 			return c, nil
 		}
@@ -228,7 +282,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func startCluster(bin string) (*cluster, error) {
+func startCluster(bin string, durable bool) (*cluster, error) {
 	cred, err := credential()
 	if err != nil {
 		return nil, err
@@ -266,42 +320,57 @@ func startCluster(bin string) (*cluster, error) {
 	if err != nil {
 		return fail(err)
 	}
-	logFile, err := os.Create(filepath.Join(dir, "postgres.log"))
-	if err != nil {
+	c := &cluster{dir: dir, bin: bin, cred: cred, port: port, durable: durable,
+		adminURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?host=%s&sslmode=disable", port, sock)}
+	if err := c.run(); err != nil {
 		return fail(err)
 	}
+	return c, nil
+}
+
+// run starts the postmaster on the cluster's data folder and port and waits until it answers.
+func (c *cluster) run() error {
+	logFile, err := os.OpenFile(filepath.Join(c.dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
 	defer logFile.Close()
-	c := &cluster{dir: dir, exited: make(chan struct{}),
-		adminURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?host=%s&sslmode=disable", port, sock)}
-	c.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port),
-		"-k", sock, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+	c.exited = make(chan struct{})
+	c.stopOnce = sync.Once{}
+	syncCommit := "synchronous_commit=off"
+	if c.durable {
+		syncCommit = "synchronous_commit=on"
+	}
+	c.cmd = exec.Command(filepath.Join(c.bin, "postgres"), "-D", filepath.Join(c.dir, "data"), "-p", strconv.Itoa(c.port),
+		"-k", filepath.Join(c.dir, "sock"), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", syncCommit,
 		"-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=64MB")
 	c.cmd.Stdout, c.cmd.Stderr = logFile, logFile
-	c.cmd.Dir = dir
+	c.cmd.Dir = c.dir
 	// Pdeathsig is tied to the thread that forks: start from a thread that lives as long as the
 	// process, so the postmaster dies with the test binary and never earlier.
 	started := make(chan error, 1)
+	cmd, exited := c.cmd, c.exited
 	go func() {
 		runtime.LockOSThread() // never unlocked: this thread stays until the process ends
-		c.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
-		err := c.cmd.Start()
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred, Pdeathsig: syscall.SIGKILL}
+		err := cmd.Start()
 		started <- err
 		if err != nil {
 			return
 		}
-		_ = c.cmd.Wait()
-		close(c.exited)
+		_ = cmd.Wait()
+		close(exited)
 		select {} // keep the thread (and the parent-death signal) alive until the process ends
 	}()
 	if err := <-started; err != nil {
-		return fail(fmt.Errorf("start postgres: %w", err))
+		return fmt.Errorf("start postgres: %w", err)
 	}
 	if err := c.waitReady(30 * time.Second); err != nil {
-		c.stop()
-		log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
-		return fail(fmt.Errorf("%w: %s", err, tail(log)))
+		c.halt()
+		log, _ := os.ReadFile(filepath.Join(c.dir, "postgres.log"))
+		return fmt.Errorf("%w: %s", err, tail(log))
 	}
-	return c, nil
+	return nil
 }
 
 func (c *cluster) waitReady(limit time.Duration) error {
