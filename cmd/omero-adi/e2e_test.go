@@ -236,8 +236,9 @@ func TestTwoAgentsShareOnePostgres(t *testing.T) {
 	}
 }
 
-// kill -9 of an agent during an import: after the lease expires another agent recovers the order
-// — failed as interrupted by default, re-run with recover_interrupted = "retry".
+// kill -9 of an agent during an import: the import's whole process group dies with the agent (the
+// guard), and after the lease expires another agent recovers the order — failed as interrupted by
+// default, re-run with recover_interrupted = "retry". Either way the order and OMERO agree.
 func TestKilledAgentIsRecovered(t *testing.T) {
 	for _, mode := range []string{"fail", "retry"} {
 		t.Run(mode, func(t *testing.T) {
@@ -247,12 +248,12 @@ func TestKilledAgentIsRecovered(t *testing.T) {
 			victim := w.agent("victim", extra)
 			uuid := w.order("demo/alice/big.tif")
 			w.waitStages([]string{uuid}, 30*time.Second, db.StageStarted)
-			waitForImportCall(t, w.double)
+			pids := waitHanging(t, w.double)
 			if err := victim.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
 			_, _ = victim.Process.Wait()
-			killOrphans(t, w.double)
+			waitGone(t, pids, 10*time.Second)
 			w.double.SetFailure(t, omerotest.Failure{})
 			w.agent("rescuer", extra)
 			want := db.StageFailed
@@ -263,18 +264,43 @@ func TestKilledAgentIsRecovered(t *testing.T) {
 			if mode == "fail" && !strings.Contains(o.Description, "interrupted") {
 				t.Errorf("description %q does not say it was interrupted", o.Description)
 			}
-			if mode == "retry" {
-				ok := 0
-				for _, imp := range w.double.State(t).Imports {
-					if imp.ExitCode == 0 && len(imp.Images) > 0 {
-						ok++
-					}
-				}
-				if ok != 1 {
-					t.Errorf("%d successful imports, want exactly 1", ok)
+			ok := 0
+			for _, imp := range w.double.State(t).Imports {
+				if imp.ExitCode == 0 && len(imp.Images) > 0 {
+					ok++
 				}
 			}
+			if wantOK := map[string]int{"fail": 0, "retry": 1}[mode]; ok != wantOK {
+				t.Errorf("%d successful imports, want %d", ok, wantOK)
+			}
 		})
+	}
+}
+
+// kill -9 of an agent whose import would finish a few seconds later: the import dies with it and
+// never reaches OMERO, so the order recovery fails as interrupted has no images there.
+func TestKilledAgentsImportNeverLands(t *testing.T) {
+	w := newWorld(t, pgtest.URL(t))
+	w.double.SetFailure(t, omerotest.Failure{ImportDelay: 3 * time.Second})
+	victim := w.agent("victim", "")
+	uuid := w.order("demo/alice/late.tif")
+	w.waitStages([]string{uuid}, 30*time.Second, db.StageStarted)
+	waitForImportCall(t, w.double)
+	if err := victim.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = victim.Process.Wait()
+	killed := time.Now()
+	w.agent("rescuer", "")
+	o := w.waitStages([]string{uuid}, time.Minute, db.StageFailed, db.StageCompleted)[uuid]
+	if o.Stage != db.StageFailed || !strings.Contains(o.Description, "interrupted") {
+		t.Errorf("order: %s %q, want failed as interrupted", o.Stage, o.Description)
+	}
+	time.Sleep(time.Until(killed.Add(6 * time.Second))) // twice the import's delay
+	st := w.double.State(t)
+	if len(st.Imports) != 0 || len(st.Filesets) != 0 || len(st.Images) != 0 {
+		t.Errorf("the killed agent's import reached OMERO: %d imports, %d filesets, %d images",
+			len(st.Imports), len(st.Filesets), len(st.Images))
 	}
 }
 
@@ -292,12 +318,36 @@ func waitForImportCall(t *testing.T, d *omerotest.Double) {
 	t.Fatal("no import started")
 }
 
-// killOrphans kills double processes left hanging by a killed agent (a real importer would be
-// left running too: that is why interrupted imports fail by default).
-func killOrphans(t *testing.T, d *omerotest.Double) {
+// waitHanging waits until a hanging import recorded its processes (itself and its child).
+func waitHanging(t *testing.T, d *omerotest.Double) []int {
 	t.Helper()
-	out, _ := exec.Command("pkill", "-KILL", "-f", d.Bin).CombinedOutput()
-	_ = out
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if pids := d.State(t).HangPIDs; len(pids) >= 2 {
+			return pids
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("no hanging import started")
+	return nil
+}
+
+// waitGone fails the test when one of pids still runs after timeout.
+func waitGone(t *testing.T, pids []int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for _, pid := range pids {
+		for {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil || strings.Contains(string(b), ") Z ") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("process %d of the import outlived its agent by %s", pid, timeout)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 // SIGTERM stops claiming, gives the running import shutdown_timeout, then releases its order for

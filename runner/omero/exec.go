@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/omero-adi/omero-adi/runner/guard"
 )
 
 // Bounds on what is kept of a call's output.
@@ -85,7 +87,8 @@ func masked(args []string) []string {
 	return out
 }
 
-// run executes the CLI in its own process group. When ctx ends or the timeout passes, the whole
+// run executes the CLI in its own process group, under a guard that kills the group if the agent
+// dies. When ctx ends or the timeout passes, the whole
 // group gets SIGTERM, then SIGKILL after KillGrace; run returns ErrTimeout (timeout) or ctx.Err()
 // (cancelled). A non-zero exit is not an error: callers read callResult.code.
 func (c *Client) run(ctx context.Context, cl call) (callResult, error) {
@@ -106,6 +109,10 @@ func (c *Client) run(ctx context.Context, cl call) (callResult, error) {
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 	}
 	cmd.WaitDelay = c.cfg.KillGrace
+	// The CLI and the Java importer it starts die with the agent, even with kill -9.
+	if err := guard.Wrap(cmd, nil); err != nil {
+		return res, fmt.Errorf("%w: %v", ErrCall, err)
+	}
 	start := time.Now()
 	c.log.WithField("argv", masked(cl.args)).Debug("run omero")
 	err := cmd.Start()

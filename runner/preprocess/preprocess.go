@@ -39,6 +39,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/internal/fspath"
+	"github.com/omero-adi/omero-adi/runner/guard"
 	"github.com/omero-adi/omero-adi/runner/redirect"
 )
 
@@ -450,16 +451,22 @@ func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p pla
 	cmd.Stdout = io.MultiWriter(shared, &stdout)
 	cmd.Stderr = io.MultiWriter(shared, &stderr)
 	cmd.WaitDelay = 30 * time.Second
+	// The program runs under a guard in its own process group: if the agent dies, the group is
+	// killed and the container removed.
+	var cleanup []string
 	if p.local != nil {
 		cmd.Env = filterEnv(os.Environ(), baseEnv, r.cfg.Env)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	} else {
 		cmd.Env = filterEnv(os.Environ(), podmanEnv, r.cfg.Env)
 		cmd.Cancel = func() error {
 			r.removeContainer(log, p.name)
-			return cmd.Process.Kill()
+			return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		}
+		cleanup = r.removeArgv(p.name)
+	}
+	if err := guard.Wrap(cmd, cleanup); err != nil {
+		return nil, r.failure(ErrStart, spec, p.file, err.Error())
 	}
 	start := time.Now()
 	err = cmd.Run()
@@ -510,11 +517,17 @@ func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p pla
 	return outs, nil
 }
 
+// removeArgv is the command that force-removes container name.
+func (r *Runner) removeArgv(name string) []string {
+	return []string{r.cfg.Runtime, "rm", "--force", "--ignore", "--time", "0", name}
+}
+
 // removeContainer force-removes a container by name (timeout or cancel); missing is fine.
 func (r *Runner) removeContainer(log *logrus.Entry, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, r.cfg.Runtime, "rm", "--force", "--ignore", "--time", "0", name)
+	argv := r.removeArgv(name)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = filterEnv(os.Environ(), podmanEnv, r.cfg.Env)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		log.WithError(err).WithFields(logrus.Fields{"container_name": name, "output": clip(string(out), 500)}).Warn("could not remove container")
