@@ -18,6 +18,9 @@ go test -run '^$' -bench 'CLIStarts' -benchtime 1x -count "$COUNT" ./runner | sc
 section "runner: INSERT -> Import Started latency, end-to-end orders/s, overhead per order"
 go test -run '^$' -bench 'Runner' -benchtime 1x -count "$COUNT" ./runner | scripts/median.awk
 
+section "process guard: cost of starting a program under the guard vs plainly (/bin/true; the omero CLI itself takes seconds)"
+go test -run '^$' -bench 'Start' -benchtime 200x -count "$COUNT" ./runner/guard | scripts/median.awk
+
 section "agent process: resident memory while draining 10,000 orders with 8 workers (target <= 100 MB, flat)"
 go test -run '^$' -bench 'AgentMemory' -benchtime 1x -count 1 ./cmd/omero-adi | scripts/median.awk
 

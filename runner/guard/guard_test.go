@@ -136,3 +136,24 @@ func TestGuardIsTransparent(t *testing.T) {
 		t.Errorf("missing program: %v, want the start error naming it", err)
 	}
 }
+
+// BenchmarkStart compares running /bin/true plain and under the guard (the test binary serves as
+// the guard, as omero-adi does in production): the guard's cost per program start.
+func BenchmarkStart(b *testing.B) {
+	for _, guarded := range []bool{false, true} {
+		name := map[bool]string{false: "plain", true: "guarded"}[guarded]
+		b.Run(name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				cmd := exec.Command("/bin/true")
+				if guarded {
+					if err := guard.Wrap(cmd, nil); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := cmd.Run(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
