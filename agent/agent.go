@@ -63,22 +63,25 @@ func NewLogger(cfg Config, w io.Writer) (*logrus.Logger, error) {
 	return l, nil
 }
 
-// OpenStore connects to the order database of the settings and applies the migrations.
-func OpenStore(ctx context.Context, cfg Config, log *logrus.Logger) (*db.Store, error) {
+// OpenStore connects to the order database of the settings and applies the migrations; the
+// report says what they did (see db.MigrateReport).
+func OpenStore(ctx context.Context, cfg Config, log *logrus.Logger) (*db.Store, db.MigrateReport, error) {
 	if driver, dsn, err := db.ParseURL(cfg.IngestTrackingDB); err == nil && driver == "sqlite" {
 		if err := os.MkdirAll(filepath.Dir(dsnPath(dsn)), 0o755); err != nil {
-			return nil, fmt.Errorf("create folder of the SQLite database: %w", err)
+			return nil, db.MigrateReport{}, fmt.Errorf("create folder of the SQLite database: %w", err)
 		}
 	}
-	s, err := db.Open(ctx, cfg.IngestTrackingDB, db.Options{Logger: log.WithField("component", "db"), Worker: WorkerName(cfg)})
+	s, err := db.Open(ctx, cfg.IngestTrackingDB, db.Options{Logger: log.WithField("component", "db"), Worker: WorkerName(cfg),
+		LegacyPendingMaxAge: cfg.LegacyPendingMaxAge.Duration})
 	if err != nil {
-		return nil, fmt.Errorf("open database %s: %w", db.MaskURL(cfg.IngestTrackingDB), err)
+		return nil, db.MigrateReport{}, fmt.Errorf("open database %s: %w", db.MaskURL(cfg.IngestTrackingDB), err)
 	}
-	if err := s.Migrate(ctx); err != nil {
+	rep, err := s.Migrate(ctx)
+	if err != nil {
 		s.Close()
-		return nil, fmt.Errorf("migrate database %s: %w", db.MaskURL(cfg.IngestTrackingDB), err)
+		return nil, db.MigrateReport{}, fmt.Errorf("migrate database %s: %w", db.MaskURL(cfg.IngestTrackingDB), err)
 	}
-	return s, nil
+	return s, rep, nil
 }
 
 func dsnPath(dsn string) string {
@@ -129,7 +132,7 @@ func New(ctx context.Context, cfg Config, role string, opts Options) (*Agent, er
 	}
 	a := &Agent{cfg: cfg, role: role, log: log, reg: prometheus.NewRegistry(), ready: make(chan struct{})}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	store, err := OpenStore(ctx, cfg, log)
+	store, _, err := OpenStore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}

@@ -56,6 +56,7 @@ type Config struct {
 	Listen                    string   `toml:"listen"`
 	WorkerName                string   `toml:"worker_name"`
 	RulesDir                  string   `toml:"rules_dir"`
+	LegacyPendingMaxAge       Duration `toml:"legacy_pending_max_age"`
 
 	Omero         OmeroConfig            `toml:"omero"`
 	Preprocessing PreprocessingConfig    `toml:"preprocessing"`
@@ -130,6 +131,7 @@ func Defaults() Config {
 		RetryBackoff:              dur(time.Minute),
 		ShutdownTimeout:           dur(30 * time.Second),
 		Listen:                    "127.0.0.1:9464",
+		LegacyPendingMaxAge:       dur(db.DefaultLegacyPendingMaxAge),
 		Omero: OmeroConfig{
 			CLI:               "omero",
 			Host:              "localhost",
@@ -328,6 +330,7 @@ func (c *Config) Validate() error {
 		{"shutdown_timeout", c.ShutdownTimeout}, {"omero.import_timeout", c.Omero.ImportTimeout},
 		{"omero.call_timeout", c.Omero.CallTimeout}, {"preprocessing.timeout", c.Preprocessing.Timeout},
 		{"watch.rescan_interval", c.Watch.RescanInterval}, {"watch.poll_interval", c.Watch.PollInterval},
+		{"legacy_pending_max_age", c.LegacyPendingMaxAge},
 	}
 	for _, d := range durations {
 		if d.d.Duration <= 0 {

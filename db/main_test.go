@@ -55,7 +55,7 @@ func open(t testing.TB, url, worker string) *db.Store {
 func setup(t testing.TB, url string) *db.Store {
 	t.Helper()
 	s := open(t, url, "test-host")
-	if err := s.Migrate(ctx(t)); err != nil {
+	if _, err := s.Migrate(ctx(t)); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
 	return s

@@ -21,7 +21,7 @@ func importCols(p string) string {
 	c := []string{"id", "uuid", "{text:group_name}", "{text:user_name}", "{text:destination_id}",
 		"{text:destination_type}", "stage", "timestamp", "{text:files}", "{text:file_names}", "description",
 		"preprocessing_id", "source", "attempt", "lease_owner", "lease_expires", "not_before",
-		"cancel_requested", "result"}
+		"cancel_requested", "result", "import_options"}
 	for i, x := range c {
 		if strings.HasPrefix(x, "{text:") {
 			c[i] = "{text:" + p + x[len("{text:"):]
@@ -48,6 +48,7 @@ func scanOrder(r rowScanner) (Order, error) {
 		o                                           Order
 		group, user, destID, destType, stage, files sql.NullString
 		fileNames, desc, source, owner, result      sql.NullString
+		importOptions                               sql.NullString
 		ts, expires, notBefore                      nullTime
 		ppID, pID, attempt                          sql.NullInt64
 		cancel                                      sql.NullBool
@@ -55,13 +56,14 @@ func scanOrder(r rowScanner) (Order, error) {
 	)
 	err := r.Scan(&o.ID, &o.UUID, &group, &user, &destID, &destType, &stage, &ts, &files, &fileNames,
 		&desc, &ppID, &source, &attempt, &owner, &expires, &notBefore, &cancel, &result,
-		&pID, &container, &input, &output, &alt, &extra)
+		&importOptions, &pID, &container, &input, &output, &alt, &extra)
 	if err != nil {
 		return Order{}, err
 	}
 	o.Group, o.User, o.DestinationID, o.DestinationType = group.String, user.String, destID.String, destType.String
 	o.Stage, o.Files, o.FileNames, o.Description = stage.String, files.String, fileNames.String, desc.String
 	o.Timestamp = ts.Time
+	o.ImportOptions, o.HasImportOptions = importOptions.String, importOptions.Valid
 	o.Source = source.String
 	if !source.Valid {
 		o.Source = SourceSQL
@@ -265,15 +267,16 @@ func (s *Store) createOrder(ctx context.Context, n NewOrder, files string, fileN
 	if n.Description != "" {
 		desc = n.Description
 	}
-	_, err = tx.ExecContext(ctx, s.sql(`INSERT INTO imports (group_name, user_name, destination_id,
+	var rowID int64
+	err = tx.QueryRowContext(ctx, s.sql(`INSERT INTO imports (group_name, user_name, destination_id,
 		destination_type, stage, uuid, timestamp, files, file_names, description, preprocessing_id, source)
-		VALUES ($1, $2, $3, $4, 'Import Pending', $5, {now}, $6, $7, $8, $9, $10)`),
-		n.Group, n.User, n.DestinationID, n.DestinationType, n.UUID, files, fileNames, desc, ppID, n.Source)
+		VALUES ($1, $2, $3, $4, 'Import Pending', $5, {now}, $6, $7, $8, $9, $10) RETURNING id`),
+		n.Group, n.User, n.DestinationID, n.DestinationType, n.UUID, files, fileNames, desc, ppID, n.Source).Scan(&rowID)
 	if err != nil {
 		return "", fmt.Errorf("insert order: %w", err)
 	}
-	_, err = tx.ExecContext(ctx, s.sql(`INSERT INTO adi_history (uuid, stage, at, worker, description)
-		VALUES ($1, 'Import Pending', {now}, $2, $3)`), n.UUID, s.opts.Worker, "created by "+n.Source)
+	_, err = tx.ExecContext(ctx, s.sql(`INSERT INTO adi_history (uuid, stage, at, worker, description, import_id)
+		VALUES ($1, 'Import Pending', {now}, $2, $3, $4)`), n.UUID, s.opts.Worker, "created by "+n.Source, rowID)
 	if err != nil {
 		return "", fmt.Errorf("insert history: %w", err)
 	}
@@ -334,11 +337,13 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Order, error) {
 }
 
 // History returns the events of order uuid, oldest first: the older rows of a multi-row order
-// written by the Python service (worker "legacy"), then the history table.
+// written by the Python service before the history began (worker "legacy"), then the history
+// table, where a row appended later by another writer is recorded once (its import_id).
 func (s *Store) History(ctx context.Context, id string) ([]Event, error) {
 	rows, err := s.db.QueryContext(ctx, s.sql(`
 		SELECT 0 AS src, i.id, i.stage, i.timestamp, 'legacy', COALESCE(i.description, '') FROM imports i
 		WHERE i.uuid = $1 AND i.id < (SELECT max(i2.id) FROM imports i2 WHERE i2.uuid = $1)
+		AND NOT EXISTS (SELECT 1 FROM adi_history h WHERE h.import_id = i.id)
 		UNION ALL
 		SELECT 1 AS src, h.id, h.stage, h.at, h.worker, h.description FROM adi_history h WHERE h.uuid = $1
 		ORDER BY 1, 2`), id)

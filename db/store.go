@@ -44,6 +44,9 @@ type Options struct {
 	NotifyPoll time.Duration
 	// NotifyReconnect is how long the PostgreSQL listener waits before reconnecting (default 1s).
 	NotifyReconnect time.Duration
+	// LegacyPendingMaxAge: at the first migration of a Python-era database, pending orders older
+	// than this end Import Failed instead of being imported (default DefaultLegacyPendingMaxAge).
+	LegacyPendingMaxAge time.Duration
 }
 
 // Store is the orders database. It is safe for concurrent use; Close releases its connections and
@@ -96,6 +99,9 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	}
 	if opts.NotifyReconnect <= 0 {
 		opts.NotifyReconnect = time.Second
+	}
+	if opts.LegacyPendingMaxAge <= 0 {
+		opts.LegacyPendingMaxAge = DefaultLegacyPendingMaxAge
 	}
 	s := &Store{driver: driver, opts: opts, log: opts.Logger.WithField("component", "db"),
 		notifyCh: make(chan struct{}, 1), writes: make(chan *writeReq)}

@@ -63,6 +63,10 @@ type Order struct {
 	NotBefore       *time.Time
 	CancelRequested bool
 	Result          *Result // ids the import created, nil until known
+	// ImportOptions is the import_options column as stored (JSON text of BIOMERO.importer 1.4,
+	// "" when NULL); HasImportOptions tells NULL from an empty string.
+	ImportOptions    string
+	HasImportOptions bool
 }
 
 // FileList decodes Files; an error names what is wrong with it.

@@ -76,7 +76,7 @@ func setup(t testing.TB, url func(testing.TB) string, opts ...option) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	if err := store.Migrate(ctx); err != nil {
+	if _, err := store.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	root := t.TempDir()

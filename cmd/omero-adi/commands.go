@@ -189,7 +189,7 @@ func (e *env) cmdDoctor(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%d problem(s) found", problems)
 	}
-	s, err := agent.OpenStore(ctx, cfg, silentLogger())
+	s, _, err := agent.OpenStore(ctx, cfg, silentLogger())
 	check("database "+db.MaskURL(cfg.IngestTrackingDB), err, "check ingest_tracking_db / INGEST_TRACKING_DB_URL and that the server is reachable")
 	if s != nil {
 		s.Close()

@@ -25,30 +25,51 @@ func (e *env) settings() (agent.Config, error) {
 // store opens (and migrates) the order database of the settings. Without a settings file the
 // database must come from INGEST_TRACKING_DB_URL.
 func (e *env) store(ctx context.Context) (*db.Store, agent.Config, error) {
+	s, cfg, _, err := e.migratedStore(ctx)
+	return s, cfg, err
+}
+
+// migratedStore is store with the report of the migrations.
+func (e *env) migratedStore(ctx context.Context) (*db.Store, agent.Config, db.MigrateReport, error) {
 	cfg, err := e.settings()
 	if err != nil {
-		return nil, cfg, err
+		return nil, cfg, db.MigrateReport{}, err
 	}
 	if cfg.Path == "" && e.getenv("INGEST_TRACKING_DB_URL") == "" {
-		return nil, cfg, usagef("no settings file at %s and INGEST_TRACKING_DB_URL is not set: give --config PATH or set INGEST_TRACKING_DB_URL", e.configPath)
+		return nil, cfg, db.MigrateReport{}, usagef("no settings file at %s and INGEST_TRACKING_DB_URL is not set: give --config PATH or set INGEST_TRACKING_DB_URL", e.configPath)
 	}
 	log, err := agent.NewLogger(cfg, e.stderr)
 	if err != nil {
-		return nil, cfg, err
+		return nil, cfg, db.MigrateReport{}, err
 	}
-	s, err := agent.OpenStore(ctx, cfg, log)
-	return s, cfg, err
+	s, rep, err := agent.OpenStore(ctx, cfg, log)
+	return s, cfg, rep, err
 }
 
 func (e *env) cmdMigrate(ctx context.Context, args []string) error {
 	if _, err := parse(newFlagSet("migrate"), args); err != nil {
 		return err
 	}
-	s, cfg, err := e.store(ctx)
+	s, cfg, rep, err := e.migratedStore(ctx)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	for _, m := range rep.Applied {
+		fmt.Fprintf(e.stdout, "applied %s\n", m)
+	}
+	if n := len(rep.LegacyFailed); n > 0 {
+		fmt.Fprintf(e.stdout, "%d legacy pending order(s) older than legacy_pending_max_age (%s) set to Import Failed, not imported:\n",
+			n, cfg.LegacyPendingMaxAge.Duration)
+		for _, o := range rep.LegacyFailed {
+			since := "no stage time"
+			if !o.Since.IsZero() {
+				since = "pending since " + o.Since.UTC().Format("2006-01-02 15:04:05") + " UTC"
+			}
+			fmt.Fprintf(e.stdout, "  %s  (%s)\n", o.UUID, since)
+		}
+		fmt.Fprintln(e.stdout, "to import one anyway: UPDATE imports SET stage = 'Import Pending' WHERE uuid = '…';")
+	}
 	fmt.Fprintf(e.stdout, "database %s is up to date\n", db.MaskURL(cfg.IngestTrackingDB))
 	return nil
 }
