@@ -2,6 +2,8 @@ package runner_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -231,4 +233,61 @@ func TestDryRun(t *testing.T) {
 	}
 	bad := e.insert("alice", "Demo", "151", "Dataset", []string{"relative.tif"})
 	e.expect(bad, db.StageFailed, 10*time.Second)
+}
+
+// import_options as BIOMERO.importer 1.4 writes it (IngestTracker.db_log_ingestion_event: every
+// model column, json.dumps of the options or NULL): plain options import as always; malformed
+// JSON and operations this agent does not perform fail the order naming import_options, and
+// nothing reaches the import.
+func TestImportOptions(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, url func(testing.TB) string) {
+		e := setup(t, url)
+		e.start()
+		shallow := `{"schema": 2, "registration": {"schema": 1, "platePixelSource": "source", "plateLabelName": null}, ` +
+			`"operations": [{"kind": "biomero.shallow-zarr", "phase": "postprocess", "schema": 1, "canonicalInputs": {}}]}`
+		cases := []struct {
+			name    string
+			options any // nil for NULL
+			want    string
+			wantIn  string // in the description of a failure
+		}{
+			{"NULL", nil, db.StageCompleted, ""},
+			{"empty object", `{}`, db.StageCompleted, ""},
+			{"schema 1", `{"schema": 1, "platePixelSource": "source", "plateLabelName": null}`, db.StageCompleted, ""},
+			{"schema 2 without operations", `{"schema": 2, "registration": {"schema": 1}, "operations": []}`, db.StageCompleted, ""},
+			{"malformed JSON", `{"schema": 2,`, db.StageFailed, "import_options: is not a JSON object"},
+			{"shallow-zarr operation", shallow, db.StageFailed, "import_options: asks for operation biomero.shallow-zarr, which omero-adi does not perform"},
+			{"unknown schema", `{"schema": 3}`, db.StageFailed, "import_options: schema 3 is not supported"},
+		}
+		ids := make([]string, len(cases))
+		for i, c := range cases {
+			f := e.file(fmt.Sprintf("demo/alice/options-%d.tif", i), "x")
+			files, _ := json.Marshal([]string{f})
+			names, _ := json.Marshal([]string{filepath.Base(f)})
+			ids[i] = fmt.Sprintf("99999999-0000-4000-8000-%012d", i)
+			q := e.store.DB().Rebind(`INSERT INTO imports (group_name, user_name, destination_id, destination_type, stage, uuid,
+				timestamp, files, file_names, import_options, description, preprocessing_id)
+				VALUES ('Demo', 'alice', '151', 'Dataset', 'Import Pending', ?, CURRENT_TIMESTAMP, ?, ?, ?, NULL, NULL)`)
+			if _, err := e.store.DB().Exec(q, ids[i], string(files), string(names), c.options); err != nil {
+				t.Fatalf("%s: INSERT: %v", c.name, err)
+			}
+		}
+		imported := 0
+		for i, c := range cases {
+			o := e.expect(ids[i], c.want, 20*time.Second)
+			if want, _ := c.options.(string); o.ImportOptions != want {
+				t.Errorf("%s: import_options changed to %q", c.name, o.ImportOptions)
+			}
+			if c.want == db.StageCompleted {
+				imported++
+				continue
+			}
+			if !strings.Contains(o.Description, c.wantIn) || !strings.Contains(o.Description, "retry") {
+				t.Errorf("%s: description %q, want it to contain %q and how to retry", c.name, o.Description, c.wantIn)
+			}
+		}
+		if n := len(e.double.State(t).Imports); n != imported {
+			t.Errorf("%d imports, want %d: orders with unsupported import_options must not be imported", n, imported)
+		}
+	})
 }

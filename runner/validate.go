@@ -85,6 +85,9 @@ func (p Paths) Validate(o db.Order) (Checked, error) {
 		return c, err
 	}
 	c.Target = t
+	if err := checkImportOptions(o.ImportOptions); err != nil {
+		return c, err
+	}
 	if o.PreprocessingID != nil {
 		if o.Preprocessing == nil {
 			return c, invalid("preprocessing_id", "%d names no row of imports_preprocessing", *o.PreprocessingID)
@@ -115,6 +118,50 @@ func (p Paths) Validate(o db.Order) (Checked, error) {
 		c.Dirs = append(c.Dirs, dir)
 	}
 	return c, nil
+}
+
+// checkImportOptions checks imports.import_options (BIOMERO.importer 1.4, its
+// biomero_schema.imports ImportOptionsEnvelope): NULL, {} and schema 1 (registration options)
+// import as always, so does schema 2 ({"schema":2,"registration":{…},"operations":[…]}) without
+// operations. An operation (biomero.shallow-zarr is the only one) changes what must be imported,
+// and this agent performs none: such an order fails instead of silently importing everything.
+func checkImportOptions(raw string) error {
+	if strings.TrimSpace(raw) == "" {
+		return nil
+	}
+	var opts map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(raw), &opts); err != nil {
+		return invalid("import_options", "is not a JSON object (%v): %s; write {} or NULL for a plain import", err, quoteShort(raw))
+	}
+	schema := 1
+	if v, ok := opts["schema"]; ok && string(v) != "null" {
+		if err := json.Unmarshal(v, &schema); err != nil || (schema != 1 && schema != 2) {
+			return invalid("import_options", "schema %s is not supported (omero-adi reads schema 1 and 2): %s", v, quoteShort(raw))
+		}
+	}
+	if schema == 1 {
+		return nil
+	}
+	var ops []struct {
+		Kind string `json:"kind"`
+	}
+	if v, ok := opts["operations"]; ok && string(v) != "null" {
+		if err := json.Unmarshal(v, &ops); err != nil {
+			return invalid("import_options", "operations is not a list of operations (%v): %s", err, quoteShort(raw))
+		}
+	}
+	if len(ops) > 0 {
+		kinds := make([]string, len(ops))
+		for i, op := range ops {
+			kinds[i] = op.Kind
+			if op.Kind == "" {
+				kinds[i] = "(no kind)"
+			}
+		}
+		return invalid("import_options", "asks for operation %s, which omero-adi does not perform (it imports the files as they are); "+
+			"remove the operations from import_options for a plain import, or run the order with BIOMERO.importer", strings.Join(kinds, ", "))
+	}
+	return nil
 }
 
 // ParseTarget parses destination_type and destination_id as the table contract allows them.
