@@ -209,6 +209,7 @@ func (a *Agent) newRunner(opts Options) (*runner.Runner, error) {
 		Runtime: cfg.Preprocessing.Runtime, ExtraArgs: cfg.Preprocessing.ExtraArgs,
 		UsernsMode: cfg.Preprocessing.UsernsMode, Timeout: cfg.Preprocessing.Timeout.Duration,
 		Local: cfg.Preprocessing.Local, LocalTmpRoot: cfg.Omero.LocalTmpRoot, Env: opts.Env,
+		ProcessedFolder: cfg.ProcessedFolder,
 	}, log)
 	if err != nil {
 		return nil, settingsErr("preprocessing: %v", err)
@@ -218,7 +219,7 @@ func (a *Agent) newRunner(opts Options) (*runner.Runner, error) {
 		PollInterval: cfg.PollInterval.Duration, ShutdownTimeout: cfg.ShutdownTimeout.Duration,
 		Recover: cfg.RecoverPolicy(), Paths: runner.Paths{BaseDir: cfg.BaseDir, GroupRoots: cfg.GroupRoots()},
 		LogDir: cfg.LogDir, Namespace: cfg.AnnotationNamespace, AnnotatePlateImages: cfg.AnnotatePlateImages, DryRun: cfg.Omero.DryRun,
-		ManagedRepo: cfg.Omero.ManagedRepository, Registerer: a.reg,
+		ManagedRepo: cfg.Omero.ManagedRepository, ProcessedFolder: cfg.ProcessedFolder, Registerer: a.reg,
 	}, a.store, client, pre, a.log.WithField("component", "runner"))
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/internal/fspath"
 	"github.com/omero-adi/omero-adi/rules"
+	"github.com/omero-adi/omero-adi/runner/preprocess"
 )
 
 // DefaultConfigPath is used when neither --config nor OMERO_ADI_CONFIG names a settings file.
@@ -57,6 +58,7 @@ type Config struct {
 	WorkerName                string   `toml:"worker_name"`
 	RulesDir                  string   `toml:"rules_dir"`
 	LegacyPendingMaxAge       Duration `toml:"legacy_pending_max_age"`
+	ProcessedFolder           string   `toml:"processed_folder"`
 
 	Omero         OmeroConfig            `toml:"omero"`
 	Preprocessing PreprocessingConfig    `toml:"preprocessing"`
@@ -132,6 +134,7 @@ func Defaults() Config {
 		ShutdownTimeout:           dur(30 * time.Second),
 		Listen:                    "127.0.0.1:9464",
 		LegacyPendingMaxAge:       dur(db.DefaultLegacyPendingMaxAge),
+		ProcessedFolder:           ".processed",
 		Omero: OmeroConfig{
 			CLI:               "omero",
 			Host:              "localhost",
@@ -164,7 +167,7 @@ var secretEnv = map[string]bool{"OMERO_PASSWORD": true, "INGEST_TRACKING_DB_URL"
 // EnvOverrides lists the environment variables that win over the settings file.
 var EnvOverrides = []string{
 	"INGEST_TRACKING_DB_URL", "OMERO_HOST", "OMERO_PORT", "OMERO_USER", "OMERO_PASSWORD",
-	"PODMAN_USERNS_MODE", "ADI_LOG_LEVEL",
+	"PODMAN_USERNS_MODE", "PROCESSED_DATA_FOLDER", "ADI_LOG_LEVEL",
 }
 
 // ErrSettings marks errors in the settings (file, environment or rules): exit code 2.
@@ -277,6 +280,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	set("OMERO_USER", &c.Omero.User)
 	set("OMERO_PASSWORD", &c.Omero.Password)
 	set("PODMAN_USERNS_MODE", &c.Preprocessing.UsernsMode)
+	set("PROCESSED_DATA_FOLDER", &c.ProcessedFolder)
 	set("ADI_LOG_LEVEL", &c.LogLevel)
 	if v := getenv("OMERO_PORT"); v != "" {
 		p, err := strconv.Atoi(v)
@@ -389,6 +393,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Omero.SessionDir != "" && !filepath.IsAbs(c.Omero.SessionDir) {
 		bad("omero.session_dir", "must be an absolute path, got %q", c.Omero.SessionDir)
+	}
+	if err := preprocess.ValidFolderName(c.ProcessedFolder); err != nil {
+		bad("processed_folder", "%v, got %q (env PROCESSED_DATA_FOLDER)", err, c.ProcessedFolder)
 	}
 	if c.Preprocessing.Runtime == "" {
 		bad("preprocessing.runtime", "must name the container runtime (podman)")

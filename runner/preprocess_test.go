@@ -133,7 +133,7 @@ func filesetsOf(t *testing.T, st omerotest.State, o db.Order) []omerotest.Filese
 // It returns the number of links.
 func checkRedirected(t *testing.T, e *env, o db.Order, dir string) int {
 	t.Helper()
-	processed := filepath.Join(dir, preprocess.ProcessedDir, o.UUID)
+	processed := filepath.Join(dir, preprocess.DefaultProcessedFolder, o.UUID)
 	n := 0
 	for _, fs := range filesetsOf(t, e.double.State(t), o) {
 		for _, rp := range fs.RepoPaths {
@@ -220,6 +220,12 @@ func TestPreprocessingOrderCompletes(t *testing.T) {
 			if ann[k] != v {
 				t.Errorf("annotation %s = %q, want %q", k, ann[k], v)
 			}
+		}
+		// Imported_from names the container's result on the share (BIOMERO.importer 1.4).
+		if from := ann["Imported_from"]; !strings.HasPrefix(from, filepath.Join(filepath.Dir(f), ".processed", id)+"/") {
+			t.Errorf("annotation Imported_from = %q, want the result below .processed/%s", from, id)
+		} else if _, err := os.Stat(from); err != nil {
+			t.Errorf("Imported_from %s: %v", from, err)
 		}
 
 		hist, err := e.store.History(context.Background(), id)

@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/runner/preprocess"
 )
 
 // Store is what the runner needs of the order database (db.Store implements it).
@@ -49,6 +50,9 @@ type Config struct {
 	Namespace       string // annotation namespace
 	DryRun          bool   // validate and log the command, import nothing
 	ManagedRepo     string // OMERO's ManagedRepository as this host sees it
+	// ProcessedFolder is the folder beside the originals where converted files and a
+	// metadata.csv are looked for (preprocess.DefaultProcessedFolder when empty).
+	ProcessedFolder string
 	Registerer      prometheus.Registerer
 	// AnnotatePlateImages also annotates every Image of an imported Plate (annotate_plate_images);
 	// by default a plate's annotation goes on the Plate only, as the old service did.
@@ -96,6 +100,9 @@ func New(cfg Config, store Store, imp Importer, pre Preprocessor, log *logrus.En
 	}
 	if cfg.Namespace == "" {
 		cfg.Namespace = "biomero.import"
+	}
+	if cfg.ProcessedFolder == "" {
+		cfg.ProcessedFolder = preprocess.DefaultProcessedFolder
 	}
 	if store == nil || imp == nil {
 		return nil, errors.New("runner: store and importer are required")

@@ -251,6 +251,24 @@ func TestHandWrittenOrderCompletes(t *testing.T) {
 	})
 }
 
+// processed_folder (PROCESSED_DATA_FOLDER) is where a metadata.csv beside the converted files is
+// looked for; an order without preprocessing has no Imported_from.
+func TestProcessedFolderMetadata(t *testing.T) {
+	e := setup(t, pgtest.SQLiteURL, withConfig(func(c *runner.Config) { c.ProcessedFolder = "processed" }))
+	f := e.file("demo/alice/a.tif", "pixels")
+	e.file("demo/alice/processed/metadata.csv", "stain,DAPI\n")
+	e.file("demo/alice/.processed/metadata.csv", "stain,ignored\n")
+	e.start()
+	o := e.expect(e.insert("alice", "Demo", "151", "Dataset", []string{f}), db.StageCompleted, 20*time.Second)
+	ann := annotationOf(t, e.double.State(t), fmt.Sprintf("Image:%d", o.Result.Images[0]))
+	if ann["csv_stain"] != "DAPI" {
+		t.Errorf("annotation csv_stain = %q, want DAPI from processed/metadata.csv", ann["csv_stain"])
+	}
+	if v, ok := ann["Imported_from"]; ok {
+		t.Errorf("Imported_from = %q on an order without preprocessing", v)
+	}
+}
+
 // managedLinks returns the targets of every symlink in the ManagedRepository.
 func managedLinks(t *testing.T, repo string) []string {
 	t.Helper()

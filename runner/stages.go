@@ -313,6 +313,10 @@ func (r *Runner) keyValues(j *job, origin, imported, stamp string) [][2]string {
 		{"Files", string(files)},
 		{"FileNames", fileNames},
 	}
+	if out, ok := j.outputs[imported]; ok && out.Processed != "" {
+		// The container's result on the share that the import links to (BIOMERO.importer 1.4).
+		kv = append(kv, [2]string{"Imported_from", out.Processed})
+	}
 	if p := o.Preprocessing; p != nil {
 		kv = append(kv, [2]string{"preprocessing_container", p.Container})
 		keys := make([]string, 0, len(p.ExtraParams))
@@ -328,7 +332,7 @@ func (r *Runner) keyValues(j *job, origin, imported, stamp string) [][2]string {
 		}
 	}
 	dir := filepath.Dir(origin)
-	csvPaths := []string{filepath.Join(dir, "metadata.csv"), filepath.Join(dir, preprocess.ProcessedDir, "metadata.csv")}
+	csvPaths := []string{filepath.Join(dir, "metadata.csv"), filepath.Join(dir, r.cfg.ProcessedFolder, "metadata.csv")}
 	if out, ok := j.outputs[imported]; ok && out.ProcessedDir != "" {
 		// A container may write a metadata.csv beside its results, in the order's .processed folder.
 		csvPaths = append(csvPaths, filepath.Join(out.ProcessedDir, "metadata.csv"))

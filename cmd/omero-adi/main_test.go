@@ -184,6 +184,8 @@ func TestBadSettings(t *testing.T) {
 		{"secret omero.env", "[omero]\nenv = [\"OMERO_PASSWORD=x\"]\n", `omero.env[0]: OMERO_PASSWORD may not be set for the CLI`},
 		{"bad omero.pass_env", "[omero]\npass_env = [\"PYTHONPATH\", \"no-dash\"]\n", `omero.pass_env[1]: must name an environment variable (letters, digits and '_'), got "no-dash"`},
 		{"secret omero.pass_env", "[omero]\npass_env = [\"INGEST_TRACKING_DB_URL\"]\n", `omero.pass_env[0]: INGEST_TRACKING_DB_URL is never passed to the CLI`},
+		{"bad processed folder", "processed_folder = \"a/b\"\n", `processed_folder: must be one folder name`},
+		{"zero legacy age", "legacy_pending_max_age = \"0s\"\n", "legacy_pending_max_age"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -205,6 +207,18 @@ func TestBadSettings(t *testing.T) {
 	}
 	if _, errs, code := cli(t, map[string]string{"OMERO_PORT": "http"}, "--config", "/dev/null", "config", "check"); code != 2 || !strings.Contains(errs, "OMERO_PORT") {
 		t.Errorf("bad OMERO_PORT: exit %d %q", code, errs)
+	}
+	if _, errs, code := cli(t, map[string]string{"PROCESSED_DATA_FOLDER": "../up"}, "--config", "/dev/null", "config", "check"); code != 2 ||
+		!strings.Contains(errs, `processed_folder: must be one folder name`) || !strings.Contains(errs, "PROCESSED_DATA_FOLDER") {
+		t.Errorf("bad PROCESSED_DATA_FOLDER: exit %d %q", code, errs)
+	}
+	p := filepath.Join(t.TempDir(), "s.toml")
+	if err := os.WriteFile(p, []byte("processed_folder = \"fromfile\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, errs, code := cli(t, map[string]string{"PROCESSED_DATA_FOLDER": "processed"}, "--config", p, "config", "check"); code != 0 ||
+		!strings.Contains(out, `processed_folder = "processed"`) {
+		t.Errorf("PROCESSED_DATA_FOLDER does not win over the file: exit %d %s %s", code, out, errs)
 	}
 	if _, _, code := cli(t, nil, "frobnicate"); code != 2 {
 		t.Errorf("unknown command: exit %d, want 2", code)

@@ -48,8 +48,9 @@ const (
 	DefaultRuntime      = "podman"
 	DefaultTimeout      = 2 * time.Hour
 	DefaultLocalTmpRoot = "/OMERO/OMERO_inplace"
-	// ProcessedDir is the folder beside the originals where converted files go (the convention).
-	ProcessedDir = ".processed"
+	// DefaultProcessedFolder is the folder beside the originals where converted files go (the
+	// convention; Config.ProcessedFolder, env PROCESSED_DATA_FOLDER of the old service).
+	DefaultProcessedFolder = ".processed"
 	// OrderLabel labels every container with the order's uuid (podman ps --filter label=…).
 	OrderLabel = "omero-adi.order"
 )
@@ -78,6 +79,21 @@ type Config struct {
 	Local        map[string][]string // image -> local command argv prefix, same arguments and JSON contract
 	LocalTmpRoot string              // parent of the per-order temp folders; DefaultLocalTmpRoot when empty
 	Env          []string            // extra KEY=VALUE for the child, on top of the filtered environment
+	// ProcessedFolder is the name of the folder beside the originals for the container's outputs
+	// and metadata.csv (DefaultProcessedFolder when empty); one relative name, see ValidFolderName.
+	ProcessedFolder string
+}
+
+// ValidFolderName checks a processed-folder name: one relative path element, not "." or "..",
+// without ':' or ',' (they would break a bind mount).
+func ValidFolderName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("must not be empty")
+	case name == "." || name == ".." || strings.ContainsAny(name, "/\\:,\n"):
+		return errors.New("must be one folder name (no '/', ':' or ',', not '.' or '..')")
+	}
+	return nil
 }
 
 // Spec is what one order asks for (from db.Preprocessing, plus the order's uuid and log).
@@ -133,6 +149,12 @@ func New(cfg Config, log *logrus.Entry) (*Runner, error) {
 	}
 	if cfg.LocalTmpRoot == "" {
 		cfg.LocalTmpRoot = DefaultLocalTmpRoot
+	}
+	if cfg.ProcessedFolder == "" {
+		cfg.ProcessedFolder = DefaultProcessedFolder
+	}
+	if err := ValidFolderName(cfg.ProcessedFolder); err != nil {
+		return nil, fmt.Errorf("%w: processed_folder %q: %v", ErrConfig, cfg.ProcessedFolder, err)
 	}
 	if cfg.Timeout < 0 {
 		return nil, fmt.Errorf("%w: preprocessing.timeout %s: must be positive", ErrConfig, cfg.Timeout)
@@ -269,7 +291,7 @@ func (r *Runner) argv(spec Spec, p plan) (argv []string, processed, alt mount) {
 		return argv, processed, alt
 	}
 	out := spec.OutputFolder
-	processed = mount{p.processed, path.Join(out, ProcessedDir)}
+	processed = mount{p.processed, path.Join(out, r.cfg.ProcessedFolder)}
 	argv = []string{r.cfg.Runtime, "run", "--rm", "--name", p.name, "--label", OrderLabel + "=" + spec.OrderUUID}
 	if r.cfg.UsernsMode != "" {
 		argv = append(argv, "--userns="+r.cfg.UsernsMode)
@@ -317,7 +339,7 @@ func (r *Runner) plan(spec Spec, run string, n int, file string, k int) plan {
 		n:         n,
 		file:      file,
 		dir:       dir,
-		processed: filepath.Join(dir, ProcessedDir, spec.OrderUUID),
+		processed: filepath.Join(dir, r.cfg.ProcessedFolder, spec.OrderUUID),
 		name:      fmt.Sprintf("adi-%s-%d", run, n),
 		local:     r.local[ImageName(spec.Container)],
 	}
@@ -403,11 +425,11 @@ func (r *Runner) Run(ctx context.Context, spec Spec, files []string) (Result, er
 func makeProcessed(p plan) error {
 	for _, d := range []string{filepath.Dir(p.processed), p.processed} {
 		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("create %s folder: %w", ProcessedDir, err)
+			return fmt.Errorf("create %s folder: %w", filepath.Base(filepath.Dir(p.processed)), err)
 		}
 		fi, err := os.Lstat(d)
 		if err != nil {
-			return fmt.Errorf("create %s folder: %w", ProcessedDir, err)
+			return fmt.Errorf("create %s folder: %w", filepath.Base(filepath.Dir(p.processed)), err)
 		}
 		if !fi.IsDir() {
 			return fmt.Errorf("%w: %s is a %s, not a folder (a symlink there could make the agent write and import elsewhere); remove it and retry the order", ErrUnsafe, d, fi.Mode().Type())

@@ -149,6 +149,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"bad env", Config{Env: []string{"NOEQUALS"}}, `env[0] "NOEQUALS"`},
 		{"empty local command", Config{Local: map[string][]string{"img": nil}}, `local "img": empty command`},
 		{"flag as image", Config{Local: map[string][]string{"-v": {"/bin/true"}}}, `local "-v"`},
+		{"processed folder with slash", Config{ProcessedFolder: "a/b"}, `processed_folder "a/b"`},
+		{"processed folder dot-dot", Config{ProcessedFolder: ".."}, `processed_folder ".."`},
+		{"processed folder with colon", Config{ProcessedFolder: "x:y"}, `processed_folder "x:y"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg, nil)
@@ -233,6 +236,28 @@ func TestCommand(t *testing.T) {
 	want = []string{"/usr/bin/conv", "--quiet", "--inputfile", "/d/g/x.lif", "--outputfolder", "/d/g/.processed/o1"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("local argv\n got %q\nwant %q", got, want)
+	}
+
+	// processed_folder (PROCESSED_DATA_FOLDER) names the folder on the host and in the container.
+	r, err = New(Config{LocalTmpRoot: root, ProcessedFolder: "processed"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Container = "conv:1"
+	got = r.Command(spec, "/d/g/x.lif")
+	want = []string{"podman", "run", "--rm", "--name", "adi-{run}-0", "--label", "omero-adi.order=o1",
+		"-v", "/d/g:/data", "-v", "/d/g/processed/o1:/data/processed", "docker.io/conv:1",
+		"--inputfile", "/data/x.lif", "--outputfolder", "/data/processed"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("argv with processed_folder\n got %q\nwant %q", got, want)
+	}
+	spec.Container = "local/conv:1"
+	r, _ = New(Config{LocalTmpRoot: root, ProcessedFolder: "processed",
+		Local: map[string][]string{"docker.io/local/conv:1": {"/usr/bin/conv"}}}, nil)
+	got = r.Command(spec, "/d/g/x.lif")
+	want = []string{"/usr/bin/conv", "--inputfile", "/d/g/x.lif", "--outputfolder", "/d/g/processed/o1"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("local argv with processed_folder\n got %q\nwant %q", got, want)
 	}
 }
 
@@ -764,6 +789,27 @@ func TestRemoveTempRefusesOutsideRoot(t *testing.T) {
 	if _, err := os.Stat(outside); err != nil {
 		t.Fatalf("folder outside the root was touched: %v", err)
 	}
+}
+
+// TestProcessedFolderPodman: with processed_folder set, the container writes below that folder.
+func TestProcessedFolderPodman(t *testing.T) {
+	e := setup(t, podmanMode, time.Minute, func(c *Config) { c.ProcessedFolder = "processed" })
+	in := e.original(t, "g/p/plate.lif", "plate pixels")
+	res, err := e.runner.Run(context.Background(), e.spec("order-pf", nil), []string{in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := res.Outputs[0]
+	if want := filepath.Join(e.data, "g/p/processed/order-pf"); o.ProcessedDir != want || filepath.Dir(o.Processed) != want {
+		t.Fatalf("ProcessedDir %s, Processed %s; want below %s", o.ProcessedDir, o.Processed, want)
+	}
+	if got := readFile(t, o.Processed); got != "plate pixels" {
+		t.Errorf("processed content %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(e.data, "g/p/.processed")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf(".processed was made although processed_folder is %q: %v", "processed", err)
+	}
+	e.checkOriginals(t)
 }
 
 func TestMissingImage(t *testing.T) {
