@@ -209,7 +209,8 @@ func (a *Agent) newRunner(opts Options) (*runner.Runner, error) {
 		Runtime: cfg.Preprocessing.Runtime, ExtraArgs: cfg.Preprocessing.ExtraArgs,
 		UsernsMode: cfg.Preprocessing.UsernsMode, Timeout: cfg.Preprocessing.Timeout.Duration,
 		Local: cfg.Preprocessing.Local, LocalTmpRoot: cfg.Omero.LocalTmpRoot, Env: opts.Env,
-		ProcessedFolder: cfg.ProcessedFolder,
+		ProcessedFolder: cfg.ProcessedFolder, BindRetryAttempts: cfg.Preprocessing.BindRetryAttempts,
+		BindRetryDelay: cfg.Preprocessing.BindRetryDelay.Duration,
 	}, log)
 	if err != nil {
 		return nil, settingsErr("preprocessing: %v", err)

@@ -98,6 +98,10 @@ type PreprocessingConfig struct {
 	UsernsMode string              `toml:"userns_mode"`
 	Timeout    Duration            `toml:"timeout"`
 	Local      map[string][]string `toml:"local"`
+	// BindRetryAttempts and BindRetryDelay retry a container run that failed with the runtime's
+	// transient "statfs …: device or resource busy" on a CIFS share: delay, then doubled.
+	BindRetryAttempts int      `toml:"bind_retry_attempts"`
+	BindRetryDelay    Duration `toml:"bind_retry_delay"`
 }
 
 // GroupConfig is one [groups.NAME] table.
@@ -148,8 +152,10 @@ func Defaults() Config {
 			ConnectBackoff:    dur(5 * time.Second),
 		},
 		Preprocessing: PreprocessingConfig{
-			Runtime: "podman",
-			Timeout: dur(2 * time.Hour),
+			Runtime:           "podman",
+			Timeout:           dur(2 * time.Hour),
+			BindRetryAttempts: 3,
+			BindRetryDelay:    dur(2 * time.Second),
 		},
 		Watch: WatchConfig{
 			Mode:           "auto",
@@ -323,6 +329,7 @@ func (c *Config) Validate() error {
 	positive("parallel_filesets_per_worker", c.ParallelFilesetsPerWorker, 1)
 	positive("max_attempts", c.MaxAttempts, 1)
 	positive("omero.connect_retries", c.Omero.ConnectRetries, 0)
+	positive("preprocessing.bind_retry_attempts", c.Preprocessing.BindRetryAttempts, 1)
 	if c.AnnotationNamespace == "" {
 		bad("annotation_namespace", "must not be empty")
 	}
@@ -334,7 +341,7 @@ func (c *Config) Validate() error {
 		{"shutdown_timeout", c.ShutdownTimeout}, {"omero.import_timeout", c.Omero.ImportTimeout},
 		{"omero.call_timeout", c.Omero.CallTimeout}, {"preprocessing.timeout", c.Preprocessing.Timeout},
 		{"watch.rescan_interval", c.Watch.RescanInterval}, {"watch.poll_interval", c.Watch.PollInterval},
-		{"legacy_pending_max_age", c.LegacyPendingMaxAge},
+		{"legacy_pending_max_age", c.LegacyPendingMaxAge}, {"preprocessing.bind_retry_delay", c.Preprocessing.BindRetryDelay},
 	}
 	for _, d := range durations {
 		if d.d.Duration <= 0 {

@@ -186,6 +186,7 @@ func TestBadSettings(t *testing.T) {
 		{"secret omero.pass_env", "[omero]\npass_env = [\"INGEST_TRACKING_DB_URL\"]\n", `omero.pass_env[0]: INGEST_TRACKING_DB_URL is never passed to the CLI`},
 		{"bad processed folder", "processed_folder = \"a/b\"\n", `processed_folder: must be one folder name`},
 		{"zero legacy age", "legacy_pending_max_age = \"0s\"\n", "legacy_pending_max_age"},
+		{"zero bind attempts", "[preprocessing]\nbind_retry_attempts = 0\n", "preprocessing.bind_retry_attempts: must be at least 1, got 0"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -51,6 +51,10 @@ const (
 	// DefaultProcessedFolder is the folder beside the originals where converted files go (the
 	// convention; Config.ProcessedFolder, env PROCESSED_DATA_FOLDER of the old service).
 	DefaultProcessedFolder = ".processed"
+	// DefaultBindRetryAttempts and DefaultBindRetryDelay bound the retry of a container run that
+	// failed with the runtime's transient bind error (see Config.BindRetryAttempts).
+	DefaultBindRetryAttempts = 3
+	DefaultBindRetryDelay    = 2 * time.Second
 	// OrderLabel labels every container with the order's uuid (podman ps --filter label=…).
 	OrderLabel = "omero-adi.order"
 )
@@ -82,6 +86,12 @@ type Config struct {
 	// ProcessedFolder is the name of the folder beside the originals for the container's outputs
 	// and metadata.csv (DefaultProcessedFolder when empty); one relative name, see ValidFolderName.
 	ProcessedFolder string
+	// BindRetryAttempts is how often a container run is tried when the runtime fails with
+	// "statfs …: device or resource busy" (a CIFS/DFS share briefly busy while the bind mount is
+	// set up); BindRetryDelay is the wait before the second try, doubled after each further one.
+	// Zero means DefaultBindRetryAttempts and DefaultBindRetryDelay.
+	BindRetryAttempts int
+	BindRetryDelay    time.Duration
 }
 
 // ValidFolderName checks a processed-folder name: one relative path element, not "." or "..",
@@ -153,8 +163,18 @@ func New(cfg Config, log *logrus.Entry) (*Runner, error) {
 	if cfg.ProcessedFolder == "" {
 		cfg.ProcessedFolder = DefaultProcessedFolder
 	}
+	if cfg.BindRetryAttempts == 0 {
+		cfg.BindRetryAttempts = DefaultBindRetryAttempts
+	}
+	if cfg.BindRetryDelay == 0 {
+		cfg.BindRetryDelay = DefaultBindRetryDelay
+	}
 	if err := ValidFolderName(cfg.ProcessedFolder); err != nil {
 		return nil, fmt.Errorf("%w: processed_folder %q: %v", ErrConfig, cfg.ProcessedFolder, err)
+	}
+	if cfg.BindRetryAttempts < 0 || cfg.BindRetryDelay < 0 {
+		return nil, fmt.Errorf("%w: preprocessing.bind_retry_attempts %d, bind_retry_delay %s: must not be negative",
+			ErrConfig, cfg.BindRetryAttempts, cfg.BindRetryDelay)
 	}
 	if cfg.Timeout < 0 {
 		return nil, fmt.Errorf("%w: preprocessing.timeout %s: must be positive", ErrConfig, cfg.Timeout)
@@ -466,32 +486,39 @@ func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p pla
 
 	runCtx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(runCtx, argv[0], argv[1:]...)
-	var stdout lastLine
-	var stderr tail
 	shared := &lockedWriter{w: logw}
-	cmd.Stdout = io.MultiWriter(shared, &stdout)
-	cmd.Stderr = io.MultiWriter(shared, &stderr)
-	cmd.WaitDelay = 30 * time.Second
-	// The program runs under a guard in its own process group: if the agent dies, the group is
-	// killed and the container removed.
-	var cleanup []string
-	if p.local != nil {
-		cmd.Env = filterEnv(os.Environ(), baseEnv, r.cfg.Env)
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	} else {
-		cmd.Env = filterEnv(os.Environ(), podmanEnv, r.cfg.Env)
-		cmd.Cancel = func() error {
-			r.removeContainer(log, p.name)
-			return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		}
-		cleanup = r.removeArgv(p.name)
-	}
-	if err := guard.Wrap(cmd, cleanup); err != nil {
-		return nil, r.failure(ErrStart, spec, p.file, err.Error())
-	}
+	var (
+		stdout lastLine
+		stderr tail
+	)
 	start := time.Now()
-	err = cmd.Run()
+	delay := r.cfg.BindRetryDelay
+	for attempt := 1; ; attempt++ {
+		stdout, stderr = lastLine{}, tail{}
+		cmd, werr := r.command(runCtx, log, argv, p, shared, &stdout, &stderr)
+		if werr != nil {
+			return nil, r.failure(ErrStart, spec, p.file, werr.Error())
+		}
+		err = cmd.Run()
+		if err == nil || p.local != nil || attempt >= r.cfg.BindRetryAttempts || runCtx.Err() != nil || !bindBusy(err, stderr) {
+			break
+		}
+		// BIOMERO.importer 1.4 retries this too (DataProcessor._run_podman_command): a CIFS/DFS share
+		// can be briefly busy while podman sets up the bind mount.
+		entry := log.WithFields(logrus.Fields{"attempt": attempt, "max_attempts": r.cfg.BindRetryAttempts, "delay": delay})
+		if attempt == 1 {
+			entry.Warn("container runtime found the bind source busy; retrying")
+		} else {
+			entry.Debug("container runtime found the bind source busy; retrying")
+		}
+		r.removeContainer(log, p.name)
+		fmt.Fprintf(shared, "# bind source busy; retrying in %s (attempt %d of %d)\n", delay, attempt+1, r.cfg.BindRetryAttempts)
+		select {
+		case <-runCtx.Done():
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
 	log = log.WithField("duration", time.Since(start).Round(time.Millisecond))
 	if runCtx.Err() != nil {
 		if p.local == nil {
@@ -507,13 +534,16 @@ func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p pla
 	if err != nil {
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {
-			what := "it exited"
+			what, fix := "it exited", "fix the cause"
 			if p.local == nil && exit.ExitCode() >= 125 && exit.ExitCode() <= 127 {
 				// podman's own codes: 125 podman failed (image not found or not pullable, bad flag
 				// or mount), 126 entrypoint not executable, 127 entrypoint not found.
 				what = r.cfg.Runtime + " could not run the container"
 			}
-			return nil, r.failure(ErrExit, spec, p.file, fmt.Sprintf("%s with status %d%s; fix the cause", what, exit.ExitCode(), stderr.describe()))
+			if p.local == nil && bindBusy(err, stderr) {
+				fix = fmt.Sprintf("the share stayed busy through %d attempts (preprocessing.bind_retry_attempts); retry the order later", r.cfg.BindRetryAttempts)
+			}
+			return nil, r.failure(ErrExit, spec, p.file, fmt.Sprintf("%s with status %d%s; %s", what, exit.ExitCode(), stderr.describe(), fix))
 		}
 		return nil, r.failure(ErrStart, spec, p.file, fmt.Sprintf("could not start %s: %v; install it or map the container to a local command in preprocessing.local", argv[0], err))
 	}
@@ -537,6 +567,47 @@ func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p pla
 		outs = append(outs, o)
 	}
 	return outs, nil
+}
+
+// command builds the container (or local) command of one run, writing to the log and the
+// buffers. The program runs under a guard in its own process group: if the agent dies, the group
+// is killed and the container removed.
+func (r *Runner) command(ctx context.Context, log *logrus.Entry, argv []string, p plan, shared, stdout, stderr io.Writer) (*exec.Cmd, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdout = io.MultiWriter(shared, stdout)
+	cmd.Stderr = io.MultiWriter(shared, stderr)
+	cmd.WaitDelay = 30 * time.Second
+	var cleanup []string
+	if p.local != nil {
+		cmd.Env = filterEnv(os.Environ(), baseEnv, r.cfg.Env)
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	} else {
+		cmd.Env = filterEnv(os.Environ(), podmanEnv, r.cfg.Env)
+		cmd.Cancel = func() error {
+			r.removeContainer(log, p.name)
+			return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+		cleanup = r.removeArgv(p.name)
+	}
+	if err := guard.Wrap(cmd, cleanup); err != nil {
+		return nil, err
+	}
+	return cmd, nil
+}
+
+// bindBusy reports whether a container run failed with the runtime's transient bind error:
+// exit status 125 and "statfs <source>: device or resource busy" (not, e.g., permission denied).
+func bindBusy(err error, stderr tail) bool {
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 125 {
+		return false
+	}
+	for _, line := range strings.Split(string(stderr.b), "\n") {
+		if strings.Contains(line, "statfs ") && strings.Contains(line, "device or resource busy") {
+			return true
+		}
+	}
+	return false
 }
 
 // removeArgv is the command that force-removes container name.

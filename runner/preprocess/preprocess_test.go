@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,6 +153,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"processed folder with slash", Config{ProcessedFolder: "a/b"}, `processed_folder "a/b"`},
 		{"processed folder dot-dot", Config{ProcessedFolder: ".."}, `processed_folder ".."`},
 		{"processed folder with colon", Config{ProcessedFolder: "x:y"}, `processed_folder "x:y"`},
+		{"negative bind retries", Config{BindRetryAttempts: -1}, "bind_retry_attempts -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg, nil)
@@ -788,6 +790,84 @@ func TestRemoveTempRefusesOutsideRoot(t *testing.T) {
 	}
 	if _, err := os.Stat(outside); err != nil {
 		t.Fatalf("folder outside the root was touched: %v", err)
+	}
+}
+
+// busyRuntime writes a stand-in for the container runtime that fails like podman on a busy CIFS
+// bind source (exit 125, "statfs …: device or resource busy") for the first fails calls and
+// then runs the real podman; it counts its calls in the returned file.
+func busyRuntime(t *testing.T, fails int, message string) (runtime, calls string) {
+	t.Helper()
+	podman, err := exec.LookPath("podman")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	calls = filepath.Join(dir, "calls")
+	runtime = filepath.Join(dir, "podman")
+	script := fmt.Sprintf(`#!/bin/sh
+if [ "$1" = run ]; then
+  echo x >> %[1]q
+  if [ "$(wc -l < %[1]q)" -le %[2]d ]; then
+    echo %[3]q >&2
+    exit 125
+  fi
+fi
+exec %[4]q "$@"
+`, calls, fails, message, podman)
+	if err := os.WriteFile(runtime, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return runtime, calls
+}
+
+func countLines(t *testing.T, p string) int {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "\n")
+}
+
+// TestBindBusyRetried: podman's transient bind error is retried with backoff, other failures are
+// not, and a share that stays busy fails the run naming the setting.
+func TestBindBusyRetried(t *testing.T) {
+	const busy = "Error: statfs /data/cellular_imaging: device or resource busy"
+	for _, tc := range []struct {
+		name      string
+		fails     int
+		message   string
+		wantCalls int
+		wantErr   string // "" for success
+	}{
+		{"busy once then runs", 1, busy, 2, ""},
+		{"busy every time", 5, busy, 3, "the share stayed busy through 3 attempts (preprocessing.bind_retry_attempts)"},
+		{"other error not retried", 5, "Error: statfs /data/cellular_imaging: permission denied", 1, "permission denied); fix the cause"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			runtime, calls := busyRuntime(t, tc.fails, tc.message)
+			e := setup(t, podmanMode, time.Minute, func(c *Config) {
+				c.Runtime, c.BindRetryAttempts, c.BindRetryDelay = runtime, 3, 10*time.Millisecond
+			})
+			in := e.original(t, "g/cifs/a.lif", "pixels on a share")
+			res, err := e.runner.Run(context.Background(), e.spec("order-busy", nil), []string{in})
+			if n := countLines(t, calls); n != tc.wantCalls {
+				t.Errorf("runtime called %d times, want %d", n, tc.wantCalls)
+			}
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Run: %v", err)
+				}
+				checkOutput(t, e, res.Outputs[0], "order-busy", in, "a.ome.tiff")
+				if log := readFile(t, e.logPath); !strings.Contains(log, "# bind source busy; retrying in 10ms (attempt 2 of 3)") {
+					t.Errorf("log lacks the retry:\n%s", log)
+				}
+			} else if !errors.Is(err, ErrExit) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Run: %v, want ErrExit with %q", err, tc.wantErr)
+			}
+			e.checkOriginals(t)
+		})
 	}
 }
 
