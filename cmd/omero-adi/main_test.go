@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/internal/omerotest"
 	"github.com/omero-adi/omero-adi/internal/pgtest"
 )
@@ -341,5 +343,73 @@ func TestDoctorReachesOMERO(t *testing.T) {
 	out, errs, code = cli(t, f.env, "--config", f.config, "doctor")
 	if code != 1 || !strings.Contains(out, fmt.Sprintf("FAIL  OMERO server localhost:%d as root: OMERO server unreachable at localhost:%d", d.Port, d.Port)) {
 		t.Errorf("doctor against a server that is down: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// The cut-over: `migrate` on a database of the Python service prints the legacy pending orders it
+// did not queue; after the documented retry of an old failed order, `orders show` still shows the
+// old failure text in the history, and the order's import_options.
+func TestMigrateCutOverAndShow(t *testing.T) {
+	for _, eng := range []struct {
+		name, id, ts, old string
+		url               func(testing.TB) string
+	}{
+		{"sqlite", "INTEGER", "DATETIME", "datetime('now', '-30 days')", pgtest.SQLiteURL},
+		{"postgres", "SERIAL", "TIMESTAMP WITH TIME ZONE", "now() - interval '30 days'", pgtest.URL},
+	} {
+		t.Run(eng.name, func(t *testing.T) {
+			url := eng.url(t)
+			f := newFixture(t, url)
+			driver, dsn, err := db.ParseURL(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if driver == db.DriverPostgres {
+				driver = "pgx"
+			}
+			py, err := sql.Open(driver, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer py.Close()
+			const (
+				failed  = "aaaaaaaa-0000-4000-8000-000000000001"
+				pending = "aaaaaaaa-0000-4000-8000-000000000002"
+			)
+			// BIOMERO.importer 1.4's tables (create_all) with its stamp, and its rows: one row per stage.
+			_, err = py.Exec(`CREATE TABLE imports (id ` + eng.id + ` PRIMARY KEY, group_name VARCHAR NOT NULL, user_name VARCHAR NOT NULL,
+  destination_id VARCHAR NOT NULL, destination_type VARCHAR NOT NULL, stage VARCHAR NOT NULL, uuid VARCHAR(36) NOT NULL,
+  timestamp ` + eng.ts + `, files TEXT NOT NULL, file_names TEXT, import_options TEXT, description TEXT, preprocessing_id INTEGER);
+CREATE TABLE alembic_version_omeroadi (version_num VARCHAR(32) NOT NULL PRIMARY KEY);
+INSERT INTO alembic_version_omeroadi VALUES ('92e8f9e637a1');
+INSERT INTO imports (group_name, user_name, destination_id, destination_type, stage, uuid, timestamp, files, import_options, description) VALUES
+ ('Demo', 'alice', '151', 'Dataset', 'Import Pending', '` + failed + `', '2026-10-01 10:00:00', '["/data/a.tif"]', '{"schema": 1}', NULL),
+ ('Demo', 'alice', '151', 'Dataset', 'Import Started', '` + failed + `', '2026-10-01 10:00:05', '["/data/a.tif"]', '{"schema": 1}', NULL),
+ ('Demo', 'alice', '151', 'Dataset', 'Import Failed', '` + failed + `', '2026-10-01 10:01:00', '["/data/a.tif"]', '{"schema": 1}', 'omero import failed: server gone'),
+ ('Demo', 'alice', '151', 'Dataset', 'Import Pending', '` + pending + `', ` + eng.old + `, '["/data/b.tif"]', NULL, NULL);`)
+			if err != nil {
+				t.Fatalf("Python schema and rows: %v", err)
+			}
+			out, errs, code := cli(t, f.env, "--config", f.config, "migrate")
+			if code != 0 || !strings.Contains(out, "1 legacy pending order(s) older than legacy_pending_max_age (240h0m0s) set to Import Failed") ||
+				!strings.Contains(out, pending) {
+				t.Fatalf("migrate: exit %d\n%s%s", code, out, errs)
+			}
+			if _, err := py.Exec(`UPDATE imports SET stage = 'Import Pending' WHERE uuid = '` + failed + `'`); err != nil {
+				t.Fatal(err)
+			}
+			out, errs, code = cli(t, f.env, "--config", f.config, "orders", "show", failed)
+			if code != 0 || !strings.Contains(out, "stage:        Import Pending") || !strings.Contains(out, "omero import failed: server gone") ||
+				!strings.Contains(out, `import options: {"schema": 1}`) {
+				t.Fatalf("orders show: exit %d\n%s%s", code, out, errs)
+			}
+			out, _, _ = cli(t, f.env, "--config", f.config, "orders", "show", failed, "--json")
+			var o struct {
+				ImportOptions *string `json:"import_options"`
+			}
+			if err := json.Unmarshal([]byte(out), &o); err != nil || o.ImportOptions == nil || *o.ImportOptions != `{"schema": 1}` {
+				t.Fatalf("show --json import_options: %v\n%s", err, out)
+			}
+		})
 	}
 }

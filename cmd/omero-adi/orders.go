@@ -260,6 +260,9 @@ func (e *env) cmdOrdersShow(ctx context.Context, args []string) error {
 	if r := j.Result; r != nil {
 		fmt.Fprintf(w, "result:       filesets %v, images %v, plates %v\n", r.Filesets, r.Images, r.Plates)
 	}
+	if j.ImportOptions != nil {
+		fmt.Fprintf(w, "import options: %s\n", *j.ImportOptions)
+	}
 	if j.Description != "" {
 		fmt.Fprintf(w, "description:  %s\n", j.Description)
 	}
@@ -328,6 +331,7 @@ type orderJSON struct {
 	Attempt         int               `json:"attempt"`
 	Preprocessing   *db.Preprocessing `json:"preprocessing"`
 	Result          *db.Result        `json:"result"`
+	ImportOptions   *string           `json:"import_options"` // as stored; null when NULL
 	History         []db.Event        `json:"history,omitempty"`
 }
 
@@ -339,14 +343,15 @@ func toJSON(o db.Order, hist []db.Event) orderJSON {
 			files = []string{}
 		}
 	}
-	if hist == nil {
-		hist = nil
+	var options *string
+	if o.HasImportOptions {
+		options = &o.ImportOptions
 	}
 	return orderJSON{
 		UUID: o.UUID, Stage: o.Stage, Group: o.Group, User: o.User,
 		DestinationType: o.DestinationType, DestinationID: o.DestinationID, Files: files,
 		Description: o.Description, Timestamp: o.Timestamp, Source: o.Source, Attempt: o.Attempt,
-		Preprocessing: o.Preprocessing, Result: o.Result, History: hist,
+		Preprocessing: o.Preprocessing, Result: o.Result, ImportOptions: options, History: hist,
 	}
 }
 
