@@ -449,9 +449,19 @@ func (c *Config) GroupRoots() map[string][]string {
 	return m
 }
 
-// RuleSet compiles the watch rules against base_dir and the groups' roots.
+// RuleSet compiles the watch rules against base_dir and the groups' roots. A processed_folder
+// that is not hidden (hidden names are ignored anyway) is excluded from every rule, so that
+// converted files never become orders of their own.
 func (c *Config) RuleSet() (*rules.Set, error) {
-	return rules.Compile(c.Rules, c.BaseDir, c.GroupRoots())
+	rs := c.Rules
+	if name := c.ProcessedFolder; !rules.IgnoredName(name) {
+		rs = make([]rules.Rule, len(c.Rules))
+		for i, r := range c.Rules {
+			r.Exclude = append(append([]string(nil), r.Exclude...), "**/"+name, "**/"+name+"/**")
+			rs[i] = r
+		}
+	}
+	return rules.Compile(rs, c.BaseDir, c.GroupRoots())
 }
 
 // RecoverPolicy is the database recovery policy that the settings ask for.

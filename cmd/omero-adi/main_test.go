@@ -270,6 +270,16 @@ func TestRulesTestScanAndDoctor(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "no rule matches") || !strings.Contains(out, "mallory") {
 		t.Errorf("rules test of a user outside the allowlist: exit %d\n%s", code, out)
 	}
+	// Converted files in a processed_folder that is not hidden never match a rule.
+	converted := filepath.Join(f.data, "demo/alice/dropbox/processed/order-1/a.tif")
+	envp := map[string]string{"INGEST_TRACKING_DB_URL": f.env["INGEST_TRACKING_DB_URL"], "PROCESSED_DATA_FOLDER": "processed"}
+	out, _, code = cli(t, envp, "--config", f.config, "rules", "test", converted)
+	if code != 1 || !strings.Contains(out, "no rule matches") {
+		t.Errorf("rules test of a converted file with processed_folder = processed: exit %d\n%s", code, out)
+	}
+	if out, _, code = cli(t, f.env, "--config", f.config, "rules", "test", converted); code != 0 {
+		t.Errorf("rules test of the same path as a plain folder: exit %d\n%s", code, out)
+	}
 	// Files written just now are still settling: seen and pending, not yet settled.
 	out, errs, code = cli(t, f.env, "--config", f.config, "scan", "--json")
 	var st map[string]float64

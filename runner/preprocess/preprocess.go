@@ -95,13 +95,13 @@ type Config struct {
 }
 
 // ValidFolderName checks a processed-folder name: one relative path element, not "." or "..",
-// without ':' or ',' (they would break a bind mount).
+// without ':' or ',' (they would break a bind mount) or glob characters (watch rules exclude it).
 func ValidFolderName(name string) error {
 	switch {
 	case name == "":
 		return errors.New("must not be empty")
-	case name == "." || name == ".." || strings.ContainsAny(name, "/\\:,\n"):
-		return errors.New("must be one folder name (no '/', ':' or ',', not '.' or '..')")
+	case name == "." || name == ".." || strings.ContainsAny(name, "/\\:,\n*?[]{}"):
+		return errors.New("must be one folder name (no '/', ':', ',' or glob characters, not '.' or '..')")
 	}
 	return nil
 }
