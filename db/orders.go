@@ -474,6 +474,28 @@ func (s *Store) WatchItems(ctx context.Context, rule, fingerprint string) ([]Wat
 	return out, nil
 }
 
+// HasWatchItemSignature reports whether rule has an order for path whose fingerprint begins with
+// signature (a file's "size:mtime:", which the watcher knows without reading the file). The
+// unique index on (rule, path, fingerprint) narrows the lookup to the path's few items.
+func (s *Store) HasWatchItemSignature(ctx context.Context, rule, path, signature string) (bool, error) {
+	var one int
+	err := s.db.QueryRowContext(ctx, s.sql(`SELECT 1 FROM adi_watch_items
+		WHERE rule = $1 AND path = $2 AND fingerprint LIKE $3 ESCAPE '\' LIMIT 1`), rule, path, likePrefix(signature)).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read watch item %s %s: %w", rule, path, err)
+	}
+	return true, nil
+}
+
+// likePrefix is a LIKE pattern (escape character backslash) matching the strings that begin
+// with prefix.
+func likePrefix(prefix string) string { return likeEscaper.Replace(prefix) + "%" }
+
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+
 // HasWatchItem returns the uuid of the order created for k, if any.
 func (s *Store) HasWatchItem(ctx context.Context, k WatchKey) (string, bool, error) {
 	var id string

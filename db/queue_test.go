@@ -430,6 +430,22 @@ func TestWatchKeyDedupe(t *testing.T) {
 		if _, ok, _ := a.HasWatchItem(ctx(t), moved); ok {
 			t.Fatal("HasWatchItem found a key that was never stored")
 		}
+		// The watcher's lookup of a file found quiet: by path and the fingerprint's beginning.
+		for _, c := range []struct {
+			path, sig string
+			want      bool
+		}{
+			{key.Path, key.Fingerprint[:len(key.Fingerprint)/2], true},
+			{key.Path, key.Fingerprint, true},
+			{key.Path, key.Fingerprint + "x", false},
+			{key.Path, "%", false}, // LIKE wildcards are taken literally
+			{key.Path, "_" + key.Fingerprint[1:], false},
+			{moved.Path, key.Fingerprint[:1], false},
+		} {
+			if ok, err := a.HasWatchItemSignature(ctx(t), key.Rule, c.path, c.sig); err != nil || ok != c.want {
+				t.Fatalf("HasWatchItemSignature(%s, %q) = %v, %v; want %v", c.path, c.sig, ok, err, c.want)
+			}
+		}
 		items, err := a.WatchItems(ctx(t), key.Rule, moved.Fingerprint)
 		if err != nil || len(items) != 1 || items[0].Path != key.Path || items[0].UUID == "" || items[0].Created.IsZero() {
 			t.Fatalf("WatchItems = %+v, %v", items, err)
