@@ -14,7 +14,8 @@ import (
 
 // Sink turns the watcher's settled units into orders. Each unit's key (rule, path, fingerprint)
 // is stored with its order in one transaction under a unique constraint, so restarts, rescans and
-// several agents on one share create one order per unit and content.
+// several agents on one share create one order per unit and content. The watcher calls it from
+// several goroutines at once; the store is safe for that.
 type Sink struct {
 	store *db.Store
 	log   *logrus.Entry
@@ -24,6 +25,12 @@ var _ watcher.Sink = (*Sink)(nil)
 
 // NewSink returns a Sink over store.
 func NewSink(store *db.Store, log *logrus.Entry) *Sink { return &Sink{store: store, log: log} }
+
+// KnownSignature reports whether the file unit at path already has an order whose fingerprint
+// begins with signature (its size and mtime; the watcher has not read the file).
+func (s *Sink) KnownSignature(ctx context.Context, rule, path, signature string) (bool, error) {
+	return s.store.HasWatchItemSignature(ctx, rule, path, signature)
+}
 
 // Known reports whether the unit with this key already has an order.
 func (s *Sink) Known(ctx context.Context, rule, path, fingerprint string) (bool, error) {

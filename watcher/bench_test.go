@@ -141,10 +141,12 @@ func BenchmarkWatchRegistration(b *testing.B) {
 		w.watched = map[string]*root{}
 		r := w.roots[0]
 		r.watches = 0
+		w.mu.Unlock()
 		b.StartTimer()
 		var st ScanStats
-		err = w.scanRoot(ctx, r, true, &st)
+		err = w.scanRoot(ctx, r, walkOpts{watch: true, probe: true, workers: scanWorkers}, &st)
 		b.StopTimer()
+		w.mu.Lock()
 		watches := r.watches
 		w.mu.Unlock()
 		fsw.Close()
@@ -240,10 +242,8 @@ func BenchmarkStartScan(b *testing.B) {
 				runtime.ReadMemStats(&ms)
 				before := ms.HeapAlloc
 				b.StartTimer()
-				w.mu.Lock()
 				var st ScanStats
-				err = w.scanRoot(context.Background(), w.roots[0], false, &st)
-				w.mu.Unlock()
+				err = w.scanRoot(context.Background(), w.roots[0], walkOpts{probe: true, workers: scanWorkers}, &st)
 				b.StopTimer()
 				if err != nil {
 					b.Fatal(err)

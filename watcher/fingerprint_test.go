@@ -100,7 +100,6 @@ func TestFileFingerprint(t *testing.T) {
 func TestFolderFingerprintSurvivesRename(t *testing.T) {
 	data := t.TempDir()
 	set := compile(t, data, folderRule(data, time.Second, "done"))
-	w := must(New(Config{}, set, newRecorder().sink(), testLog(t)))
 	for _, f := range []string{"a.tif", "b/c.tif", "b/d/e.tif"} {
 		writeFile(t, data+"/plates/p1/"+f, 100)
 	}
@@ -110,11 +109,11 @@ func TestFolderFingerprintSurvivesRename(t *testing.T) {
 		if !ok {
 			t.Fatalf("match %s: %s", unit, why)
 		}
-		files, fp, _, marker, err := w.walkUnit(m)
+		fw, err := walkUnit(newDirReader(), m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return files, fp, marker
+		return fw.files, fw.fp, fw.marker
 	}
 	files, fp, marker := walk(data + "/plates/p1")
 	if len(files) != 3 || !marker || files[0] != data+"/plates/p1/a.tif" || files[2] != data+"/plates/p1/b/d/e.tif" {

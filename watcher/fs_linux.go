@@ -78,3 +78,6 @@ func bstr(b []byte) string {
 	}
 	return unsafe.String(&b[0], len(b))
 }
+
+// mtimeOf is a stat's modification time in nanoseconds since the epoch.
+func mtimeOf(s *unix.Stat_t) int64 { return s.Mtim.Sec*1e9 + s.Mtim.Nsec }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,12 +19,19 @@ import (
 
 // fakeSink is a hand-written Sink with func fields.
 type fakeSink struct {
-	known   func(ctx context.Context, rule, path, fingerprint string) (bool, error)
-	settled func(ctx context.Context, u Unit) error
+	knownSig func(ctx context.Context, rule, path, signature string) (bool, error) // nil: never known
+	known    func(ctx context.Context, rule, path, fingerprint string) (bool, error)
+	settled  func(ctx context.Context, u Unit) error
 }
 
 var _ Sink = (*fakeSink)(nil)
 
+func (f *fakeSink) KnownSignature(ctx context.Context, rule, path, sig string) (bool, error) {
+	if f.knownSig == nil {
+		return false, nil
+	}
+	return f.knownSig(ctx, rule, path, sig)
+}
 func (f *fakeSink) Known(ctx context.Context, rule, path, fp string) (bool, error) {
 	return f.known(ctx, rule, path, fp)
 }
@@ -35,7 +43,7 @@ type recorder struct {
 	known      map[string]bool // rule \x00 path \x00 fingerprint
 	units      []Unit
 	at         []time.Time
-	knownCalls int
+	knownCalls int // Known and KnownSignature
 	ch         chan Unit
 }
 
@@ -45,6 +53,18 @@ func newRecorder() *recorder {
 
 func (r *recorder) sink() *fakeSink {
 	return &fakeSink{
+		knownSig: func(_ context.Context, rule, path, sig string) (bool, error) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.knownCalls++
+			prefix := rule + "\x00" + path + "\x00" + sig
+			for k := range r.known {
+				if strings.HasPrefix(k, prefix) {
+					return true, nil
+				}
+			}
+			return false, nil
+		},
 		known: func(_ context.Context, rule, path, fp string) (bool, error) {
 			r.mu.Lock()
 			defer r.mu.Unlock()

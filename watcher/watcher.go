@@ -2,7 +2,7 @@
 // settled. It knows nothing about OMERO or orders: a Sink (the agent, on top of the database)
 // decides what a settled unit becomes.
 //
-// How it works:
+// How it works (the files follow these concerns: events.go, walk.go, settle.go, sink.go):
 //   - Every root of the rule set (the static prefix of rule paths) is either event-driven (inotify
 //     watches on every directory below it, plus a full rescan every RescanInterval with ±10 %
 //     jitter) or poll-only (a full rescan every PollInterval, no watches). Mode "auto" picks poll for
@@ -14,21 +14,28 @@
 //     count, total size, newest mtime and a hash of the sorted (path, size, mtime) list) is unchanged
 //     across two observations at least the rule's settle apart, or, for a folder unit, as soon as
 //     its marker file exists. Only candidates are re-observed on timers, never the whole tree.
+//   - A file's content is read (the head and tail hash of its fingerprint) only when it settles,
+//     never when it is first found: until then size and mtime are its signature.
+//   - Full scans run in their own goroutines, several walkers per root, holding the watcher's lock
+//     only while they compare one directory with the pending units and the cache; events of every
+//     root are handled meanwhile. The Sink is never called with the lock held: settled units are
+//     handed over by sinkWorkers goroutines, so a slow database delays only the units waiting on
+//     it, and a failing one is retried per unit until it answers.
 //   - An event-queue overflow (fsnotify.ErrEventOverflow) or another watch error triggers a full
 //     rescan. Running out of inotify watches (ENOSPC/EMFILE) switches that root to polling, logs the
 //     sysctl to raise once, and shows in Health. Nothing here is fatal to Run.
 //   - A rescan of an unchanged tree only lists (getdents) and stats (fstatat): a per-path cache maps
-//     (size, mtime) to "already known" or "not a unit", so Sink.Known is asked once per content and
+//     (size, mtime) to "already known" or "not a unit", so the Sink is asked once per content and
 //     nothing is hashed twice. The cache holds 16 bytes of hashes per file seen (FNV-64 of the path;
 //     a collision, about 1 in 10^8 for a million files, would hide one file until its next change);
 //     entries of files that a full scan no longer finds are dropped after it. Everything else is
 //     proportional to what is pending.
-//   - After a restart the cache is empty. A unit found quiet for its rule's settle already (by
-//     its newest mtime) is fingerprinted and looked up with Sink.Known at once instead of becoming
-//     a candidate, so starting on a large, already ordered tree holds no candidate per unit (the
-//     fingerprint would be taken at settle time anyway). The mtime never settles a unit: one that
-//     is not known waits for two observations spanning settle like any other, keeping its
-//     fingerprint and the Sink's answer.
+//   - After a restart the cache is empty. A unit that a full scan finds quiet for its rule's
+//     settle already (by its newest mtime) is looked up at once, without reading it: a file with
+//     Sink.KnownSignature (rule, path, size and mtime), a folder unit with Sink.Known (its
+//     fingerprint reads no content). So starting on a large, already ordered tree reads no file
+//     and holds no candidate per unit. The mtime never settles a unit: one that is not known
+//     waits for two observations spanning settle like any other (the Sink's answer is kept).
 //   - Rename detection belongs to the Sink: a file renamed or moved within the folder arrives as a
 //     settled unit with a new path and the same fingerprint (size, mtime and content hash do not
 //     change with a rename), and the Sink, which has the database, recognises it.
@@ -41,7 +48,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,7 +55,6 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 
 	"github.com/omero-adi/omero-adi/rules"
 )
@@ -100,12 +105,18 @@ type Unit struct {
 }
 
 // Sink receives settled units; the agent implements it on top of the database. Its methods are
-// called one at a time, from Run's goroutine or Scan's caller, while the watcher's state is locked:
-// they must not call Scan (Health is fine). A slow Sink delays event handling, never loses events
-// (an overflow turns into a rescan).
+// called from several goroutines at once (at most sinkWorkers hand-overs plus the walks), never
+// while the watcher's state is locked; they must not call Scan (Health is fine). A slow Sink
+// delays only the units waiting on it; an error is retried later, per unit.
 type Sink interface {
-	// Known reports whether a unit with this rule, path and fingerprint was already ordered; it is
-	// asked once per content (the watcher caches the answer per path, size and mtime).
+	// KnownSignature reports whether a file unit with this rule and path was already ordered with
+	// a fingerprint that begins with signature ("size:mtime:"). A full scan asks it for a file
+	// found quiet for its rule's settle already, so that a restart on an ordered tree reads no
+	// file; the in-memory cache makes the same (path, size, mtime) assumption.
+	KnownSignature(ctx context.Context, rule, path, signature string) (bool, error)
+	// Known reports whether a unit with this rule, path and fingerprint was already ordered. It is
+	// asked once per content: for a file when it settles (unless KnownSignature said no for the
+	// same size and mtime), for a folder unit when a full scan finds it quiet or when it settles.
 	Known(ctx context.Context, rule, path, fingerprint string) (bool, error)
 	// Settled is called once per settled unit that Known did not report. An error is retried later.
 	Settled(ctx context.Context, u Unit) error
@@ -114,9 +125,9 @@ type Sink interface {
 // ScanStats counts what one full scan saw.
 type ScanStats struct {
 	Seen           int           `json:"seen"`            // units observed (files and folder units)
-	Settled        int           `json:"settled"`         // units handed to Sink.Settled
+	Settled        int           `json:"settled"`         // units handed to Sink.Settled (Scan only)
 	Pending        int           `json:"pending"`         // units waiting to settle after the scan
-	AlreadyOrdered int           `json:"already_ordered"` // units the cache or Sink.Known reported
+	AlreadyOrdered int           `json:"already_ordered"` // units the cache or the Sink reported
 	Ignored        int           `json:"ignored"`         // entries that are no unit (names, patterns, empty, symlinks)
 	Duration       time.Duration `json:"duration"`
 }
@@ -144,38 +155,36 @@ type RootHealth struct {
 	LastError        string        `json:"last_error,omitempty"`
 }
 
-// Watcher watches the roots of a rule set. New starts nothing; Run blocks. The fields below mu are
-// owned by whoever holds mu (Run's loop or Scan).
+// Watcher watches the roots of a rule set. New starts nothing; Run blocks. The fields below mu
+// are owned by whoever holds mu: Run's loop, the walks, the Sink workers and Scan take it for
+// short bookkeeping steps only, never across a Sink call or a whole walk.
 type Watcher struct {
 	cfg  Config
 	set  *rules.Set
 	sink Sink
 	log  *logrus.Entry
 
-	running atomic.Bool
+	running   atomic.Bool
+	wake      chan struct{} // a background scan ended: Run's loop recomputes its timer
+	handReady chan struct{} // handq has work for a Sink worker
 
 	mu       sync.Mutex
 	roots    []*root
 	pending  map[uint64]*cand
 	queue    candHeap
+	handq    []*cand               // settled candidates waiting for a Sink worker
 	known    map[uint64]knownEntry // hash(path) -> what was decided for which content
 	watched  map[string]*root      // watched directory -> its root
 	unitDirs map[string]bool       // watched folder units (top level only)
 	fsw      *fsnotify.Watcher
-	dr       *dirReader
-	hbuf     []byte // fingerprint read buffer
 	warned   map[string]bool
 	limitLog bool
 	overLog  bool
+	sinkDown bool // the last hand-over failed
 	settled  int64
 	overflow int64
 	rng      *rand.Rand
 	epoch    time.Time // zero of the candidates' monotonic clock
-
-	// addWatch, when set, replaces fsw.Add (tests inject ENOSPC with it). Called with mu held.
-	addWatch func(path string) error
-	// onStart runs in Run after the inotify instance exists, before the first scan (tests).
-	onStart func()
 
 	hmu    sync.Mutex
 	health Health
@@ -192,6 +201,8 @@ type root struct {
 	lastScan    time.Time
 	lastDur     time.Duration
 	next        time.Time
+	scanning    bool // a background full scan runs
+	again       bool // another full scan is due as soon as the running one ends
 	pending     int
 	errors      int
 	lastErr     string
@@ -236,18 +247,19 @@ func New(cfg Config, set *rules.Set, sink Sink, log *logrus.Entry) (*Watcher, er
 		log = logrus.NewEntry(logrus.StandardLogger())
 	}
 	w := &Watcher{
-		cfg:      cfg,
-		set:      set,
-		sink:     sink,
-		log:      log.WithField("component", "watcher"),
-		pending:  map[uint64]*cand{},
-		known:    map[uint64]knownEntry{},
-		watched:  map[string]*root{},
-		unitDirs: map[string]bool{},
-		dr:       newDirReader(),
-		warned:   map[string]bool{},
-		rng:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x61646977)),
-		epoch:    time.Now(),
+		cfg:       cfg,
+		set:       set,
+		sink:      sink,
+		log:       log.WithField("component", "watcher"),
+		wake:      make(chan struct{}, 1),
+		handReady: make(chan struct{}, 1),
+		pending:   map[uint64]*cand{},
+		known:     map[uint64]knownEntry{},
+		watched:   map[string]*root{},
+		unitDirs:  map[string]bool{},
+		warned:    map[string]bool{},
+		rng:       rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x61646977)),
+		epoch:     time.Now(),
 	}
 	for i, r := range set.Roots() {
 		w.roots = append(w.roots, &root{path: r.Path, idx: uint16(i)})
@@ -285,27 +297,28 @@ func (w *Watcher) publish() {
 }
 
 // Scan runs one full scan of every root without adding watches and returns what it saw. Units
-// that settle during it (see Config.TrustMtime, or a second Scan after the settle time) go to the
-// Sink. Pending units are fingerprinted and checked with Sink.Known at once, so that one scan
-// counts what is already ordered. It may be called while Run runs (it waits for Run's current
-// step).
+// that settle during it (see Config.TrustMtime, or a second Scan after the settle time) are handed
+// to the Sink by Scan itself before it returns. A unit found quiet for its settle is looked up
+// with the Sink at once (without reading it), so that one scan counts what is already ordered; a
+// unit that is not quiet cannot have been ordered with its current content, and is neither read
+// nor looked up. Scan may be called while Run runs.
 func (w *Watcher) Scan(ctx context.Context) (ScanStats, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	defer w.publish()
 	start := time.Now()
 	var st ScanStats
 	var errs []error
 	for _, r := range w.roots {
-		if err := w.scanRoot(ctx, r, false, &st); err != nil {
+		if err := w.scanRoot(ctx, r, walkOpts{probe: true, sync: true, workers: scanWorkers}, &st); err != nil {
 			errs = append(errs, err)
 		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	w.askKnown(ctx, &st)
+	w.drain(ctx, make([]byte, hashChunk), &st)
+	w.mu.Lock()
 	st.Pending = len(w.pending)
+	w.publish()
+	w.mu.Unlock()
 	st.Duration = time.Since(start)
 	if err := ctx.Err(); err != nil {
 		return st, err
@@ -314,6 +327,7 @@ func (w *Watcher) Scan(ctx context.Context) (ScanStats, error) {
 }
 
 // Run watches until ctx is done. It returns nil on cancellation; per-item problems are logged.
+// When it returns, its background scans and Sink workers have ended.
 func (w *Watcher) Run(ctx context.Context) error {
 	if !w.running.CompareAndSwap(false, true) {
 		return ErrRunning
@@ -336,7 +350,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 			w.mu.Unlock()
 		}
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	var bg sync.WaitGroup // background scans and Sink workers
 	defer func() {
+		cancel()
+		bg.Wait()
 		w.mu.Lock()
 		w.fsw = nil
 		w.watched = map[string]*root{}
@@ -347,9 +365,6 @@ func (w *Watcher) Run(ctx context.Context) error {
 		w.publish()
 		w.mu.Unlock()
 	}()
-	if w.onStart != nil {
-		w.onStart()
-	}
 
 	w.mu.Lock()
 	for _, r := range w.roots {
@@ -360,13 +375,23 @@ func (w *Watcher) Run(ctx context.Context) error {
 		r.next = time.Now() // the start scan
 	}
 	w.mu.Unlock()
+	for range sinkWorkers {
+		bg.Go(func() { w.handWorker(ctx) })
+	}
 	w.log.WithField("roots", len(w.roots)).Info("watcher started")
 
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
+		w.observeDue(ctx)
 		w.mu.Lock()
-		w.runDue(ctx)
+		now := time.Now()
+		for _, r := range w.roots {
+			if !r.scanning && !r.next.After(now) && ctx.Err() == nil {
+				r.scanning = true
+				bg.Go(func() { w.backgroundScan(ctx, r) })
+			}
+		}
 		wake := w.nextWake()
 		w.publish()
 		w.mu.Unlock()
@@ -379,9 +404,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if !ok {
 				return fmt.Errorf("watch events: channel closed")
 			}
-			w.mu.Lock()
 			w.handleEvent(ctx, ev)
-			// drain a burst under one lock
+			// handle a burst before looking at the timers again
 			for n := 0; n < 1024; n++ {
 				select {
 				case ev, ok = <-events:
@@ -393,7 +417,6 @@ func (w *Watcher) Run(ctx context.Context) error {
 				}
 				break
 			}
-			w.mu.Unlock()
 		case err, ok := <-errs:
 			if !ok {
 				return fmt.Errorf("watch errors: channel closed")
@@ -401,82 +424,67 @@ func (w *Watcher) Run(ctx context.Context) error {
 			w.mu.Lock()
 			w.watchError(err)
 			w.mu.Unlock()
+		case <-w.wake:
 		case <-timer.C:
 		}
 	}
 }
 
-// watchError handles an error from the inotify reader: always a full rescan of event roots.
-func (w *Watcher) watchError(err error) {
-	now := time.Now()
-	if errors.Is(err, fsnotify.ErrEventOverflow) {
-		w.overflow++
-		entry := w.log.WithField("hint", "raise fs.inotify.max_queued_events")
-		if !w.overLog {
-			w.overLog = true
-			entry.Warn("inotify event queue overflowed, rescanning")
-		} else {
-			entry.Debug("inotify event queue overflowed, rescanning")
-		}
-	} else {
-		w.log.WithError(err).Warn("inotify error, rescanning")
-	}
-	for _, r := range w.roots {
-		if r.mode == ModeEvents {
-			r.next = now
-		}
-	}
-}
-
-// nextWake is the earliest candidate observation or root rescan.
-func (w *Watcher) nextWake() time.Time {
-	wake := time.Now().Add(time.Hour)
-	if len(w.queue) > 0 {
-		if due := w.epoch.Add(time.Duration(w.queue[0].due)); due.Before(wake) {
-			wake = due
-		}
-	}
-	for _, r := range w.roots {
-		if r.next.Before(wake) {
-			wake = r.next
-		}
-	}
-	return wake
-}
-
-// runDue re-observes due candidates and rescans due roots.
-func (w *Watcher) runDue(ctx context.Context) {
-	now := time.Now()
-	mono := w.now()
-	var st ScanStats
-	for len(w.queue) > 0 && w.queue[0].due <= mono && ctx.Err() == nil {
-		c := w.queue[0]
-		w.unschedule(c)
-		w.reobserve(ctx, c, &st)
-	}
-	for _, r := range w.roots {
-		if r.next.After(now) || ctx.Err() != nil {
-			continue
-		}
-		var rs ScanStats
-		first := r.lastScan.IsZero()
-		err := w.scanRoot(ctx, r, true, &rs)
-		r.next = time.Now().Add(w.interval(r, err))
-		if err == nil {
-			entry := w.log.WithFields(logrus.Fields{
-				"root": r.path, "mode": r.mode, "seen": rs.Seen, "settled": rs.Settled, "pending": len(w.pending),
-				"already_ordered": rs.AlreadyOrdered, "ignored": rs.Ignored, "watches": r.watches, "took": rs.Duration,
-			})
-			if first {
-				entry.Info("root scanned")
-			} else {
-				entry.Debug("root rescanned")
+// observeDue re-observes the candidates that are due: files in batches under the lock (one lstat
+// each), folder units walked without it.
+func (w *Watcher) observeDue(ctx context.Context) {
+	for ctx.Err() == nil {
+		w.mu.Lock()
+		units, more := w.popDue(512)
+		w.mu.Unlock()
+		if len(units) > 0 {
+			dr := dirReaders.Get().(*dirReader)
+			for _, u := range units {
+				w.observeUnit(ctx, u.r, u.m, dr, false, &ScanStats{})
 			}
+			dirReaders.Put(dr)
+		}
+		if !more {
+			return
 		}
 	}
 }
 
-// interval is the time to the next full scan of r.
+// backgroundScan runs a full scan of r for Run (watching its directories when r is event-driven)
+// and schedules the next one.
+func (w *Watcher) backgroundScan(ctx context.Context, r *root) {
+	w.mu.Lock()
+	first := r.lastScan.IsZero()
+	w.mu.Unlock()
+	var st ScanStats
+	err := w.scanRoot(ctx, r, walkOpts{watch: true, probe: true, workers: scanWorkers}, &st)
+	w.mu.Lock()
+	r.scanning = false
+	r.next = time.Now().Add(w.interval(r, err))
+	if r.again {
+		r.again = false
+		r.next = time.Now()
+	}
+	if err == nil {
+		entry := w.log.WithFields(logrus.Fields{
+			"root": r.path, "mode": r.mode, "seen": st.Seen, "pending": r.pending,
+			"already_ordered": st.AlreadyOrdered, "ignored": st.Ignored, "watches": r.watches, "took": st.Duration,
+		})
+		if first {
+			entry.Info("root scanned")
+		} else {
+			entry.Debug("root rescanned")
+		}
+	}
+	w.publish()
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// interval is the time to the next full scan of r. Caller holds mu.
 func (w *Watcher) interval(r *root, scanErr error) time.Duration {
 	if scanErr != nil || r.mode != ModeEvents {
 		return w.cfg.PollInterval
@@ -485,7 +493,23 @@ func (w *Watcher) interval(r *root, scanErr error) time.Duration {
 	return time.Duration(float64(w.cfg.RescanInterval) * j)
 }
 
-// decideMode picks events or poll for a root (once it exists).
+// nextWake is the earliest candidate observation or root rescan. Caller holds mu.
+func (w *Watcher) nextWake() time.Time {
+	wake := time.Now().Add(time.Hour)
+	if len(w.queue) > 0 {
+		if due := w.epoch.Add(time.Duration(w.queue[0].due)); due.Before(wake) {
+			wake = due
+		}
+	}
+	for _, r := range w.roots {
+		if !r.scanning && r.next.Before(wake) {
+			wake = r.next
+		}
+	}
+	return wake
+}
+
+// decideMode picks events or poll for a root (once it exists). Caller holds mu.
 func (w *Watcher) decideMode(r *root) error {
 	if r.mode != "" {
 		return nil
@@ -516,87 +540,7 @@ func (w *Watcher) rootOf(path string) *root {
 	return nil
 }
 
-// watchDir adds an inotify watch on dir when r is event-driven.
-func (w *Watcher) watchDir(r *root, dir string, unit bool) {
-	if r.mode != ModeEvents || w.fsw == nil {
-		return
-	}
-	if _, ok := w.watched[dir]; ok {
-		return
-	}
-	var err error
-	if w.addWatch != nil {
-		err = w.addWatch(dir)
-	} else {
-		err = w.fsw.Add(dir)
-	}
-	switch {
-	case err == nil:
-		w.watched[dir] = r
-		r.watches++
-		if unit {
-			w.unitDirs[dir] = true
-		}
-	case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EMFILE):
-		w.watchLimit(r, err)
-	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
-		// gone meanwhile
-	default:
-		r.errors++
-		r.lastErr = fmt.Sprintf("watch %s: %v", dir, err)
-		w.warnOnce("watch:"+dir, w.log.WithError(err).WithField("path", dir), "cannot watch directory; it is covered by rescans")
-		r.next = time.Now() // a full rescan after a watch failure
-	}
-}
-
-// watchLimit switches r to polling after inotify ran out of watches.
-func (w *Watcher) watchLimit(r *root, err error) {
-	r.mode, r.limit = ModePoll, true
-	r.reason = fmt.Sprintf("inotify watch limit reached (%v): polling; raise it with %s", err, WatchLimitHint)
-	entry := w.log.WithError(err).WithFields(logrus.Fields{"root": r.path, "hint": WatchLimitHint})
-	if !w.limitLog {
-		w.limitLog = true
-		entry.Warn("out of inotify watches, root switched to polling")
-	} else {
-		entry.Info("out of inotify watches, root switched to polling")
-	}
-	for dir, wr := range w.watched {
-		if wr == r {
-			_ = w.fsw.Remove(dir)
-			delete(w.watched, dir)
-			delete(w.unitDirs, dir)
-		}
-	}
-	r.watches = 0
-	r.next = time.Now() // a full rescan after a watch failure
-}
-
-// unwatch forgets a watched directory that was removed or renamed.
-func (w *Watcher) unwatch(dir string) {
-	r, ok := w.watched[dir]
-	if !ok {
-		return
-	}
-	if w.fsw != nil {
-		_ = w.fsw.Remove(dir)
-	}
-	delete(w.watched, dir)
-	delete(w.unitDirs, dir)
-	r.watches--
-}
-
-// unwatchTree forgets a watched directory and every watched directory below it.
-func (w *Watcher) unwatchTree(dir string) {
-	w.unwatch(dir)
-	prefix := dir + "/"
-	for p := range w.watched {
-		if strings.HasPrefix(p, prefix) {
-			w.unwatch(p)
-		}
-	}
-}
-
-// warnOnce logs msg at Warn the first time key is seen, at Debug afterwards.
+// warnOnce logs msg at Warn the first time key is seen, at Debug afterwards. Caller holds mu.
 func (w *Watcher) warnOnce(key string, entry *logrus.Entry, msg string) {
 	if w.warned[key] {
 		entry.Debug(msg)
@@ -608,312 +552,3 @@ func (w *Watcher) warnOnce(key string, entry *logrus.Entry, msg string) {
 	w.warned[key] = true
 	entry.Warn(msg)
 }
-
-// handleEvent treats an inotify event as a hint about one path.
-func (w *Watcher) handleEvent(ctx context.Context, ev fsnotify.Event) {
-	path := filepath.Clean(ev.Name)
-	r := w.rootOf(path)
-	if r == nil || r.mode != ModeEvents {
-		return
-	}
-	now := time.Now()
-	var st ScanStats
-	if ev.Has(fsnotify.Remove) {
-		w.unwatch(path) // a pending unit finds out at its next observation
-	}
-	if path == r.path && (ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename)) {
-		w.unwatchTree(path)
-		r.next = now // the scan finds it missing and retries every PollInterval until it is back
-		return
-	}
-	if _, watched := w.watched[path]; watched && ev.Has(fsnotify.Rename) {
-		// A renamed directory keeps its inotify watches, registered under the old paths: drop them
-		// all; its new name arrives as a Create and is walked and watched again.
-		w.unwatchTree(path)
-	}
-	parent := filepath.Dir(path)
-	if w.unitDirs[parent] {
-		w.touchUnit(ctx, r, parent, filepath.Base(path), &st)
-		return
-	}
-	if !ev.Has(fsnotify.Create) && !ev.Has(fsnotify.Write) && !ev.Has(fsnotify.Chmod) {
-		return
-	}
-	h := hashString(path)
-	if c := w.pending[h]; c != nil && c.path == path {
-		w.touch(c)
-		return
-	}
-	var s unix.Stat_t
-	if err := unix.Lstat(path, &s); err != nil {
-		return
-	}
-	switch s.Mode & unix.S_IFMT {
-	case unix.S_IFDIR:
-		if !ev.Has(fsnotify.Create) {
-			return
-		}
-		w.dirFound(ctx, r, path, true, &st)
-	case unix.S_IFREG:
-		if rules.IgnoredName(filepath.Base(path)) {
-			return
-		}
-		w.fileFound(ctx, r, h, path, s.Size, mtimeOf(&s), &st)
-	}
-}
-
-// dirFound classifies a directory below a descended one and walks it accordingly.
-func (w *Watcher) dirFound(ctx context.Context, r *root, dir string, watch bool, st *ScanStats) {
-	role := w.set.Dir(dir)
-	switch {
-	case role.Unit != nil:
-		if watch {
-			w.watchDir(r, dir, true)
-		}
-		w.unitFound(ctx, r, *role.Unit, st)
-		if role.Descend {
-			w.scanDir(ctx, r, dir, watch, st)
-		}
-	case role.Descend:
-		w.scanDir(ctx, r, dir, watch, st)
-	default:
-		st.Ignored++
-		entry := w.log.WithFields(logrus.Fields{"path": dir, "why": role.Why})
-		if role.Denied {
-			w.warnOnce("deny:"+dir, entry, "folder names no allowed user or group; ignored")
-		} else {
-			entry.Debug("folder ignored")
-		}
-	}
-}
-
-// touchUnit handles activity at the top level of a watched folder unit.
-func (w *Watcher) touchUnit(ctx context.Context, r *root, unit, name string, st *ScanStats) {
-	c := w.pending[hashString(unit)]
-	if c != nil && c.path == unit && name != c.rule.Marker {
-		w.touch(c)
-		return
-	}
-	m, ok, _ := w.set.Match(unit)
-	if !ok || m.Rule.Unit != rules.UnitFolder || m.UnitPath != unit {
-		return
-	}
-	w.unitFound(ctx, r, m, st)
-}
-
-// scanRoot runs a full scan of one root.
-func (w *Watcher) scanRoot(ctx context.Context, r *root, watch bool, st *ScanStats) error {
-	start := time.Now()
-	var s unix.Stat_t
-	err := unix.Stat(r.path, &s)
-	if err == nil && s.Mode&unix.S_IFMT != unix.S_IFDIR {
-		err = unix.ENOTDIR
-	}
-	if err == nil {
-		err = w.decideMode(r)
-	}
-	if err != nil {
-		r.errors++
-		r.lastErr = fmt.Sprintf("scan %s: %v", r.path, err)
-		entry := w.log.WithError(err).WithField("root", r.path)
-		if !r.missingWarn {
-			r.missingWarn = true
-			entry.Warn("cannot scan root; retrying")
-		} else {
-			entry.Debug("cannot scan root; retrying")
-		}
-		return fmt.Errorf("scan root %s: %w", r.path, err)
-	}
-	r.missingWarn = false
-	var rs ScanStats
-	r.gen++
-	w.scanDir(ctx, r, r.path, watch, &rs)
-	if ctx.Err() == nil {
-		w.sweep(r)
-	}
-	r.lastScan = time.Now()
-	r.lastDur = r.lastScan.Sub(start)
-	rs.Duration = r.lastDur
-	st.Seen += rs.Seen
-	st.Settled += rs.Settled
-	st.AlreadyOrdered += rs.AlreadyOrdered
-	st.Ignored += rs.Ignored
-	st.Duration += rs.Duration
-	return ctx.Err()
-}
-
-// scanDir watches (when asked) and lists one descended directory, observes its files, and
-// recurses into its subdirectories.
-func (w *Watcher) scanDir(ctx context.Context, r *root, dir string, watch bool, st *ScanStats) {
-	if ctx.Err() != nil {
-		return
-	}
-	if watch {
-		w.watchDir(r, dir, false) // watch first, then list: nothing created in between is missed
-	}
-	fd, err := openDir(dir, dir != r.path)
-	if err != nil {
-		if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.ENOTDIR) {
-			r.errors++
-			r.lastErr = fmt.Sprintf("list %s: %v", dir, err)
-			w.warnOnce("list:"+dir, w.log.WithError(err).WithField("path", dir), "cannot list directory")
-		}
-		return
-	}
-	var subdirs []string
-	dh := fnvAdd(fnvOffset, dir)
-	if dir != "/" {
-		dh = fnvAdd(dh, "/")
-	}
-	err = w.dr.each(fd, func(name []byte, namePtr *byte, typ uint8) error {
-		if rules.IgnoredName(bstr(name)) {
-			st.Ignored++
-			return nil
-		}
-		switch typ {
-		case unix.DT_DIR:
-			subdirs = append(subdirs, string(name))
-			return nil
-		case unix.DT_REG, unix.DT_UNKNOWN:
-		default:
-			st.Ignored++ // symlinks, sockets, devices
-			return nil
-		}
-		var s unix.Stat_t
-		if fstatat(fd, name, namePtr, &s) != nil {
-			return nil // gone meanwhile
-		}
-		switch s.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-		case unix.S_IFDIR:
-			subdirs = append(subdirs, string(name))
-			return nil
-		default:
-			st.Ignored++
-			return nil
-		}
-		if s.Size == 0 {
-			st.Ignored++
-			return nil
-		}
-		h := fnvAddBytes(dh, name)
-		if c := w.pending[h]; c != nil && samePath(c.path, dir, name) {
-			st.Seen++
-			w.observedFile(ctx, c, s.Size, mtimeOf(&s), st)
-			return nil
-		}
-		if ignored, ok := w.cached(r, h, fileSig(s.Size, mtimeOf(&s))); ok {
-			if ignored {
-				st.Ignored++
-			} else {
-				st.Seen++
-				st.AlreadyOrdered++
-			}
-			return nil
-		}
-		w.fileFound(ctx, r, h, joinPath(dir, bstr(name)), s.Size, mtimeOf(&s), st)
-		return nil
-	})
-	unix.Close(fd)
-	if err != nil {
-		r.errors++
-		r.lastErr = fmt.Sprintf("list %s: %v", dir, err)
-		w.warnOnce("list:"+dir, w.log.WithError(err).WithField("path", dir), "cannot list directory")
-	}
-	for _, sd := range subdirs {
-		w.dirFound(ctx, r, joinPath(dir, sd), watch, st)
-	}
-}
-
-// fileFound handles a regular file that is not pending and not in the cache.
-func (w *Watcher) fileFound(ctx context.Context, r *root, h uint64, path string, size, mtime int64, st *ScanStats) {
-	if size == 0 {
-		st.Ignored++
-		return
-	}
-	sig := fileSig(size, mtime)
-	if ignored, ok := w.cached(r, h, sig); ok {
-		if ignored {
-			st.Ignored++
-		} else {
-			st.Seen++
-			st.AlreadyOrdered++
-		}
-		return
-	}
-	m, ok, why, denied := w.set.MatchDenied(path)
-	if !ok || m.Rule.Unit != rules.UnitFile {
-		w.remember(r, h, sig, true)
-		st.Ignored++
-		entry := w.log.WithFields(logrus.Fields{"path": path, "why": why})
-		if denied {
-			w.warnOnce("deny:"+path, entry, "file names no allowed user or group; ignored")
-		} else if ok {
-			entry.Debug("file directly in a folder rule's folder; ignored")
-		} else {
-			entry.Debug("file ignored")
-		}
-		return
-	}
-	st.Seen++
-	c := &cand{path: path, hash: h, rule: m.Rule, root: r, idx: -1}
-	if w.knownAtSight(ctx, c, size, mtime) {
-		w.remember(r, h, sig, false)
-		st.AlreadyOrdered++
-		return
-	}
-	w.addPending(c)
-	w.observedFile(ctx, c, size, mtime, st)
-}
-
-// knownAtSight asks the Sink at once about a file that has been quiet for its rule's settle
-// already (its mtime says so), before it becomes a pending candidate: after a restart the cache
-// is empty and every file of the tree is found again, and a tree that is ordered already then
-// costs no candidate per file, only one fingerprint each, as it would when settling. The mtime is
-// only trusted to skip files that are surely still being written; it never settles anything: a
-// file that is not known stays a candidate and settles as any other (its fingerprint and the
-// Sink's answer are kept, so it is neither hashed nor asked about twice for this content).
-func (w *Watcher) knownAtSight(ctx context.Context, c *cand, size, mtime int64) bool {
-	if time.Since(time.Unix(0, mtime)) < c.settle() {
-		return false
-	}
-	if w.hbuf == nil {
-		w.hbuf = make([]byte, hashChunk)
-	}
-	sig := fileSig(size, mtime)
-	fp, err := fileFingerprint(c.path, sig, w.hbuf)
-	if err != nil {
-		return false // changed or gone meanwhile: observed as a candidate
-	}
-	c.fp, c.fpSig = fp, sig
-	known, asked := w.askAtSight(ctx, c.rule, c.path, fp)
-	c.asked = asked
-	return known
-}
-
-// askAtSight asks the Sink whether a unit found quiet is ordered already. asked is true when the
-// Sink answered no (an error is only logged: the unit is asked about again when it settles).
-func (w *Watcher) askAtSight(ctx context.Context, rule *rules.Compiled, path, fp string) (known, asked bool) {
-	known, err := w.sink.Known(ctx, rule.Name, path, fp)
-	if err != nil {
-		w.log.WithError(err).WithFields(logrus.Fields{"rule": rule.Name, "path": path}).Debug("cannot ask whether unit is known")
-		return false, false
-	}
-	if known && w.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
-		w.log.WithFields(logrus.Fields{"rule": rule.Name, "path": path}).Debug("unit already ordered")
-	}
-	return known, !known
-}
-
-func joinPath(dir, name string) string {
-	if dir == "/" {
-		return "/" + name
-	}
-	return dir + "/" + name
-}
-
-func samePath(p, dir string, name []byte) bool {
-	return len(p) == len(dir)+1+len(name) && p[:len(dir)] == dir && p[len(dir)] == '/' && p[len(dir)+1:] == string(name)
-}
-
-func mtimeOf(s *unix.Stat_t) int64 { return s.Mtim.Sec*1e9 + s.Mtim.Nsec }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"golang.org/x/sys/unix"
 
 	"github.com/omero-adi/omero-adi/internal/testenv"
@@ -358,12 +359,13 @@ func TestWatchLimitFallsBackToPolling(t *testing.T) {
 	log, hook := testLogHook(t)
 	w := must(New(Config{PollInterval: 200 * time.Millisecond}, compile(t, data, userRule(data, 200*time.Millisecond)), rec.sink(), log))
 	var adds atomic.Int32
-	w.addWatch = func(p string) error {
+	addWatch = func(fsw *fsnotify.Watcher, p string) error {
 		if adds.Add(1) > 4 {
 			return fmt.Errorf("inotify_add_watch %s: %w", p, unix.ENOSPC)
 		}
-		return w.fsw.Add(p)
+		return fsw.Add(p)
 	}
+	t.Cleanup(func() { addWatch = (*fsnotify.Watcher).Add })
 	start(t, w)
 	rec.collect(t, 5, 5*time.Second)
 	h := rootHealth(t, w, data+"/demo")
@@ -405,17 +407,15 @@ func TestOverflowRescans(t *testing.T) {
 		t.Fatalf("set %s: %v", knob, err)
 	}
 	var once atomic.Bool
-	w.onStart = func() {
-		if once.CompareAndSwap(false, true) {
-			restore()
-		}
-	}
 	t.Cleanup(func() {
 		if once.CompareAndSwap(false, true) {
 			restore()
 		}
 	})
-	start(t, w)
+	start(t, w) // the inotify instance exists once the first scan is done
+	if once.CompareAndSwap(false, true) {
+		restore()
+	}
 	const n = 2000
 	// Hold the watcher's lock during the burst: its loop cannot read events meanwhile, so the
 	// 16-event kernel queue overflows for sure (a fast loop might otherwise keep up).

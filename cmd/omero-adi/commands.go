@@ -115,6 +115,10 @@ func (e *env) cmdRulesTest(ctx context.Context, args []string) error {
 // scanSink answers Known from the database and creates nothing.
 type scanSink struct{ store *db.Store }
 
+func (s scanSink) KnownSignature(ctx context.Context, rule, path, signature string) (bool, error) {
+	return s.store.HasWatchItemSignature(ctx, rule, path, signature)
+}
+
 func (s scanSink) Known(ctx context.Context, rule, path, fingerprint string) (bool, error) {
 	_, ok, err := s.store.HasWatchItem(ctx, db.WatchKey{Rule: rule, Path: path, Fingerprint: fingerprint})
 	return ok, err

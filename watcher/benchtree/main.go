@@ -117,6 +117,9 @@ func runBuild(args []string) error {
 // knownSink says every unit is new, and remembers nothing: the watcher's own cache does.
 type knownSink struct{}
 
+func (knownSink) KnownSignature(context.Context, string, string, string) (bool, error) {
+	return false, nil
+}
 func (knownSink) Known(context.Context, string, string, string) (bool, error) { return false, nil }
 func (knownSink) Settled(context.Context, watcher.Unit) error                 { return nil }
 
