@@ -143,6 +143,7 @@ func (w *Watcher) handOver(ctx context.Context, c *cand, buf []byte, st *ScanSta
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	defer w.publish()
 	c.busy = false
 	c.fp, c.fpSig, c.askedSig = fp, fpSig, askedSig
 	entry := w.log.WithFields(logrus.Fields{"rule": c.rule.Name, "path": c.path})
@@ -180,8 +181,8 @@ func (w *Watcher) handOver(ctx context.Context, c *cand, buf []byte, st *ScanSta
 			st.Settled++
 		}
 	}
-	if c.touched { // something happened while it was handed over: look again
-		c.touched = false
+	if c.touched { // something happened while it was handed over: look again (and ask again)
+		c.touched, c.askedSig = false, 0
 		w.touch(c)
 		return
 	}
@@ -232,8 +233,16 @@ type probe struct {
 
 // askSignatures asks the Sink, without the lock, whether each quiet file was ordered with its
 // size and mtime already. An error only means "not known yet": the unit becomes a candidate and
-// is asked again, with its full fingerprint, when it settles.
+// is asked again, with its full fingerprint, when it settles. One walk at a time asks (the others
+// go on listing meanwhile), so a start-up on an ordered tree costs the database one connection,
+// not one per walker: on SQLite each holds its own page cache.
 func (w *Watcher) askSignatures(ctx context.Context, ps []probe) {
+	select {
+	case w.lookups <- struct{}{}:
+		defer func() { <-w.lookups }()
+	case <-ctx.Done():
+		return
+	}
 	for i := range ps {
 		p := &ps[i]
 		if ctx.Err() != nil {

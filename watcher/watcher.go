@@ -167,6 +167,7 @@ type Watcher struct {
 	running   atomic.Bool
 	wake      chan struct{} // a background scan ended: Run's loop recomputes its timer
 	handReady chan struct{} // handq has work for a Sink worker
+	lookups   chan struct{} // held by the walk that looks quiet units up with the Sink (one at a time)
 
 	mu       sync.Mutex
 	roots    []*root
@@ -253,6 +254,7 @@ func New(cfg Config, set *rules.Set, sink Sink, log *logrus.Entry) (*Watcher, er
 		log:       log.WithField("component", "watcher"),
 		wake:      make(chan struct{}, 1),
 		handReady: make(chan struct{}, 1),
+		lookups:   make(chan struct{}, 1),
 		pending:   map[uint64]*cand{},
 		known:     map[uint64]knownEntry{},
 		watched:   map[string]*root{},
