@@ -210,10 +210,10 @@ func BenchmarkDropToSettled(b *testing.B) {
 }
 
 // BenchmarkStartScan measures the start-up scan of the daemon (empty cache) on a tree whose files
-// are all quiet (settle 1ns, shorter than their age): "ordered" (the Sink knows every file: no
-// candidate is kept) and "new" (nothing is known: every file is a pending candidate until its
-// second observation; its fingerprint is kept). live-B/file is the
-// heap still in use after the scan (after a GC), per file: what the pending candidates cost.
+// are all quiet (settle 1ns, shorter than their age), so each is looked up by signature, unread:
+// "ordered" (the Sink knows every file: no candidate is kept) and "new" (nothing is known: every
+// file is a pending candidate until its second observation). live-B/file is the heap still in use
+// after the scan (after a GC), per file: what the pending candidates cost.
 func BenchmarkStartScan(b *testing.B) {
 	files := envInt("ADI_BENCH_FILES", 20000)
 	folders := envInt("ADI_BENCH_FOLDERS", files/10)
@@ -225,8 +225,9 @@ func BenchmarkStartScan(b *testing.B) {
 	}{{"ordered", true, 0}, {"new", false, files}} {
 		b.Run(bc.name, func(b *testing.B) {
 			sink := &fakeSink{
-				known:   func(context.Context, string, string, string) (bool, error) { return bc.known, nil },
-				settled: func(context.Context, Unit) error { return nil },
+				knownSig: func(context.Context, string, string, string) (bool, error) { return bc.known, nil },
+				known:    func(context.Context, string, string, string) (bool, error) { return bc.known, nil },
+				settled:  func(context.Context, Unit) error { return nil },
 			}
 			set := compile(b, data, benchRule(data, time.Nanosecond))
 			var live float64
