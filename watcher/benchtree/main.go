@@ -6,6 +6,8 @@
 //	benchtree build -dir D                   only build the tree (when missing)
 //	benchtree rss -runs 3 -- CMD ARGS...     peak resident memory (max RSS) of a command
 //	benchtree agent -bin bin/omero-adi -dir D  idle CPU and drop -> order latency of the real agent
+//	benchtree startscan -bin bin/omero-adi -dir D -runs 7  start scan and scan of unsettled units vs find
+//	benchtree slowsink -delay 2s             event and drop -> order latency in front of a slow database
 //
 // The tree (-files 200000 in -folders 20000 by default) is built when DIR does not exist yet,
 // under a temporary name renamed at the end, so an interrupted build is never reused.
@@ -51,8 +53,12 @@ func main() {
 		err = runRSS(args)
 	case "agent":
 		err = runAgent(args)
+	case "startscan":
+		err = runStartScan(args)
+	case "slowsink":
+		err = runSlowSink(args)
 	default:
-		err = fmt.Errorf("unknown subcommand %q (rescan, build, rss or agent)", cmd)
+		err = fmt.Errorf("unknown subcommand %q (rescan, startscan, slowsink, build, rss or agent)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchtree:", err)
