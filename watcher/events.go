@@ -144,19 +144,31 @@ func (w *Watcher) requestScan(r *root) {
 	r.next = time.Now()
 }
 
-// watchDir adds an inotify watch on dir when r is event-driven. Caller holds mu.
+// watchDir adds an inotify watch on dir when r is event-driven. It takes mu itself, and not
+// across the inotify_add_watch call: the walkers of a start scan register 20,000 watches.
 func (w *Watcher) watchDir(r *root, dir string, unit bool) {
-	if r.mode != ModeEvents || w.fsw == nil {
+	w.mu.Lock()
+	_, done := w.watched[dir]
+	fsw := w.fsw
+	if r.mode != ModeEvents || fsw == nil || done {
+		w.mu.Unlock()
 		return
 	}
-	if _, ok := w.watched[dir]; ok {
-		return
-	}
-	err := addWatch(w.fsw, dir)
+	w.mu.Unlock()
+	err := addWatch(fsw, dir)
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	switch {
+	case w.fsw != fsw || r.mode != ModeEvents:
+		// Run ended, or the root ran out of watches meanwhile: this one is not kept
+		if err == nil {
+			_ = fsw.Remove(dir)
+		}
 	case err == nil:
-		w.watched[dir] = r
-		r.watches++
+		if _, ok := w.watched[dir]; !ok {
+			w.watched[dir] = r
+			r.watches++
+		}
 		if unit {
 			w.unitDirs[dir] = true
 		}

@@ -219,9 +219,7 @@ func (wr *walker) dir(dir string) {
 		return
 	}
 	if wr.opts.watch {
-		w.mu.Lock()
 		w.watchDir(r, dir, false) // watch first, then list: nothing created in between is missed
-		w.mu.Unlock()
 	}
 	fd, err := openDir(dir, dir != r.path)
 	if err != nil {
@@ -369,9 +367,7 @@ func (wr *walker) dirFound(dir string) {
 	switch {
 	case role.Unit != nil:
 		if wr.opts.watch {
-			w.mu.Lock()
 			w.watchDir(r, dir, true)
-			w.mu.Unlock()
 		}
 		w.observeUnit(wr.ctx, r, *role.Unit, wr.dr, wr.opts.probe, &wr.st)
 		wr.handOver()
