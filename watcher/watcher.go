@@ -353,7 +353,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	var bg sync.WaitGroup // background scans and Sink workers
+	var bg sync.WaitGroup // background scans, walks of folder units and Sink workers
 	defer func() {
 		cancel()
 		bg.Wait()
@@ -385,7 +385,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		w.observeDue(ctx)
+		w.observeDue(ctx, &bg)
 		w.mu.Lock()
 		now := time.Now()
 		for _, r := range w.roots {
@@ -433,18 +433,21 @@ func (w *Watcher) Run(ctx context.Context) error {
 }
 
 // observeDue re-observes the candidates that are due: files in batches under the lock (one lstat
-// each), folder units walked without it.
-func (w *Watcher) observeDue(ctx context.Context) {
+// each); folder units are walked in a goroutine of bg (an .ome.zarr has thousands of files), so
+// that Run's loop goes back to the events at once.
+func (w *Watcher) observeDue(ctx context.Context, bg *sync.WaitGroup) {
 	for ctx.Err() == nil {
 		w.mu.Lock()
 		units, more := w.popDue(512)
 		w.mu.Unlock()
 		if len(units) > 0 {
-			dr := dirReaders.Get().(*dirReader)
-			for _, u := range units {
-				w.observeUnit(ctx, u.r, u.m, dr, false, &ScanStats{})
-			}
-			dirReaders.Put(dr)
+			bg.Go(func() {
+				dr := dirReaders.Get().(*dirReader)
+				defer dirReaders.Put(dr)
+				for _, u := range units {
+					w.observeUnit(ctx, u.r, u.m, dr, false, &ScanStats{})
+				}
+			})
 		}
 		if !more {
 			return
