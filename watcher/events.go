@@ -16,8 +16,9 @@ import (
 )
 
 // Events and watches. Run's goroutine handles each inotify event as a hint about one path,
-// taking the lock for the bookkeeping only: a new directory is walked (one walker, without the
-// Sink) with the lock taken per directory, and nothing here calls the Sink.
+// taking the lock for the bookkeeping only, and nothing here calls the Sink. A new directory (a
+// tree moved in may be large) is walked by the event walker goroutine: one walker, without Sink
+// lookups, the lock taken per directory.
 
 // addWatch adds an inotify watch on dir (a variable: tests make inotify run out of watches).
 var addWatch = (*fsnotify.Watcher).Add
@@ -79,12 +80,49 @@ func (w *Watcher) handleEvent(ctx context.Context, ev fsnotify.Event) {
 	switch s.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		if ev.Has(fsnotify.Create) {
-			w.newWalk(r, walkOpts{watch: true, workers: 1}).run(ctx, path, true)
+			w.mu.Lock()
+			w.dirq = append(w.dirq, newDir{r, path})
+			w.mu.Unlock()
+			select {
+			case w.dirReady <- struct{}{}:
+			default:
+			}
 		}
 	case unix.S_IFREG:
 		if !rules.IgnoredName(filepath.Base(path)) {
 			w.fileEvent(r, h, path, s.Size, mtimeOf(&s))
 		}
+	}
+}
+
+// newDir is a directory an event found, for the event walker.
+type newDir struct {
+	r    *root
+	path string
+}
+
+// eventWalker watches and walks the directories that events found, one after the other, until
+// ctx is done.
+func (w *Watcher) eventWalker(ctx context.Context) {
+	for {
+		w.mu.Lock()
+		var d newDir
+		ok := len(w.dirq) > 0
+		if ok {
+			d = w.dirq[0]
+			w.dirq[0] = newDir{}
+			w.dirq = w.dirq[1:]
+		}
+		w.mu.Unlock()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.dirReady:
+			}
+			continue
+		}
+		w.newWalk(d.r, walkOpts{watch: true, workers: 1}).run(ctx, d.path, true)
 	}
 }
 

@@ -168,12 +168,14 @@ type Watcher struct {
 	wake      chan struct{} // a background scan ended: Run's loop recomputes its timer
 	handReady chan struct{} // handq has work for a Sink worker
 	lookups   chan struct{} // held by the walk that looks quiet units up with the Sink (one at a time)
+	dirReady  chan struct{} // dirq has work for the event walker
 
 	mu       sync.Mutex
 	roots    []*root
 	pending  map[uint64]*cand
 	queue    candHeap
 	handq    []*cand               // settled candidates waiting for a Sink worker
+	dirq     []newDir              // directories events found, waiting for the event walker
 	known    map[uint64]knownEntry // hash(path) -> what was decided for which content
 	watched  map[string]*root      // watched directory -> its root
 	unitDirs map[string]bool       // watched folder units (top level only)
@@ -255,6 +257,7 @@ func New(cfg Config, set *rules.Set, sink Sink, log *logrus.Entry) (*Watcher, er
 		wake:      make(chan struct{}, 1),
 		handReady: make(chan struct{}, 1),
 		lookups:   make(chan struct{}, 1),
+		dirReady:  make(chan struct{}, 1),
 		pending:   map[uint64]*cand{},
 		known:     map[uint64]knownEntry{},
 		watched:   map[string]*root{},
@@ -353,12 +356,13 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	var bg sync.WaitGroup // background scans, walks of folder units and Sink workers
+	var bg sync.WaitGroup // background scans, walks of new directories and folder units, Sink workers
 	defer func() {
 		cancel()
 		bg.Wait()
 		w.mu.Lock()
 		w.fsw = nil
+		w.dirq = nil // the next start scan walks everything
 		w.watched = map[string]*root{}
 		w.unitDirs = map[string]bool{}
 		for _, r := range w.roots {
@@ -380,6 +384,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	for range sinkWorkers {
 		bg.Go(func() { w.handWorker(ctx) })
 	}
+	bg.Go(func() { w.eventWalker(ctx) })
 	w.log.WithField("roots", len(w.roots)).Info("watcher started")
 
 	timer := time.NewTimer(0)
