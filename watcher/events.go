@@ -24,7 +24,7 @@ import (
 var addWatch = (*fsnotify.Watcher).Add
 
 // handleEvent treats an inotify event as a hint about one path.
-func (w *Watcher) handleEvent(ctx context.Context, ev fsnotify.Event) {
+func (w *Watcher) handleEvent(ev fsnotify.Event) {
 	path := filepath.Clean(ev.Name)
 	w.mu.Lock()
 	r := w.rootOf(path)
@@ -54,12 +54,8 @@ func (w *Watcher) handleEvent(ctx context.Context, ev fsnotify.Event) {
 			w.mu.Unlock()
 			return
 		}
+		w.queueDir(r, parent) // walked (an .ome.zarr has thousands of files) by the event walker
 		w.mu.Unlock()
-		if m, ok, _ := w.set.Match(parent); ok && m.Rule.Unit == rules.UnitFolder && m.UnitPath == parent {
-			dr := dirReaders.Get().(*dirReader)
-			w.observeUnit(ctx, r, m, dr, false, &ScanStats{})
-			dirReaders.Put(dr)
-		}
 		return
 	}
 	if !ev.Has(fsnotify.Create) && !ev.Has(fsnotify.Write) && !ev.Has(fsnotify.Chmod) {
@@ -81,12 +77,8 @@ func (w *Watcher) handleEvent(ctx context.Context, ev fsnotify.Event) {
 	case unix.S_IFDIR:
 		if ev.Has(fsnotify.Create) {
 			w.mu.Lock()
-			w.dirq = append(w.dirq, newDir{r, path})
+			w.queueDir(r, path)
 			w.mu.Unlock()
-			select {
-			case w.dirReady <- struct{}{}:
-			default:
-			}
 		}
 	case unix.S_IFREG:
 		if !rules.IgnoredName(filepath.Base(path)) {
@@ -99,6 +91,16 @@ func (w *Watcher) handleEvent(ctx context.Context, ev fsnotify.Event) {
 type newDir struct {
 	r    *root
 	path string
+}
+
+// queueDir hands a directory to the event walker, which classifies it (a folder unit is
+// observed, a descended directory watched and walked). Caller holds mu.
+func (w *Watcher) queueDir(r *root, path string) {
+	w.dirq = append(w.dirq, newDir{r, path})
+	select {
+	case w.dirReady <- struct{}{}:
+	default:
+	}
 }
 
 // eventWalker watches and walks the directories that events found, one after the other, until

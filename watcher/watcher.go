@@ -18,7 +18,9 @@
 //     never when it is first found: until then size and mtime are its signature.
 //   - Full scans run in their own goroutines, several walkers per root, holding the watcher's lock
 //     only while they compare one directory with the pending units and the cache; events of every
-//     root are handled meanwhile. The Sink is never called with the lock held: settled units are
+//     root are handled meanwhile. Run's loop itself never walks: directories that events find
+//     (a tree moved in, a folder unit's top level) go to an event-walker goroutine, due folder
+//     units are walked in a goroutine of their own. The Sink is never called with the lock held: settled units are
 //     handed over by sinkWorkers goroutines, so a slow database delays only the units waiting on
 //     it, and a failing one is retried per unit until it answers.
 //   - An event-queue overflow (fsnotify.ErrEventOverflow) or another watch error triggers a full
@@ -411,13 +413,13 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if !ok {
 				return fmt.Errorf("watch events: channel closed")
 			}
-			w.handleEvent(ctx, ev)
+			w.handleEvent(ev)
 			// handle a burst before looking at the timers again
 			for n := 0; n < 1024; n++ {
 				select {
 				case ev, ok = <-events:
 					if ok {
-						w.handleEvent(ctx, ev)
+						w.handleEvent(ev)
 						continue
 					}
 				default:
