@@ -284,3 +284,49 @@ func TestUnreachableSinkLosesNoUnit(t *testing.T) {
 		t.Fatalf("%d notes that the database answers again, want one", back)
 	}
 }
+
+// The roots take turns at the Sink workers: a unit dropped into one root is handed over while
+// another root's backlog (a start-up ordering a whole tree) is still being worked off.
+func TestBacklogOfOneRootDoesNotHoldBackAnother(t *testing.T) {
+	const settle = 200 * time.Millisecond
+	data := t.TempDir()
+	for i := 0; i < 200; i++ {
+		writeFile(t, fmt.Sprintf("%s/big/d%02d/f%03d.tif", data, i%20, i), 100)
+	}
+	mkdir(t, data+"/drop")
+	rule := func(name string) rules.Rule {
+		return rules.Rule{Name: name, Group: "Demo", Path: data + "/" + name, User: "robot", Include: []string{"**/*.tif"},
+			Settle: rules.Duration{Duration: settle}, Destination: "Dataset:1"}
+	}
+	rec := newRecorder()
+	sink := rec.sink()
+	settled := sink.settled
+	var big atomic.Int32
+	sink.settled = func(ctx context.Context, u Unit) error {
+		if u.Rule.Name == "big" {
+			time.Sleep(50 * time.Millisecond) // 200 units, 4 workers: a backlog of 2.5 s
+			big.Add(1)
+		}
+		return settled(ctx, u)
+	}
+	w := must(New(Config{}, compile(t, data, rule("big"), rule("drop")), sink, testLog(t)))
+	start(t, w)
+	waitFor(t, 10*time.Second, "the big root's backlog to start", func() bool { return big.Load() > 0 })
+	path := data + "/drop/x.tif"
+	writeFile(t, path, 100)
+	dropped := time.Now()
+	for {
+		u := rec.next(t, 10*time.Second)
+		if u.Path != path {
+			continue
+		}
+		if took := time.Since(dropped); took > settle+time.Second {
+			t.Fatalf("%s handed over %v after it was written, want within settle + 1 s", path, took)
+		}
+		break
+	}
+	if n := big.Load(); n >= 200 {
+		t.Fatalf("the big root's backlog was done (%d units) before the drop: the test did not test anything", n)
+	}
+	waitFor(t, 30*time.Second, "the big root's backlog", func() bool { return big.Load() == 200 })
+}

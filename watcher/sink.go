@@ -12,7 +12,7 @@ import (
 )
 
 // Talking to the Sink. No Sink method is ever called with mu held: settled candidates wait in
-// handq for one of sinkWorkers goroutines (or for Scan, which hands over what settles during
+// their root's handq for one of sinkWorkers goroutines (or for Scan, which hands over what settles during
 // it itself), and the walks ask about units found quiet between two holds of the lock. A slow
 // Sink delays the units waiting on it, never event handling or the walks of other roots; a
 // failing one loses nothing: the unit is observed again and retried with a growing delay.
@@ -27,24 +27,39 @@ const maxRetryDelay = time.Minute
 func (w *Watcher) ready(c *cand) {
 	w.unschedule(c)
 	c.busy = true
-	w.handq = append(w.handq, c)
+	c.root.handq = append(c.root.handq, c)
+	w.handing++
 	select {
 	case w.handReady <- struct{}{}:
 	default:
 	}
 }
 
-// popHand takes the next settled candidate (nil when there is none).
+// popHand takes the next settled candidate (nil when there is none). The roots take turns, so
+// that the backlog of a large root (a start-up ordering a whole tree) does not hold back a unit
+// dropped into another one.
 func (w *Watcher) popHand() *cand {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.handq) == 0 {
+	if w.handing == 0 {
 		return nil
 	}
-	c := w.handq[0]
-	w.handq[0] = nil
-	w.handq = w.handq[1:]
-	if len(w.handq) > 0 { // wake another worker
+	var c *cand
+	for i := range w.roots {
+		r := w.roots[(w.handTurn+i)%len(w.roots)]
+		if len(r.handq) > 0 {
+			c = r.handq[0]
+			r.handq[0] = nil
+			r.handq = r.handq[1:]
+			w.handTurn = (w.handTurn + i + 1) % len(w.roots)
+			break
+		}
+	}
+	if c == nil {
+		return nil
+	}
+	w.handing--
+	if w.handing > 0 { // wake another worker
 		select {
 		case w.handReady <- struct{}{}:
 		default:

@@ -176,7 +176,8 @@ type Watcher struct {
 	roots    []*root
 	pending  map[uint64]*cand
 	queue    candHeap
-	handq    []*cand               // settled candidates waiting for a Sink worker
+	handing  int                   // settled candidates waiting in the roots' handq
+	handTurn int                   // the root whose handq is served next
 	dirq     []newDir              // directories events found, waiting for the event walker
 	known    map[uint64]knownEntry // hash(path) -> what was decided for which content
 	watched  map[string]*root      // watched directory -> its root
@@ -206,8 +207,9 @@ type root struct {
 	lastScan    time.Time
 	lastDur     time.Duration
 	next        time.Time
-	scanning    bool // a background full scan runs
-	again       bool // another full scan is due as soon as the running one ends
+	scanning    bool    // a background full scan runs
+	handq       []*cand // settled candidates waiting for a Sink worker
+	again       bool    // another full scan is due as soon as the running one ends
 	pending     int
 	errors      int
 	lastErr     string
