@@ -55,6 +55,27 @@ func TestBadOrdersFail(t *testing.T) {
 			{"outside the group's roots", "alice", "Restricted", "151", "Dataset", []string{good}, "outside the allowed roots"},
 			{"group roots missing", "alice", "Gone", "151", "Dataset", []string{good}, "group_name"},
 			{"line break in a name", "alice", "Demo", "151", "Dataset", []string{e.file("demo/alice/new\nline.tif", "x")}, "line break"},
+			{"files a JSON object", "alice", "Demo", "151", "Dataset", `{"files": ["` + good + `"]}`, "not a JSON list"},
+			{"files a JSON string", "alice", "Demo", "151", "Dataset", `"` + good + `"`, "not a JSON list"},
+			{"10 MB files value", "alice", "Demo", "151", "Dataset", `["` + good + `", "` + strings.Repeat("x", 10<<20) + `"]`, "files[1]"},
+			{"10 MB of garbage", "alice", "Demo", "151", "Dataset", strings.Repeat("[", 10<<20), "not a JSON list"},
+			{"dash option as a path", "alice", "Demo", "151", "Dataset", []string{"--help"}, "not an absolute path"},
+		}
+		// A file name that is not UTF-8 (written by a Latin-1 host): SQLite stores the bytes and the
+		// runner refuses them; PostgreSQL refuses the INSERT itself.
+		latin1 := `["` + e.file("demo/alice/caf\xe9.tif", "x") + `"]`
+		if e.store.Driver() == db.DriverPostgres {
+			q := e.store.DB().Rebind(`INSERT INTO imports (group_name, user_name, destination_id, destination_type, stage, uuid, files)
+				VALUES ('Demo', 'alice', '151', 'Dataset', 'Import Pending', 'latin1', ?)`)
+			if _, err := e.store.DB().Exec(q, latin1); err == nil || !strings.Contains(err.Error(), "UTF8") {
+				t.Errorf("PostgreSQL took a files value that is not UTF-8: %v", err)
+			}
+		} else {
+			cases = append(cases, struct {
+				name, user, group, destID, destType string
+				files                               any
+				want                                string
+			}{"non-UTF-8 name", "alice", "Demo", "151", "Dataset", latin1, "not valid UTF-8 text (byte 0xe9"})
 		}
 		if os.Geteuid() != 0 { // root reads everything
 			cases = append(cases, struct {
@@ -75,6 +96,9 @@ func TestBadOrdersFail(t *testing.T) {
 			}
 			if !strings.Contains(o.Description, "retry") {
 				t.Errorf("%s: description %q does not say how to retry", c.name, o.Description)
+			}
+			if len(o.Description) > 2000 {
+				t.Errorf("%s: description of %d bytes, want it bounded", c.name, len(o.Description))
 			}
 		}
 		// The runner goes on serving good orders, including awkward file names.

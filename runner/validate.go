@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/internal/fspath"
@@ -95,6 +96,9 @@ func (p Paths) Validate(o db.Order) (Checked, error) {
 		if strings.TrimSpace(o.Preprocessing.Container) == "" {
 			return c, invalid("imports_preprocessing.container", "is empty in row %d; name the container image", *o.PreprocessingID)
 		}
+	}
+	if i := invalidUTF8(o.Files); i >= 0 {
+		return c, invalid("files", "is not valid UTF-8 text (byte %#x at offset %d): OMERO takes UTF-8 file names only; rename the file and fix the row", o.Files[i], i)
 	}
 	var files []string
 	if err := json.Unmarshal([]byte(o.Files), &files); err != nil {
@@ -229,21 +233,24 @@ func checkFile(field, f string, roots []string) (real string, dir bool, err erro
 	if f == "" {
 		return "", false, invalid(field, "is empty")
 	}
+	if len(f) > maxPath {
+		return "", false, invalid(field, "is a path of %d bytes, longer than any path can be (%d): %s; fix the row", len(f), maxPath, quoteShort(f))
+	}
 	if hasControl(f) {
 		return "", false, invalid(field, "%s contains a line break or another control character, which OMERO's importer cannot take; rename the file", quoteShort(f))
 	}
 	if !filepath.IsAbs(f) {
-		return "", false, invalid(field, "%q is not an absolute path; give the full path below the data root", f)
+		return "", false, invalid(field, "%s is not an absolute path; give the full path below the data root", quoteShort(f))
 	}
 	if hasDotDot(f) {
-		return "", false, invalid(field, "%q contains \"..\"; give the path without it", f)
+		return "", false, invalid(field, "%s contains \"..\"; give the path without it", quoteShort(f))
 	}
 	real, err = filepath.EvalSymlinks(f)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return "", false, invalid(field, "%q does not exist (moved or deleted?); fix the path and retry", f)
+			return "", false, invalid(field, "%s does not exist (moved or deleted?); fix the path and retry", quoteShort(f))
 		}
-		return "", false, invalid(field, "%q cannot be resolved: %v", f, err)
+		return "", false, invalid(field, "%s cannot be resolved: %v", quoteShort(f), err)
 	}
 	inside := false
 	for _, r := range roots {
@@ -254,13 +261,13 @@ func checkFile(field, f string, roots []string) (real string, dir bool, err erro
 	}
 	if !inside {
 		if real != filepath.Clean(f) {
-			return "", false, invalid(field, "%q resolves to %q, outside the allowed roots %s; only files below them can be imported", f, real, strings.Join(roots, ", "))
+			return "", false, invalid(field, "%s resolves to %s, outside the allowed roots %s; only files below them can be imported", quoteShort(f), quoteShort(real), strings.Join(roots, ", "))
 		}
-		return "", false, invalid(field, "%q is outside the allowed roots %s; only files below them can be imported", f, strings.Join(roots, ", "))
+		return "", false, invalid(field, "%s is outside the allowed roots %s; only files below them can be imported", quoteShort(f), strings.Join(roots, ", "))
 	}
 	fi, err := os.Stat(real)
 	if err != nil {
-		return "", false, invalid(field, "%q cannot be read: %v", f, err)
+		return "", false, invalid(field, "%s cannot be read: %v", quoteShort(f), err)
 	}
 	if fi.IsDir() {
 		d, err := os.Open(real)
@@ -269,19 +276,34 @@ func checkFile(field, f string, roots []string) (real string, dir bool, err erro
 			d.Close()
 		}
 		if err != nil && err != io.EOF {
-			return "", false, invalid(field, "folder %q cannot be listed: %v; check its permissions", f, err)
+			return "", false, invalid(field, "folder %s cannot be listed: %v; check its permissions", quoteShort(f), err)
 		}
 		return real, true, nil
 	}
 	if !fi.Mode().IsRegular() {
-		return "", false, invalid(field, "%q is not a regular file or folder", f)
+		return "", false, invalid(field, "%s is not a regular file or folder", quoteShort(f))
 	}
 	fh, err := os.Open(real)
 	if err != nil {
-		return "", false, invalid(field, "%q cannot be read: %v; check its permissions", f, err)
+		return "", false, invalid(field, "%s cannot be read: %v; check its permissions", quoteShort(f), err)
 	}
 	fh.Close()
 	return real, false, nil
+}
+
+// maxPath is the longest path Linux takes (PATH_MAX).
+const maxPath = 4096
+
+// invalidUTF8 returns the offset of the first byte of s that is not UTF-8, or -1.
+func invalidUTF8(s string) int {
+	for i, r := range s {
+		if r == utf8.RuneError {
+			if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
+				return i
+			}
+		}
+	}
+	return -1
 }
 
 func hasDotDot(p string) bool {
