@@ -144,6 +144,11 @@ func (c *Client) Import(ctx context.Context, s *Session, req ImportRequest) (Imp
 		return ImportResult{}, fmt.Errorf("create log_dir: %w", err)
 	}
 	logs, errs := c.LogFiles(req.OrderUUID)
+	// The importer writes the ids of what it imported to the --file log and cannot tell when that
+	// fails: on a full log_dir the images would reach OMERO while the order saw nothing.
+	if err := probeSpace(logs, logProbe); err != nil {
+		return ImportResult{}, fmt.Errorf("%w: log_dir cannot take the import's logs (%v); free space there, then retry the order — nothing was imported", ErrCall, err)
+	}
 	argv := c.ImportArgs(s, req)
 	log := c.log.WithFields(logrus.Fields{"order": req.OrderUUID, "target": fmt.Sprintf("%s:%d", req.Target.Kind, req.Target.ID), "paths": len(req.Paths)})
 	log.Info("OMERO import started")
