@@ -171,6 +171,11 @@ func TestOrdersCreateRejectsBadInput(t *testing.T) {
 }
 
 // Bad settings are a clear error naming the key and the value, with exit code 2.
+// rule is a valid watch rule plus extra keys, for settings tests.
+func rule(extra string) string {
+	return "[[rules]]\nname = \"r\"\ngroup = \"G\"\npath = \"/data/x/{user}\"\nusers = [\"u\"]\ninclude = [\"*.tif\"]\ndestination = \"Dataset:1\"\n" + extra
+}
+
 func TestBadSettings(t *testing.T) {
 	cases := []struct{ name, text, want string }{
 		{"unknown key", "max_worker = 3\n", `unknown key "max_worker"`},
@@ -189,6 +194,16 @@ func TestBadSettings(t *testing.T) {
 		{"bad processed folder", "processed_folder = \"a/b\"\n", `processed_folder: must be one folder name`},
 		{"zero legacy age", "legacy_pending_max_age = \"0s\"\n", "legacy_pending_max_age"},
 		{"zero bind attempts", "[preprocessing]\nbind_retry_attempts = 0\n", "preprocessing.bind_retry_attempts: must be at least 1, got 0"},
+		{"wrong type", "max_workers = \"four\"\n", "max_workers"},
+		{"lease too short", "lease = \"1s\"\n", `lease: must be at least 3s`},
+		{"negative duration", "poll_interval = \"-1s\"\n", "poll_interval"},
+		{"bad log level", "log_level = \"loud\"\n", `log_level: must be one of`},
+		{"port out of range", "[omero]\nport = 70000\n", "omero.port"},
+		{"bad listen", "listen = \"nohostport\"\n", "listen"},
+		{"bad rule destination", strings.Replace(rule(""), "Dataset:1", "Project:1", 1), `"Project:1"`},
+		{"bad rule unit", rule("unit = \"blob\"\n"), "unit"},
+		{"bad rule settle", rule("settle = \"soon\"\n"), "soon"},
+		{"rule without path", "[[rules]]\nname = \"r\"\ngroup = \"G\"\nusers = [\"u\"]\ninclude = [\"*\"]\ndestination = \"Dataset:1\"\n", "path"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
