@@ -356,6 +356,21 @@ func TestPreprocessingFailures(t *testing.T) {
 	}
 }
 
+// A container that prints megabytes on stdout and stderr: the order still completes (only the
+// last stdout line counts), and a failing one gets a bounded description.
+func TestPreprocessingFlood(t *testing.T) {
+	image := convtest.Image(t)
+	e := setup(t, pgtest.SQLiteURL, withPreprocessing(t))
+	e.start()
+	ok := e.insertPre(e.preprocessing(image, "/out", map[string]string{"flood": "8000000"}), e.file("demo/alice/loud/a.lif", "a"))
+	bad := e.insertPre(e.preprocessing(image, "/out", map[string]string{"flood": "8000000", "fail": "exit"}), e.file("demo/alice/loud/b.lif", "b"))
+	e.expect(ok, db.StageCompleted, 2*time.Minute)
+	o := e.expect(bad, db.StageFailed, 2*time.Minute)
+	if !strings.Contains(o.Description, "unsupported input format") || len(o.Description) > 8000 {
+		t.Errorf("description of %d bytes: %.500s", len(o.Description), o.Description)
+	}
+}
+
 // A container that runs past the timeout is stopped and removed; the order fails saying so.
 func TestPreprocessingTimeout(t *testing.T) {
 	image := convtest.Image(t)

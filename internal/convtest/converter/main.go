@@ -13,6 +13,7 @@
 //	                         missing (result file not written), symlink (result is a symlink to
 //	                         /etc/passwd), sleep (ignore SIGTERM and sleep an hour)
 //	--pidfile PATH           write the process id there first (timeout tests)
+//	--flood BYTES            print BYTES of log lines on stdout and as many on stderr first
 //	--echoenv NAME[,NAME]    report each environment variable NAME as keyvalue env_NAME
 //
 // Every other parameter is echoed in the keyvalues as param_<key>.
@@ -48,6 +49,7 @@ type options struct {
 	kvObject        bool
 	fail            string
 	pidfile         string
+	flood           int
 	echoenv         []string
 	params          []param
 }
@@ -84,6 +86,12 @@ func parse(args []string) (options, error) {
 			o.fail = v
 		case "pidfile":
 			o.pidfile = v
+		case "flood":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return o, fmt.Errorf("--flood %q: want a number of bytes", v)
+			}
+			o.flood = n
 		case "echoenv":
 			o.echoenv = append(o.echoenv, strings.Split(v, ",")...)
 		default:
@@ -104,6 +112,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if o.pidfile != "" {
 		if err := os.WriteFile(o.pidfile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 			return err
+		}
+	}
+	if o.flood > 0 {
+		line := strings.Repeat("noise ", 16) + "\n"
+		for n := 0; n < o.flood; n += len(line) {
+			fmt.Fprint(stdout, line)
+			fmt.Fprint(stderr, line)
 		}
 	}
 	fmt.Fprintf(stderr, "converting %s into %s (alt %q)\n", o.input, o.out, o.alt)
