@@ -751,7 +751,31 @@ func openLog(p string) (io.Writer, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return f, func() { f.Close() }, nil
+	return &cappedLog{w: f, left: maxLog}, func() { f.Close() }, nil
+}
+
+// maxLog bounds what one preprocessing run writes to its order's log.
+const maxLog = 64 << 20
+
+// cappedLog writes to an order's log until maxLog bytes, then notes the cut and drops the rest.
+// It never fails: a log that cannot be written (full log_dir) must not stop the container's output
+// from being read, which would end the container with a broken pipe.
+type cappedLog struct {
+	w    io.Writer
+	left int
+}
+
+func (c *cappedLog) Write(p []byte) (int, error) {
+	if c.left <= 0 {
+		return len(p), nil
+	}
+	n := min(len(p), c.left)
+	_, _ = c.w.Write(p[:n])
+	c.left -= n
+	if c.left == 0 {
+		fmt.Fprintf(c.w, "\n# more output dropped: the log keeps the first %d MiB\n", maxLog>>20)
+	}
+	return len(p), nil
 }
 
 type lockedWriter struct {
