@@ -4,8 +4,8 @@
 // of a lifeline pipe whose write end only the agent holds; when the agent is gone (exit, kill -9,
 // the OOM killer) the pipe reports end of file and the guard kills the whole process group — the
 // program and everything it started, such as the Java importer under the omero CLI, which a
-// parent-death signal alone would not reach — after starting an optional clean-up command (for a
-// container: podman rm). While the agent lives, the guard is transparent: the program gets the
+// parent-death signal alone would not reach — after starting an optional clean-up (for a
+// container: podman rm, then removing the run's temp folder). While the agent lives, the guard is transparent: the program gets the
 // command's standard streams and environment, and its exit status (or the signal that ended it)
 // becomes the guard's.
 //
@@ -24,11 +24,22 @@ import (
 	"syscall"
 )
 
-// Environment of the hidden mode: the lifeline's descriptor number and the clean-up argv (JSON).
+// Environment of the hidden modes: the lifeline's descriptor number and the clean-up (JSON) of a
+// guard; the clean-up a detached helper runs after the agent is gone.
 const (
-	envFD      = "OMERO_ADI_GUARD_FD"
-	envCleanup = "OMERO_ADI_GUARD_CLEANUP"
+	envFD         = "OMERO_ADI_GUARD_FD"
+	envCleanup    = "OMERO_ADI_GUARD_CLEANUP"
+	envCleanupRun = "OMERO_ADI_GUARD_CLEANUP_RUN"
 )
+
+// Cleanup is what is done once the agent is gone and the program's group was killed: Command runs
+// (e.g. podman rm of the container), then the folder Remove is deleted. Both are optional.
+type Cleanup struct {
+	Command []string `json:"command,omitempty"`
+	Remove  string   `json:"remove,omitempty"`
+}
+
+func (c Cleanup) empty() bool { return len(c.Command) == 0 && c.Remove == "" }
 
 var (
 	lifelineOnce sync.Once
@@ -38,18 +49,38 @@ var (
 )
 
 func init() {
+	if c := os.Getenv(envCleanupRun); c != "" {
+		os.Exit(cleanUp(c))
+	}
 	if fd := os.Getenv(envFD); fd != "" {
 		os.Exit(serve(fd))
 	}
 }
 
+// cleanUp runs a Cleanup (JSON) to its end: the detached helper started by a guard.
+func cleanUp(text string) int {
+	var c Cleanup
+	if err := json.Unmarshal([]byte(text), &c); err != nil {
+		return 2
+	}
+	if len(c.Command) > 0 {
+		cmd := exec.Command(c.Command[0], c.Command[1:]...)
+		cmd.Env = os.Environ()
+		_ = cmd.Run()
+	}
+	if c.Remove != "" {
+		_ = os.RemoveAll(c.Remove)
+	}
+	return 0
+}
+
 // Wrap makes cmd (created by exec.Command or exec.CommandContext, not started) run its program
 // under a guard. The guard leads the process group the program runs in, so the caller stops
 // everything with a signal to the group (kill(-pid)); a signal to the guard alone is passed on to
-// the program. cleanup, when not empty, is run (detached, with cmd's environment) after the group
-// was killed because the agent went away. A program that cannot be found is left unwrapped, so
+// the program. cleanup, when not empty, is run (detached, with cmd's environment) when the group
+// is killed because the agent went away. A program that cannot be found is left unwrapped, so
 // that cmd.Start reports it as before.
-func Wrap(cmd *exec.Cmd, cleanup []string) error {
+func Wrap(cmd *exec.Cmd, cleanup Cleanup) error {
 	if cmd.Err != nil {
 		return nil
 	}
@@ -69,7 +100,7 @@ func Wrap(cmd *exec.Cmd, cleanup []string) error {
 		env = os.Environ()
 	}
 	env = append(env[:len(env):len(env)], envFD+"="+strconv.Itoa(3+len(cmd.ExtraFiles)))
-	if len(cleanup) > 0 {
+	if !cleanup.empty() {
 		b, err := json.Marshal(cleanup)
 		if err != nil {
 			return fmt.Errorf("guard: clean-up command: %w", err)
@@ -96,10 +127,7 @@ func serve(fdText string) int {
 	}
 	syscall.CloseOnExec(fd)
 	lifeline := os.NewFile(uintptr(fd), "lifeline")
-	var cleanup []string
-	if c := os.Getenv(envCleanup); c != "" {
-		_ = json.Unmarshal([]byte(c), &cleanup)
-	}
+	cleanup := os.Getenv(envCleanup)
 	_ = os.Unsetenv(envFD)
 	_ = os.Unsetenv(envCleanup)
 	if len(os.Args) < 2 {
@@ -122,10 +150,14 @@ func serve(fdText string) int {
 				break // end of file: the agent is gone
 			}
 		}
-		if len(cleanup) > 0 {
-			c := exec.Command(cleanup[0], cleanup[1:]...)
-			c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // outlives the group
-			_ = c.Start()
+		if cleanup != "" {
+			// This executable again, in its clean-up mode, in a group of its own so it outlives ours.
+			if self, err := os.Executable(); err == nil {
+				c := exec.Command(self)
+				c.Env = append(os.Environ(), envCleanupRun+"="+cleanup)
+				c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+				_ = c.Start()
+			}
 		}
 		_ = syscall.Kill(0, syscall.SIGKILL) // the whole group, the guard included
 	}()

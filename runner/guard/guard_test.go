@@ -18,11 +18,19 @@ import (
 // sleepers (one in the background), prints their pids and waits to be killed.
 const envParent = "GUARD_TEST_PARENT"
 
+// envCleanupTo, with envParent, gives the guarded shell a clean-up: touch <dir>/cleaned, then
+// remove <dir>/temp.
+const envCleanupTo = "GUARD_TEST_CLEANUP"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(envParent) != "" {
 		cmd := exec.Command("/bin/sh", "-c", `sleep 300 & echo $!; echo $$; exec sleep 301`)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		if err := guard.Wrap(cmd, nil); err != nil {
+		var c guard.Cleanup
+		if dir := os.Getenv(envCleanupTo); dir != "" {
+			c = guard.Cleanup{Command: []string{"/usr/bin/touch", dir + "/cleaned"}, Remove: dir + "/temp"}
+		}
+		if err := guard.Wrap(cmd, c); err != nil {
 			panic(err)
 		}
 		if err := cmd.Start(); err != nil {
@@ -95,7 +103,7 @@ func TestGuardIsTransparent(t *testing.T) {
 	cmd.Stdin = strings.NewReader("hello\n")
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := guard.Wrap(cmd, nil); err != nil {
+	if err := guard.Wrap(cmd, guard.Cleanup{}); err != nil {
 		t.Fatal(err)
 	}
 	err := cmd.Run()
@@ -108,7 +116,7 @@ func TestGuardIsTransparent(t *testing.T) {
 	}
 
 	cmd = exec.Command("/bin/sh", "-c", `sleep 30`)
-	if err := guard.Wrap(cmd, nil); err != nil {
+	if err := guard.Wrap(cmd, guard.Cleanup{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
@@ -129,7 +137,7 @@ func TestGuardIsTransparent(t *testing.T) {
 	}
 
 	missing := exec.Command("/nonexistent/omero")
-	if err := guard.Wrap(missing, nil); err != nil {
+	if err := guard.Wrap(missing, guard.Cleanup{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := missing.Run(); err == nil || !strings.Contains(err.Error(), "/nonexistent/omero") {
@@ -146,7 +154,7 @@ func BenchmarkStart(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				cmd := exec.Command("/bin/true")
 				if guarded {
-					if err := guard.Wrap(cmd, nil); err != nil {
+					if err := guard.Wrap(cmd, guard.Cleanup{}); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -155,5 +163,48 @@ func BenchmarkStart(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// The clean-up runs once the agent is gone: its command, then the folder is removed.
+func TestCleanupAfterAgentDeath(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	marker, doomed := dir+"/cleaned", dir+"/temp"
+	if err := os.MkdirAll(doomed+"/sub", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	parent := exec.Command(self, "-test.run=^$")
+	parent.Env = append(os.Environ(), envParent+"=1", envCleanupTo+"="+dir)
+	out, err := parent.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = parent.Process.Kill(); _ = parent.Wait() }()
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() {
+		t.Fatal("the guarded shell did not start")
+	}
+	if err := parent.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = parent.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, errMarker := os.Stat(marker)
+		_, errDoomed := os.Stat(doomed)
+		if errMarker == nil && os.IsNotExist(errDoomed) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the agent's death: marker %v, temp folder %v", errMarker, errDoomed)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

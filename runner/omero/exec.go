@@ -110,7 +110,7 @@ func (c *Client) run(ctx context.Context, cl call) (callResult, error) {
 	}
 	cmd.WaitDelay = c.cfg.KillGrace
 	// The CLI and the Java importer it starts die with the agent, even with kill -9.
-	if err := guard.Wrap(cmd, nil); err != nil {
+	if err := guard.Wrap(cmd, guard.Cleanup{}); err != nil {
 		return res, fmt.Errorf("%w: %v", ErrCall, err)
 	}
 	start := time.Now()

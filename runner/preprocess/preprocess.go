@@ -577,7 +577,12 @@ func (r *Runner) command(ctx context.Context, log *logrus.Entry, argv []string, 
 	cmd.Stdout = io.MultiWriter(shared, stdout)
 	cmd.Stderr = io.MultiWriter(shared, stderr)
 	cmd.WaitDelay = 30 * time.Second
-	var cleanup []string
+	// If the agent dies now, nothing was imported from this run yet: its temp folder holds
+	// nothing OMERO links to, and goes with the container.
+	var cleanup guard.Cleanup
+	if p.tmp != "" {
+		cleanup.Remove = filepath.Dir(p.tmp)
+	}
 	if p.local != nil {
 		cmd.Env = filterEnv(os.Environ(), baseEnv, r.cfg.Env)
 		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -587,7 +592,7 @@ func (r *Runner) command(ctx context.Context, log *logrus.Entry, argv []string, 
 			r.removeContainer(log, p.name)
 			return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		}
-		cleanup = r.removeArgv(p.name)
+		cleanup.Command = r.removeArgv(p.name)
 	}
 	if err := guard.Wrap(cmd, cleanup); err != nil {
 		return nil, err
