@@ -337,11 +337,16 @@ func (s *Store) Recover(ctx context.Context, p RecoverPolicy, held ...Lease) (in
 			n    int
 			desc string
 		)
-		imported := importedFilesets(c.result.String)
+		imported, tempDir := storedResult(c.result.String)
+		kept := ""
+		if tempDir != "" {
+			kept = fmt.Sprintf("; its converted files may still be in the local temp folder %s on the agent's host, "+
+				"which OMERO's links can point to: remove it only once no image links into it", tempDir)
+		}
 		switch {
 		case imported != "":
 			desc = fmt.Sprintf("import interrupted (agent stopped or lost its lease during %s) after it reached OMERO as %s: "+
-				"the images are in OMERO; check them there — a retry would import every file again", c.stage, imported)
+				"the images are in OMERO; check them there — a retry would import every file again%s", c.stage, imported, kept)
 			n, err = s.change(ctx, `UPDATE imports SET stage = 'Import Failed', description = $5, timestamp = {now},
 				lease_owner = NULL, lease_expires = NULL, not_before = NULL`+cond,
 				append(args, desc), s.opts.Worker, desc)
@@ -352,17 +357,17 @@ func (s *Store) Recover(ctx context.Context, p RecoverPolicy, held ...Lease) (in
 				of = fmt.Sprintf(" of %d", p.MaxAttempts)
 			}
 			desc = fmt.Sprintf("import interrupted (agent stopped or lost its lease during %s); queued again "+
-				"after %s (attempt %d%s); the import may be partial in OMERO", c.stage, wait, c.attempt, of)
+				"after %s (attempt %d%s); the import may be partial in OMERO%s", c.stage, wait, c.attempt, of, kept)
 			n, err = s.change(ctx, `UPDATE imports SET stage = 'Import Pending', description = $5, timestamp = {now},
 				lease_owner = NULL, lease_expires = NULL, cancel_requested = false, not_before = {now+$6}`+cond,
 				append(args, desc, s.durArg(wait)), s.opts.Worker, desc)
 		default:
 			desc = fmt.Sprintf("import interrupted (agent stopped or lost its lease during %s); the import may be "+
-				"partial in OMERO — check, then retry with: %s", c.stage, retry)
+				"partial in OMERO — check, then retry with: %s%s", c.stage, retry, kept)
 			if p.Retry {
 				desc = fmt.Sprintf("import interrupted (agent stopped or lost its lease during %s) and gave up after "+
-					"%d attempts (max_attempts %d); the import may be partial in OMERO — check, then retry with: %s",
-					c.stage, c.attempt, p.MaxAttempts, retry)
+					"%d attempts (max_attempts %d); the import may be partial in OMERO — check, then retry with: %s%s",
+					c.stage, c.attempt, p.MaxAttempts, retry, kept)
 			}
 			n, err = s.change(ctx, `UPDATE imports SET stage = 'Import Failed', description = $5, timestamp = {now},
 				lease_owner = NULL, lease_expires = NULL, not_before = NULL`+cond,
@@ -389,19 +394,22 @@ func isHeld(held []Lease, uuid, owner string, attempt int64) bool {
 	return false
 }
 
-// importedFilesets names the filesets of a stored result ("Fileset 12", "Filesets 12, 13"), or ""
-// when the result holds none (or is not readable).
-func importedFilesets(raw string) string {
+// storedResult reads a stored result: its filesets named ("Fileset 12", "Filesets 12, 13"; "" when
+// none) and its temp folder.
+func storedResult(raw string) (filesets, tempDir string) {
 	var r Result
-	if raw == "" || json.Unmarshal([]byte(raw), &r) != nil || len(r.Filesets) == 0 {
-		return ""
+	if raw == "" || json.Unmarshal([]byte(raw), &r) != nil {
+		return "", ""
+	}
+	if len(r.Filesets) == 0 {
+		return "", r.TempDir
 	}
 	ids := make([]string, len(r.Filesets))
 	for i, id := range r.Filesets {
 		ids[i] = strconv.FormatInt(id, 10)
 	}
 	if len(ids) == 1 {
-		return "Fileset " + ids[0]
+		return "Fileset " + ids[0], r.TempDir
 	}
-	return "Filesets " + strings.Join(ids, ", ")
+	return "Filesets " + strings.Join(ids, ", "), r.TempDir
 }

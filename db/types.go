@@ -83,6 +83,9 @@ type Result struct {
 	Filesets []int64 `json:"filesets,omitempty"`
 	Images   []int64 `json:"images,omitempty"`
 	Plates   []int64 `json:"plates,omitempty"`
+	// TempDir is the local temp folder (on the runner's host) that held the order's converted
+	// files for the import; recovery names it, since OMERO's links may still point into it.
+	TempDir string `json:"temp_dir,omitempty"`
 }
 
 // Lease identifies one attempt of one worker on one order: every fenced write checks all three.

@@ -203,7 +203,7 @@ func TestRecoverKeepsImportedOrdersFailed(t *testing.T) {
 			t.Fatalf("claim: %v %v", orders, err)
 		}
 		l := orders[0].Lease()
-		if err := e.store.SetResult(context.Background(), l, db.Result{Filesets: []int64{41}, Images: []int64{42}}); err != nil {
+		if err := e.store.SetResult(context.Background(), l, db.Result{Filesets: []int64{41}, Images: []int64{42}, TempDir: "/tmp/inplace/run-1"}); err != nil {
 			t.Fatal(err)
 		}
 		// The caller's own running orders stay untouched even with an expired lease.
@@ -222,7 +222,8 @@ func TestRecoverKeepsImportedOrdersFailed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if o.Stage != db.StageFailed || !strings.Contains(o.Description, "reached OMERO as Fileset 41") {
+		if o.Stage != db.StageFailed || !strings.Contains(o.Description, "reached OMERO as Fileset 41") ||
+			!strings.Contains(o.Description, "local temp folder /tmp/inplace/run-1") {
 			t.Errorf("after recovery: %q %q", o.Stage, o.Description)
 		}
 		if err := e.store.Finish(context.Background(), l, db.StageCompleted, ""); !errors.Is(err, db.ErrLeaseLost) {

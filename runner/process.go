@@ -368,7 +368,7 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 	if err != nil {
 		ferr := describeOMERO("import into "+j.Target.String(), err)
 		// Keep what was imported before the failure with the order, and warn the person who retries.
-		if ids := resultOf(res); ids.Filesets != nil {
+		if ids := j.resultOf(res); ids.Filesets != nil {
 			if err := r.saveResult(ctx, j, ids); err != nil {
 				return "", err
 			}
@@ -377,7 +377,7 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 		}
 		return "", r.abandonTemp(ctx, j, sess, res, ferr)
 	}
-	ids := resultOf(res)
+	ids := j.resultOf(res)
 	if err := r.saveResult(ctx, j, ids); err != nil {
 		return "", r.abandonTemp(ctx, j, sess, res, err)
 	}
@@ -420,6 +420,15 @@ func (r *Runner) importRequest(j *job) omero.ImportRequest {
 
 // folderDepth is the --depth given for folder imports: deep enough for nested acquisition trees.
 const folderDepth = 10
+
+// resultOf is what an import created, with the temp folder it read from.
+func (j *job) resultOf(res omero.ImportResult) db.Result {
+	out := resultOf(res)
+	if j.pre != nil {
+		out.TempDir = j.pre.TempDir
+	}
+	return out
+}
 
 func resultOf(res omero.ImportResult) db.Result {
 	var out db.Result

@@ -74,6 +74,13 @@ func (r *Runner) preprocess(ctx context.Context, j *job) error {
 		return failf("preprocessing with %s produced no output; see %s.", j.Order.Preprocessing.Container, r.spec(j).LogPath)
 	}
 	j.pre = &res
+	if res.TempDir != "" {
+		// Recorded before the import: if this agent dies while OMERO's links point into the temp
+		// folder, recovery names it.
+		if err := r.saveResult(ctx, j, db.Result{TempDir: res.TempDir}); err != nil {
+			return err
+		}
+	}
 	for _, out := range res.Outputs {
 		path := out.Processed
 		if res.TempDir != "" {
