@@ -161,8 +161,10 @@ func buildImage(podman, bin, hash string) (string, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("podman import: %w: %s", err, out)
 	}
-	// Images of older converter sources are of no further use; failures here do not matter.
-	out, _ := exec.Command(podman, "images", "--filter", "reference="+ImageRepo, "--format", "{{.Repository}}:{{.Tag}}").Output()
+	// Images of other converter sources are of no further use once a day old (a younger one may
+	// serve a test run of another checkout right now); failures here do not matter.
+	out, _ := exec.Command(podman, "images", "--filter", "reference="+ImageRepo, "--filter", "until=24h",
+		"--format", "{{.Repository}}:{{.Tag}}").Output()
 	for _, old := range strings.Fields(string(out)) {
 		if old != name {
 			_ = exec.Command(podman, "rmi", old).Run()
