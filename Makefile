@@ -6,8 +6,9 @@ LDFLAGS := -X main.version=$(VERSION)
 BIN := bin/omero-adi
 CONFIG ?= examples/quickstart.toml
 TEST_TIMEOUT ?= 25m
+SOAK ?= 10m
 
-.PHONY: help build test test-deps lint bench run demo clean
+.PHONY: help build test test-deps lint bench soak run demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -28,6 +29,10 @@ lint: ## go vet and gofmt
 
 bench: test-deps build ## benchmarks and the harness that prints ratios against references
 	scripts/bench.sh
+
+soak: test-deps ## the fault suite for $(SOAK) (default 10m): two agents, outages, kill -9, hostile orders; prints a summary (full log: soak.log)
+	set -o pipefail; ADI_SOAK=$(SOAK) $(GO) test -count=1 -run '^TestFaultSuite$$' -v -timeout 60m ./cmd/omero-adi 2>&1 \
+		| tee soak.log | grep -E 'fault_test.go|^(--- |ok|FAIL|PASS)'
 
 run: build demo ## run the agent on examples/quickstart.toml (SQLite, dry run, demo/)
 	$(BIN) --config $(CONFIG) run
