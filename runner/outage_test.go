@@ -144,8 +144,7 @@ type recoveringStore struct {
 }
 
 func (s recoveringStore) SetResult(ctx context.Context, l db.Lease, r db.Result) error {
-	q := s.DB().Rebind(`UPDATE imports SET lease_expires = ? WHERE uuid = ?`)
-	if _, err := s.DB().ExecContext(ctx, q, time.Now().Add(-time.Hour), l.UUID); err != nil {
+	if err := s.Release(ctx, l); err != nil { // the lease expires now
 		s.t.Error(err)
 	}
 	if n, err := s.Recover(ctx, db.RecoverPolicy{}); err != nil || n != 1 {
