@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/rules"
 	"github.com/omero-adi/omero-adi/runner"
 	"github.com/omero-adi/omero-adi/runner/omero"
@@ -218,7 +219,7 @@ func (a *Agent) newRunner(opts Options) (*runner.Runner, error) {
 	return runner.New(runner.Config{
 		Worker: WorkerName(cfg), MaxWorkers: cfg.MaxWorkers, Lease: cfg.Lease.Duration,
 		PollInterval: cfg.PollInterval.Duration, ShutdownTimeout: cfg.ShutdownTimeout.Duration,
-		Recover: cfg.RecoverPolicy(), Paths: runner.Paths{BaseDir: cfg.BaseDir, GroupRoots: cfg.GroupRoots()},
+		Recover: cfg.RecoverPolicy(), Roots: order.Roots{BaseDir: cfg.BaseDir, Groups: cfg.GroupRoots()},
 		LogDir: cfg.LogDir, Namespace: cfg.AnnotationNamespace, AnnotatePlateImages: cfg.AnnotatePlateImages, DryRun: cfg.Omero.DryRun,
 		ManagedRepo: cfg.Omero.ManagedRepository, ProcessedFolder: cfg.ProcessedFolder, Registerer: a.reg,
 	}, a.store, client, pre, a.log.WithField("component", "runner"))

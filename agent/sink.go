@@ -60,14 +60,8 @@ func (s *Sink) Settled(ctx context.Context, u watcher.Unit) error {
 		log.WithError(err).Warn("cannot make an order of this unit")
 		return nil
 	}
-	var pre *db.Preprocessing
-	if p := draft.Preprocessing; p != nil {
-		pre = &db.Preprocessing{Container: p.Container, InputFile: p.InputFile, OutputFolder: p.OutputFolder,
-			AltOutputFolder: p.AltOutputFolder, ExtraParams: p.ExtraParams}
-	}
 	o, created, err := s.store.CreateOrder(ctx, db.NewOrder{
-		Group: draft.Group, User: draft.User, DestinationType: draft.DestinationType, DestinationID: draft.DestinationID,
-		Files: draft.Files, Source: draft.Source, Preprocessing: pre,
+		Draft:    draft,
 		WatchKey: &db.WatchKey{Rule: u.Rule.Name, Path: u.Path, Fingerprint: u.Fingerprint},
 	})
 	if err != nil {

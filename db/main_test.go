@@ -9,6 +9,7 @@ import (
 
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/internal/pgtest"
+	"github.com/omero-adi/omero-adi/order"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -71,7 +72,7 @@ func newOrder(files ...string) db.NewOrder {
 	if len(files) == 0 {
 		files = []string{"/data/demo/alice/a.tif"}
 	}
-	return db.NewOrder{Group: "Demo", User: "alice", DestinationID: "151", DestinationType: "Dataset", Files: files}
+	return db.NewOrder{Draft: order.Draft{Group: "Demo", User: "alice", Target: order.Target{Kind: order.Dataset, ID: 151}, Files: files}}
 }
 
 func mustCreate(t testing.TB, s *db.Store, n db.NewOrder) db.Order {

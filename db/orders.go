@@ -6,11 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
+
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // newest restricts imports i to the newest row of each uuid (old databases hold one row per stage).
@@ -89,8 +89,8 @@ func scanOrder(r rowScanner) (Order, error) {
 	return o, nil
 }
 
-func newPreprocessing(id int64, container, input, output, alt, extra sql.NullString) *Preprocessing {
-	p := &Preprocessing{ID: id, Container: container.String, InputFile: input.String,
+func newPreprocessing(id int64, container, input, output, alt, extra sql.NullString) *order.Preprocessing {
+	p := &order.Preprocessing{ID: id, Container: container.String, InputFile: input.String,
 		OutputFolder: output.String, AltOutputFolder: alt.String, ExtraParamsRaw: extra.String}
 	if extra.Valid && strings.TrimSpace(extra.String) != "" {
 		p.ExtraParams, _ = decodeExtraParams(extra.String)
@@ -117,60 +117,13 @@ func decodeExtraParams(raw string) (map[string]string, error) {
 	return out, nil
 }
 
-// validate checks an order before it is written; errors name the field and value.
+// validate checks an order before it is written, with the rules of package order.
 func (n NewOrder) validate() error {
-	bad := func(field string, v any, why string) error {
-		return fmt.Errorf("%w order: %s %q: %s", ErrInvalid, field, fmt.Sprint(v), why)
-	}
-	if strings.TrimSpace(n.Group) == "" {
-		return bad("group", n.Group, "must not be empty")
-	}
-	if strings.TrimSpace(n.User) == "" {
-		return bad("user", n.User, "must not be empty")
-	}
-	if n.DestinationType != "Dataset" && n.DestinationType != "Screen" {
-		return bad("destination_type", n.DestinationType, "must be Dataset or Screen")
-	}
-	if err := ValidDestinationID(n.DestinationID); err != nil {
-		return bad("destination_id", n.DestinationID, err.Error())
-	}
-	if len(n.Files) == 0 {
-		return fmt.Errorf("%w order: files: at least one file is needed", ErrInvalid)
-	}
-	for i, f := range n.Files {
-		if !filepath.IsAbs(f) || filepath.Clean(f) != f {
-			return bad(fmt.Sprintf("files[%d]", i), f, "must be an absolute, clean path")
-		}
-	}
-	if n.UUID != "" && (len(n.UUID) > 36 || strings.TrimSpace(n.UUID) != n.UUID) {
-		return bad("uuid", n.UUID, "must be at most 36 characters without spaces")
-	}
-	if p := n.Preprocessing; p != nil {
-		switch {
-		case strings.TrimSpace(p.Container) == "":
-			return bad("preprocessing.container", p.Container, "must not be empty")
-		case p.InputFile == "":
-			return bad("preprocessing.input_file", p.InputFile, "must not be empty (usually {Files})")
-		case p.OutputFolder == "":
-			return bad("preprocessing.output_folder", p.OutputFolder, "must not be empty (e.g. /data)")
-		}
+	if err := n.Draft.Validate(); err != nil {
+		return fmt.Errorf("%w order: %w", ErrInvalid, err)
 	}
 	if k := n.WatchKey; k != nil && (k.Rule == "" || k.Path == "" || k.Fingerprint == "") {
-		return bad("watch key", fmt.Sprintf("%s|%s|%s", k.Rule, k.Path, k.Fingerprint), "rule, path and fingerprint must be set")
-	}
-	return nil
-}
-
-// ValidDestinationID reports whether id is a numeric OMERO id or name:NAME.
-func ValidDestinationID(id string) error {
-	if name, ok := strings.CutPrefix(id, "name:"); ok {
-		if strings.TrimSpace(name) == "" {
-			return errors.New("name: needs a name")
-		}
-		return nil
-	}
-	if v, err := strconv.ParseInt(id, 10, 64); err != nil || v < 0 {
-		return errors.New("must be a numeric id or name:NAME")
+		return fmt.Errorf("%w order: watch key %q: rule, path and fingerprint must be set", ErrInvalid, fmt.Sprintf("%s|%s|%s", k.Rule, k.Path, k.Fingerprint))
 	}
 	return nil
 }
@@ -271,7 +224,7 @@ func (s *Store) createOrder(ctx context.Context, n NewOrder, files string, fileN
 	err = tx.QueryRowContext(ctx, s.sql(`INSERT INTO imports (group_name, user_name, destination_id,
 		destination_type, stage, uuid, timestamp, files, file_names, description, preprocessing_id, source)
 		VALUES ($1, $2, $3, $4, 'Import Pending', $5, {now}, $6, $7, $8, $9, $10) RETURNING id`),
-		n.Group, n.User, n.DestinationID, n.DestinationType, n.UUID, files, fileNames, desc, ppID, n.Source).Scan(&rowID)
+		n.Group, n.User, n.Target.IDColumn(), n.Target.Kind, n.UUID, files, fileNames, desc, ppID, n.Source).Scan(&rowID)
 	if err != nil {
 		return "", fmt.Errorf("insert order: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // insertPending writes n pending orders by raw SQL (as the web plugin would), in chunks.
@@ -352,15 +353,17 @@ func TestCreateOrderValidation(t *testing.T) {
 		change func(*db.NewOrder)
 		errHas string
 	}{
-		{"no group", func(n *db.NewOrder) { n.Group = " " }, `group " "`},
-		{"no user", func(n *db.NewOrder) { n.User = "" }, `user ""`},
-		{"bad type", func(n *db.NewOrder) { n.DestinationType = "Project" }, `destination_type "Project"`},
-		{"bad id", func(n *db.NewOrder) { n.DestinationID = "12a" }, `destination_id "12a"`},
-		{"empty name", func(n *db.NewOrder) { n.DestinationID = "name:" }, `destination_id "name:"`},
-		{"no files", func(n *db.NewOrder) { n.Files = nil }, "at least one file"},
-		{"relative file", func(n *db.NewOrder) { n.Files = []string{"/data/a.tif", "b.tif"} }, `files[1] "b.tif"`},
-		{"unclean file", func(n *db.NewOrder) { n.Files = []string{"/data/../etc/passwd"} }, `files[0] "/data/../etc/passwd"`},
-		{"no container", func(n *db.NewOrder) { n.Preprocessing = &db.Preprocessing{InputFile: "{Files}", OutputFolder: "/data"} },
+		{"no group", func(n *db.NewOrder) { n.Group = " " }, `group_name: is empty`},
+		{"no user", func(n *db.NewOrder) { n.User = "" }, `user_name: is empty`},
+		{"bad type", func(n *db.NewOrder) { n.Target.Kind = "Project" }, `destination_type: "Project"`},
+		{"zero id", func(n *db.NewOrder) { n.Target.ID = 0 }, `destination_id: "0"`},
+		{"negative id", func(n *db.NewOrder) { n.Target.ID = -1 }, `destination_id: "-1"`},
+		{"no files", func(n *db.NewOrder) { n.Files = nil }, "files: lists no file"},
+		{"relative file", func(n *db.NewOrder) { n.Files = []string{"/data/a.tif", "b.tif"} }, `files[1]: "b.tif"`},
+		{"dot-dot file", func(n *db.NewOrder) { n.Files = []string{"/data/../etc/passwd"} }, `files[0]: "/data/../etc/passwd"`},
+		{"no container", func(n *db.NewOrder) {
+			n.Preprocessing = &order.Preprocessing{InputFile: "{Files}", OutputFolder: "/data"}
+		},
 			"preprocessing.container"},
 	}
 	for _, tc := range tests {
@@ -377,7 +380,7 @@ func TestCreateOrderValidation(t *testing.T) {
 		t.Fatalf("invalid orders were written: %+v", list)
 	}
 	ok := newOrder()
-	ok.DestinationID, ok.DestinationType = "name:plates 2024", "Screen"
+	ok.Target = order.Target{Kind: order.Screen, Name: "plates 2024"}
 	mustCreate(t, s, ok)
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/order"
 )
 
 func TestCreateClaimFinish(t *testing.T) {
@@ -14,7 +15,7 @@ func TestCreateClaimFinish(t *testing.T) {
 		s := setup(t, url)
 		n := newOrder("/data/demo/alice/a.tif", "/data/demo/alice/b.tif")
 		n.FileNames = []string{"a.tif", "b.tif"}
-		n.Preprocessing = &db.Preprocessing{Container: "cellularimagingcf/convertleica-docker:v1.2.0",
+		n.Preprocessing = &order.Preprocessing{Container: "cellularimagingcf/convertleica-docker:v1.2.0",
 			InputFile: "{Files}", OutputFolder: "/data", AltOutputFolder: "/out",
 			ExtraParams: map[string]string{"saveoption": "single"}}
 		o := mustCreate(t, s, n)

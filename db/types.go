@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // Stage strings are part of the public table contract (orders-db.md): keep them exactly.
@@ -29,17 +31,6 @@ var (
 	ErrStage     = errors.New("order is not in a stage that allows this")
 )
 
-// Preprocessing is a row of imports_preprocessing.
-type Preprocessing struct {
-	ID              int64             `json:"-"`
-	Container       string            `json:"container"`
-	InputFile       string            `json:"input_file"`
-	OutputFolder    string            `json:"output_folder"`
-	AltOutputFolder string            `json:"alt_output_folder"` // "" when NULL
-	ExtraParams     map[string]string `json:"extra_params"`      // decoded from the json column; non-string values are formatted
-	ExtraParamsRaw  string            `json:"-"`                 // the column as stored ("" when NULL), for validation messages
-}
-
 // Order is the newest imports row of one uuid, with the agent's columns.
 // Files is kept raw: hand-written rows may hold anything, and the runner validates it.
 type Order struct {
@@ -55,7 +46,7 @@ type Order struct {
 	FileNames       string // "" when NULL
 	Description     string // "" when NULL
 	PreprocessingID *int64
-	Preprocessing   *Preprocessing // loaded when PreprocessingID is set and the row exists
+	Preprocessing   *order.Preprocessing // the imports_preprocessing row, loaded when PreprocessingID is set and the row exists
 	Source          string
 	Attempt         int
 	LeaseOwner      string     // "" when not running
@@ -107,20 +98,12 @@ type Event struct {
 	Description string    `json:"description"`
 }
 
-// NewOrder is what CreateOrder needs. Files are absolute paths. WatchKey, when set, makes the
-// creation idempotent: one order per (rule, path, fingerprint), stored in the same transaction.
+// NewOrder is what CreateOrder needs: the order's draft (its Preprocessing is inserted as a new
+// imports_preprocessing row) and, when set, the WatchKey that makes the creation idempotent: one
+// order per (rule, path, fingerprint), stored in the same transaction.
 type NewOrder struct {
-	UUID            string // generated when empty
-	Group           string
-	User            string
-	DestinationID   string
-	DestinationType string
-	Files           []string
-	FileNames       []string
-	Description     string
-	Source          string
-	Preprocessing   *Preprocessing // inserted as a new imports_preprocessing row when set
-	WatchKey        *WatchKey
+	order.Draft
+	WatchKey *WatchKey
 }
 
 // WatchKey identifies a settled unit of a watch rule.

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/bmatcuk/doublestar/v4"
 
 	"github.com/omero-adi/omero-adi/internal/fspath"
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // Placeholder names.
@@ -50,14 +50,12 @@ type Compiled struct {
 	Rule
 	Index int
 
-	segs     []seg  // path template below "/"
-	nStatic  int    // number of leading literal segments
-	static   string // the static prefix (the folder to watch)
-	users    map[string]bool
-	groups   map[string]bool
-	destKind string // Dataset | Screen
-	destID   string // numeric id, or "" when destName is used
-	destName string // name template of a name:NAME destination
+	segs    []seg  // path template below "/"
+	nStatic int    // number of leading literal segments
+	static  string // the static prefix (the folder to watch)
+	users   map[string]bool
+	groups  map[string]bool
+	dest    order.Target // a name target's Name may hold placeholders, filled by Draft
 }
 
 // Root is a folder the watcher walks: the static prefix of one or more rule paths (the part
@@ -282,33 +280,14 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 
 	// preprocessing
 	if pp := r.Preprocessing; pp != nil {
-		cp := *pp
-		if cp.ExtraParams != nil {
-			cp.ExtraParams = make(map[string]string, len(pp.ExtraParams))
-			for k, v := range pp.ExtraParams {
-				cp.ExtraParams[k] = v
-			}
+		c.Preprocessing = pp.Copy()
+		if c.Preprocessing.InputFile == "" {
+			c.Preprocessing.InputFile = order.DefaultInputFile
 		}
-		if cp.InputFile == "" {
-			cp.InputFile = "{Files}"
+		if err := c.Preprocessing.Check(); err != nil {
+			fe := fieldError(err)
+			bad(fe.Field, "%s", fe.Msg)
 		}
-		if strings.TrimSpace(cp.Container) == "" {
-			bad("preprocessing.container", "required")
-		}
-		if cp.OutputFolder == "" {
-			bad("preprocessing.output_folder", "required")
-		} else if !filepath.IsAbs(cp.OutputFolder) {
-			bad("preprocessing.output_folder", "%q is not an absolute path", cp.OutputFolder)
-		}
-		if cp.AltOutputFolder != "" && !filepath.IsAbs(cp.AltOutputFolder) {
-			bad("preprocessing.alt_output_folder", "%q is not an absolute path", cp.AltOutputFolder)
-		}
-		for k := range cp.ExtraParams {
-			if k == "" || strings.HasPrefix(k, "-") || strings.ContainsAny(k, " \t\n=") {
-				bad("preprocessing.extra_params", "bad parameter name %q", k)
-			}
-		}
-		c.Preprocessing = &cp
 	}
 
 	// group roots: the watched folder must lie inside one of the group's roots
@@ -358,55 +337,43 @@ func (c *Compiled) fillGroup(g string) string {
 	return b.String()
 }
 
+// parseDestination parses the destination with order.ParseDestination; a name may hold the
+// placeholders {dir}, {user} and {group}.
 func (c *Compiled) parseDestination() string {
-	d := c.Destination
-	if d == "" {
-		return "required (Dataset:ID, Screen:ID or Dataset:name:NAME)"
+	t, err := order.ParseDestination(c.Destination)
+	if err != nil {
+		return fieldError(err).Msg
 	}
-	kind, rest, ok := strings.Cut(d, ":")
-	if !ok {
-		return fmt.Sprintf("bad destination %q (Dataset:ID, Screen:ID or Dataset:name:NAME)", d)
-	}
-	switch strings.ToLower(kind) {
-	case "dataset":
-		c.destKind = "Dataset"
-	case "screen":
-		c.destKind = "Screen"
-	default:
-		return fmt.Sprintf("unknown destination kind %q in %q (Dataset or Screen)", kind, d)
-	}
-	if name, isName := strings.CutPrefix(rest, "name:"); isName {
-		if strings.TrimSpace(name) == "" {
-			return fmt.Sprintf("empty name in %q", d)
+	for s := t.Name; ; {
+		i := strings.IndexByte(s, '{')
+		if i < 0 {
+			if strings.IndexByte(s, '}') >= 0 {
+				return fmt.Sprintf("unbalanced \"}\" in %q", c.Destination)
+			}
+			break
 		}
-		for s := name; ; {
-			i := strings.IndexByte(s, '{')
-			if i < 0 {
-				if strings.IndexByte(s, '}') >= 0 {
-					return fmt.Sprintf("unbalanced \"}\" in %q", d)
-				}
-				break
-			}
-			j := strings.IndexByte(s[i:], '}')
-			if j < 0 {
-				return fmt.Sprintf("unbalanced \"{\" in %q", d)
-			}
-			switch ph := s[i+1 : i+j]; ph {
-			case varDir, varUser, varGroup:
-			default:
-				return fmt.Sprintf("unknown placeholder {%s} in %q ({dir}, {user} or {group})", ph, d)
-			}
-			s = s[i+j+1:]
+		j := strings.IndexByte(s[i:], '}')
+		if j < 0 {
+			return fmt.Sprintf("unbalanced \"{\" in %q", c.Destination)
 		}
-		c.destName = name
-		return ""
+		switch ph := s[i+1 : i+j]; ph {
+		case varDir, varUser, varGroup:
+		default:
+			return fmt.Sprintf("unknown placeholder {%s} in %q ({dir}, {user} or {group})", ph, c.Destination)
+		}
+		s = s[i+j+1:]
 	}
-	n, err := strconv.ParseInt(rest, 10, 64)
-	if err != nil || n <= 0 || strconv.FormatInt(n, 10) != rest {
-		return fmt.Sprintf("bad id %q in %q (a positive number, or name:NAME)", rest, d)
-	}
-	c.destID = rest
+	c.dest = t
 	return ""
+}
+
+// fieldError returns the *order.FieldError of err (package order returns nothing else).
+func fieldError(err error) *order.FieldError {
+	var fe *order.FieldError
+	if !errors.As(err, &fe) {
+		fe = &order.FieldError{Msg: err.Error()}
+	}
+	return fe
 }
 
 func checkPattern(p string) string {

@@ -34,6 +34,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // DefaultSettle is the quiet period of a rule that does not set `settle`.
@@ -48,32 +50,22 @@ const (
 // ErrInvalid is wrapped by every validation error of Compile, Decode and LoadDir.
 var ErrInvalid = errors.New("invalid watch rule")
 
-// Preprocessing is the optional container step a rule attaches to its orders (the same fields as
-// a row of imports_preprocessing).
-type Preprocessing struct {
-	Container       string            `toml:"container"`
-	InputFile       string            `toml:"input_file"`        // default "{Files}"
-	OutputFolder    string            `toml:"output_folder"`     // container-side mount of the file's folder
-	AltOutputFolder string            `toml:"alt_output_folder"` // container-side mount of the local temp folder, optional
-	ExtraParams     map[string]string `toml:"extra_params"`
-}
-
 // Rule is one `[[rules]]` table as written in the settings file or a rules.d file.
 type Rule struct {
-	Name          string         `toml:"name"`
-	Group         string         `toml:"group"`  // OMERO group, or "{group}" captured from the path
-	Path          string         `toml:"path"`   // folder template below the data root
-	Users         []string       `toml:"users"`  // allowlist of a captured {user}
-	Groups        []string       `toml:"groups"` // allowlist of a captured {group}
-	User          string         `toml:"user"`   // literal OMERO user, when the path captures none
-	Include       []string       `toml:"include"`
-	Exclude       []string       `toml:"exclude"`
-	Unit          string         `toml:"unit"`   // "file" (default) or "folder"
-	Settle        Duration       `toml:"settle"` // 0: DefaultSettle
-	Marker        string         `toml:"marker"` // folder units: a file name whose appearance completes the unit
-	Destination   string         `toml:"destination"`
-	Description   string         `toml:"description"` // optional text copied into the orders
-	Preprocessing *Preprocessing `toml:"preprocessing"`
+	Name          string               `toml:"name"`
+	Group         string               `toml:"group"`  // OMERO group, or "{group}" captured from the path
+	Path          string               `toml:"path"`   // folder template below the data root
+	Users         []string             `toml:"users"`  // allowlist of a captured {user}
+	Groups        []string             `toml:"groups"` // allowlist of a captured {group}
+	User          string               `toml:"user"`   // literal OMERO user, when the path captures none
+	Include       []string             `toml:"include"`
+	Exclude       []string             `toml:"exclude"`
+	Unit          string               `toml:"unit"`   // "file" (default) or "folder"
+	Settle        Duration             `toml:"settle"` // 0: DefaultSettle
+	Marker        string               `toml:"marker"` // folder units: a file name whose appearance completes the unit
+	Destination   string               `toml:"destination"`
+	Description   string               `toml:"description"` // optional text copied into the orders
+	Preprocessing *order.Preprocessing `toml:"preprocessing"`
 }
 
 // Duration is a time.Duration written as a string in TOML ("60s", "1m30s").

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // base returns a valid rule; cases change what they test.
@@ -109,7 +111,7 @@ extra_params = { saveoption = "single" }
 					Users: []string{"alice", "bob"}, Include: []string{"**/*.tif", "**/*.lif"},
 					Exclude: []string{"**/tmp/**"}, Unit: "folder", Settle: Duration{90 * time.Second},
 					Marker: "transfer.done", Destination: "Dataset:name:{dir}",
-					Preprocessing: &Preprocessing{
+					Preprocessing: &order.Preprocessing{
 						Container: "cellularimagingcf/convertleica-docker:v1.2.0", InputFile: "{Files}",
 						OutputFolder: "/data", AltOutputFolder: "/out",
 						ExtraParams: map[string]string{"saveoption": "single"},
@@ -249,21 +251,21 @@ func TestCompileErrors(t *testing.T) {
 		{"marker on file unit", []Rule{with(func(r *Rule) { r.Marker = "done" })}, `.marker: "done": a marker only completes folder units`},
 		{"marker with slash", []Rule{with(func(r *Rule) { r.Unit = "folder"; r.Marker = "a/done" })}, `.marker: bad file name "a/done"`},
 		{"no destination", []Rule{with(func(r *Rule) { r.Destination = "" })}, `.destination: required`},
-		{"unknown destination kind", []Rule{with(func(r *Rule) { r.Destination = "Project:1" })}, `.destination: unknown destination kind "Project"`},
-		{"destination without kind", []Rule{with(func(r *Rule) { r.Destination = "151" })}, `.destination: bad destination "151"`},
-		{"non-numeric id", []Rule{with(func(r *Rule) { r.Destination = "Dataset:abc" })}, `.destination: bad id "abc"`},
-		{"zero id", []Rule{with(func(r *Rule) { r.Destination = "Screen:0" })}, `bad id "0"`},
-		{"empty name destination", []Rule{with(func(r *Rule) { r.Destination = "Dataset:name:" })}, `empty name`},
+		{"unknown destination kind", []Rule{with(func(r *Rule) { r.Destination = "Project:1" })}, `.destination: "Project:1": "Project" is neither Dataset nor Screen`},
+		{"destination without kind", []Rule{with(func(r *Rule) { r.Destination = "151" })}, `.destination: "151" is not one of Dataset:ID`},
+		{"non-numeric id", []Rule{with(func(r *Rule) { r.Destination = "Dataset:abc" })}, `.destination: "Dataset:abc": "abc" is neither a positive Dataset id nor name:NAME`},
+		{"zero id", []Rule{with(func(r *Rule) { r.Destination = "Screen:0" })}, `"Screen:0": "0" is neither a positive Screen id`},
+		{"empty name destination", []Rule{with(func(r *Rule) { r.Destination = "Dataset:name:" })}, `"Dataset:name:": "name:" names no Dataset`},
 		{"unknown destination placeholder", []Rule{with(func(r *Rule) { r.Destination = "Dataset:name:{date}" })}, `unknown placeholder {date}`},
 		{"valid name destination", []Rule{with(func(r *Rule) { r.Destination = "Dataset:name:{user}-{dir}" })}, ""},
 		{"valid screen", []Rule{with(func(r *Rule) { r.Destination = "screen:7" })}, ""},
-		{"preprocessing without container", []Rule{with(func(r *Rule) { r.Preprocessing = &Preprocessing{OutputFolder: "/data"} })}, `.preprocessing.container: required`},
-		{"preprocessing without output folder", []Rule{with(func(r *Rule) { r.Preprocessing = &Preprocessing{Container: "img"} })}, `.preprocessing.output_folder: required`},
+		{"preprocessing without container", []Rule{with(func(r *Rule) { r.Preprocessing = &order.Preprocessing{OutputFolder: "/data"} })}, `.preprocessing.container: required`},
+		{"preprocessing without output folder", []Rule{with(func(r *Rule) { r.Preprocessing = &order.Preprocessing{Container: "img"} })}, `.preprocessing.output_folder: required`},
 		{"preprocessing relative alt", []Rule{with(func(r *Rule) {
-			r.Preprocessing = &Preprocessing{Container: "img", OutputFolder: "/data", AltOutputFolder: "out"}
+			r.Preprocessing = &order.Preprocessing{Container: "img", OutputFolder: "/data", AltOutputFolder: "out"}
 		})}, `.preprocessing.alt_output_folder: "out" is not an absolute path`},
 		{"preprocessing bad param", []Rule{with(func(r *Rule) {
-			r.Preprocessing = &Preprocessing{Container: "img", OutputFolder: "/data", ExtraParams: map[string]string{"--x": "1"}}
+			r.Preprocessing = &order.Preprocessing{Container: "img", OutputFolder: "/data", ExtraParams: map[string]string{"--x": "1"}}
 		})}, `.preprocessing.extra_params: bad parameter name "--x"`},
 		{"outside group roots", []Rule{with(func(r *Rule) { r.Path = "/data/other/{user}" })}, `folder "/data/other" is outside the roots of group "Demo"`},
 		{"captured group outside its roots", []Rule{with(func(r *Rule) {
@@ -311,7 +313,7 @@ func TestCompileReportsAllProblems(t *testing.T) {
 func TestCompileDefaults(t *testing.T) {
 	r := with(func(r *Rule) {
 		r.Include = nil
-		r.Preprocessing = &Preprocessing{Container: "img", OutputFolder: "/data", ExtraParams: map[string]string{"a": "b"}}
+		r.Preprocessing = &order.Preprocessing{Container: "img", OutputFolder: "/data", ExtraParams: map[string]string{"a": "b"}}
 	})
 	s := mustCompile(t, r)
 	c := s.Rules()[0]
@@ -525,7 +527,7 @@ func TestDir(t *testing.T) {
 }
 
 func TestDraft(t *testing.T) {
-	pp := &Preprocessing{Container: "img:1", OutputFolder: "/data", AltOutputFolder: "/out", ExtraParams: map[string]string{"saveoption": "single"}}
+	pp := &order.Preprocessing{Container: "img:1", OutputFolder: "/data", AltOutputFolder: "/out", ExtraParams: map[string]string{"saveoption": "single"}}
 	s := mustCompile(t,
 		with(func(r *Rule) { r.Preprocessing = pp; r.Description = "from the confocal" }),
 		Rule{Name: "plates", Group: "Demo", Path: "/data/demo/plates", User: "robot", Unit: "folder", Destination: "Dataset:name:{user}-{dir}"},
@@ -535,30 +537,30 @@ func TestDraft(t *testing.T) {
 		name    string
 		path    string
 		files   []string
-		want    Draft
+		want    order.Draft
 		wantErr string
 	}{
 		{
 			name: "file with preprocessing", path: "/data/demo/alice/dropbox/a.tif", files: []string{"/data/demo/alice/dropbox/a.tif"},
-			want: Draft{Group: "Demo", User: "alice", DestinationType: "Dataset", DestinationID: "151",
+			want: order.Draft{Group: "Demo", User: "alice", Target: order.Target{Kind: order.Dataset, ID: 151},
 				Files: []string{"/data/demo/alice/dropbox/a.tif"}, Source: "demo-confocal", Description: "from the confocal",
-				Preprocessing: &Preprocessing{Container: "img:1", InputFile: "{Files}", OutputFolder: "/data", AltOutputFolder: "/out",
+				Preprocessing: &order.Preprocessing{Container: "img:1", InputFile: "{Files}", OutputFolder: "/data", AltOutputFolder: "/out",
 					ExtraParams: map[string]string{"saveoption": "single"}}},
 		},
 		{
 			name: "folder unit with named dataset", path: "/data/demo/plates/run7",
 			files: []string{"/data/demo/plates/run7/a.tif", "/data/demo/plates/run7/b/c.tif"},
-			want: Draft{Group: "Demo", User: "robot", DestinationType: "Dataset", DestinationID: "name:robot-run7",
+			want: order.Draft{Group: "Demo", User: "robot", Target: order.Target{Kind: order.Dataset, Name: "robot-run7"},
 				Files: []string{"/data/demo/plates/run7/a.tif", "/data/demo/plates/run7/b/c.tif"}, Source: "plates"},
 		},
 		{
 			name: "dir of a nested file", path: "/data/demo/flat/exp9/x/a.tif", files: []string{"/data/demo/flat/exp9/x/a.tif"},
-			want: Draft{Group: "Demo", User: "robot", DestinationType: "Dataset", DestinationID: "name:exp9",
+			want: order.Draft{Group: "Demo", User: "robot", Target: order.Target{Kind: order.Dataset, Name: "exp9"},
 				Files: []string{"/data/demo/flat/exp9/x/a.tif"}, Source: "flat"},
 		},
 		{
 			name: "dir of a file directly in the rule folder is the rule folder's name", path: "/data/demo/flat/a.tif", files: []string{"/data/demo/flat/a.tif"},
-			want: Draft{Group: "Demo", User: "robot", DestinationType: "Dataset", DestinationID: "name:flat",
+			want: order.Draft{Group: "Demo", User: "robot", Target: order.Target{Kind: order.Dataset, Name: "flat"},
 				Files: []string{"/data/demo/flat/a.tif"}, Source: "flat"},
 		},
 		{name: "no files", path: "/data/demo/plates/run7", wantErr: "has no files"},

@@ -20,7 +20,7 @@ import (
 func TestBadOrdersFail(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, url func(testing.TB) string) {
 		e := setup(t, url, withConfig(func(c *runner.Config) {
-			c.Paths.GroupRoots = map[string][]string{"Restricted": {filepath.Join(c.Paths.BaseDir, "restricted")}, "Gone": {"/nonexistent"}}
+			c.Roots.Groups = map[string][]string{"Restricted": {filepath.Join(c.Roots.BaseDir, "restricted")}, "Gone": {"/nonexistent"}}
 		}))
 		good := e.file("demo/alice/good.tif", "x")
 		e.file("restricted/other.tif", "x")
@@ -51,7 +51,7 @@ func TestBadOrdersFail(t *testing.T) {
 			{"empty group", "alice", " ", "151", "Dataset", []string{good}, "group_name"},
 			{"unknown destination type", "alice", "Demo", "151", "Project", []string{good}, "destination_type"},
 			{"bad destination id", "alice", "Demo", "15x", "Dataset", []string{good}, "destination_id"},
-			{"screen by name", "alice", "Demo", "name:plates", "Screen", []string{good}, "destination_id"},
+			{"zero destination id", "alice", "Demo", "0", "Dataset", []string{good}, "destination_id"},
 			{"outside the group's roots", "alice", "Restricted", "151", "Dataset", []string{good}, "outside the allowed roots"},
 			{"group roots missing", "alice", "Gone", "151", "Dataset", []string{good}, "group_name"},
 			{"line break in a name", "alice", "Demo", "151", "Dataset", []string{e.file("demo/alice/new\nline.tif", "x")}, "line break"},

@@ -25,7 +25,7 @@ func TestDatabaseOutageLosesNothing(t *testing.T) {
 	a := setup(t, func(testing.TB) string { return url }, withConfig(cfg))
 	b := setup(t, func(testing.TB) string { return url }, withConfig(cfg), withConfig(func(c *runner.Config) { c.Worker = "B" }))
 	// One OMERO and one data root for both agents.
-	b.double, b.client, b.cfg.Paths, b.cfg.ManagedRepo = a.double, a.client, a.cfg.Paths, a.cfg.ManagedRepo
+	b.double, b.client, b.cfg.Roots, b.cfg.ManagedRepo = a.double, a.client, a.cfg.Roots, a.cfg.ManagedRepo
 	a.double.SetFailure(t, omerotest.Failure{ImportDelay: 4 * time.Second})
 
 	var first, queued []string

@@ -326,7 +326,7 @@ func (r *Runner) heartbeat(ctx context.Context, lease db.Lease, cancel context.C
 
 // job is the state of one order on its way through the stages.
 type job struct {
-	Checked
+	checked
 	log     *logrus.Entry
 	lease   db.Lease
 	pre     *preprocess.Result
@@ -338,11 +338,11 @@ type job struct {
 
 // execute does the work of one order and returns the description of a success, or an error.
 func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out *outcome) (string, error) {
-	c, err := r.cfg.Paths.Validate(o)
+	c, err := validate(r.cfg.Roots, o)
 	if err != nil {
 		return "", err
 	}
-	j := &job{Checked: c, log: log, lease: o.Lease(), origin: map[string]string{}, outputs: map[string]preprocess.Output{}, out: out}
+	j := &job{checked: c, log: log, lease: o.Lease(), origin: map[string]string{}, outputs: map[string]preprocess.Output{}, out: out}
 	if r.cfg.DryRun {
 		return r.dryRun(j), nil
 	}
@@ -351,10 +351,10 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 			return "", err
 		}
 	} else {
-		for i, real := range j.Real {
+		for _, f := range j.Files {
 			// Import the resolved path that validation checked, not a link that could change since.
-			j.imports = append(j.imports, real)
-			j.origin[real] = j.Files[i]
+			j.imports = append(j.imports, f.Real)
+			j.origin[f.Real] = f.Path
 		}
 	}
 	sess, err := r.imp.Login(ctx, o.UUID, o.User, o.Group)
@@ -409,9 +409,9 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 }
 
 func (r *Runner) importRequest(j *job) omero.ImportRequest {
-	req := omero.ImportRequest{OrderUUID: j.Order.UUID, Paths: j.imports, Target: omero.Target{Kind: j.Target.Kind, ID: j.Target.ID, Name: j.Target.Name}}
-	for _, d := range j.Dirs {
-		if d && j.pre == nil {
+	req := omero.ImportRequest{OrderUUID: j.Order.UUID, Paths: j.imports, Target: j.Target}
+	for _, f := range j.Files {
+		if f.Dir && j.pre == nil {
 			req.Depth = folderDepth
 		}
 	}
@@ -520,11 +520,13 @@ func (r *Runner) event(ctx context.Context, j *job, desc string) {
 // dryRun builds the exact commands the order would run and describes them.
 func (r *Runner) dryRun(j *job) string {
 	var cmds []string
-	paths := j.Real
+	var paths []string
+	for _, f := range j.Files {
+		paths = append(paths, f.Real)
+	}
 	if p := j.Order.Preprocessing; p != nil && r.pre != nil {
 		spec := r.spec(j)
-		paths = nil
-		for _, f := range j.Real {
+		for _, f := range paths {
 			cmds = append(cmds, shellJoin(r.pre.Command(spec, f)))
 		}
 		// What is imported is what the container reports; name the place it goes.
@@ -612,9 +614,9 @@ func (j *job) originOf(target string) string {
 			return filepath.Join(orig, strings.TrimPrefix(target, imported))
 		}
 	}
-	for i, real := range j.Real {
-		if fspath.Within(real, target) {
-			return filepath.Join(j.Files[i], strings.TrimPrefix(target, real))
+	for _, f := range j.Files {
+		if fspath.Within(f.Real, target) {
+			return filepath.Join(f.Path, strings.TrimPrefix(target, f.Real))
 		}
 	}
 	return target

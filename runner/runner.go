@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/runner/preprocess"
 )
 
@@ -45,11 +46,11 @@ type Config struct {
 	RecoverInterval time.Duration // how often expired leases are recovered (default Lease/2)
 	ShutdownTimeout time.Duration // running orders' grace period after the context ends
 	Recover         db.RecoverPolicy
-	Paths           Paths
-	LogDir          string // per-order logs
-	Namespace       string // annotation namespace
-	DryRun          bool   // validate and log the command, import nothing
-	ManagedRepo     string // OMERO's ManagedRepository as this host sees it
+	Roots           order.Roots // where the files of an order may lie
+	LogDir          string      // per-order logs
+	Namespace       string      // annotation namespace
+	DryRun          bool        // validate and log the command, import nothing
+	ManagedRepo     string      // OMERO's ManagedRepository as this host sees it
 	// ProcessedFolder is the folder beside the originals where converted files and a
 	// metadata.csv are looked for (preprocess.DefaultProcessedFolder when empty).
 	ProcessedFolder string

@@ -16,6 +16,7 @@ import (
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/internal/omerotest"
 	"github.com/omero-adi/omero-adi/internal/pgtest"
+	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/runner"
 	"github.com/omero-adi/omero-adi/runner/omero"
 	"github.com/omero-adi/omero-adi/runner/preprocess"
@@ -98,7 +99,7 @@ func setup(t testing.TB, url func(testing.TB) string, opts ...option) *env {
 	}
 	e.cfg = runner.Config{
 		Worker: "test-" + t.Name(), MaxWorkers: 4, Lease: 3 * time.Second, PollInterval: 200 * time.Millisecond,
-		ShutdownTimeout: 5 * time.Second, Paths: runner.Paths{BaseDir: e.data}, LogDir: e.logDir,
+		ShutdownTimeout: 5 * time.Second, Roots: order.Roots{BaseDir: e.data}, LogDir: e.logDir,
 		Namespace: "biomero.import", ManagedRepo: e.double.ManagedRepo,
 		Recover: db.RecoverPolicy{MaxAttempts: 3},
 	}

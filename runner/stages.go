@@ -16,21 +16,17 @@ import (
 
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/internal/fspath"
+	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/runner/omero"
 	"github.com/omero-adi/omero-adi/runner/preprocess"
 	"github.com/omero-adi/omero-adi/runner/redirect"
 )
 
 func (r *Runner) spec(j *job) preprocess.Spec {
-	p := j.Order.Preprocessing
 	return preprocess.Spec{
-		OrderUUID:       j.Order.UUID,
-		Container:       p.Container,
-		InputFile:       p.InputFile,
-		OutputFolder:    p.OutputFolder,
-		AltOutputFolder: p.AltOutputFolder,
-		ExtraParams:     p.ExtraParams,
-		LogPath:         filepath.Join(r.cfg.LogDir, "preprocessing."+j.Order.UUID+".log"),
+		OrderUUID:     j.Order.UUID,
+		Preprocessing: *j.Order.Preprocessing,
+		LogPath:       filepath.Join(r.cfg.LogDir, "preprocessing."+j.Order.UUID+".log"),
 	}
 }
 
@@ -41,10 +37,12 @@ func (r *Runner) preprocess(ctx context.Context, j *job) error {
 	if r.pre == nil {
 		return failf("preprocessing_id: this agent has no preprocessing configured ([preprocessing] runtime), so container %q cannot run.", j.Order.Preprocessing.Container)
 	}
-	for i, dir := range j.Dirs {
-		if dir {
-			return failf("files[%d]: %q is a folder; preprocessing containers take files, so list the files instead.", i, j.Files[i])
+	real := make([]string, len(j.Files))
+	for i, f := range j.Files {
+		if f.Dir {
+			return failf("files[%d]: %q is a folder; preprocessing containers take files, so list the files instead.", i, f.Path)
 		}
+		real[i] = f.Real
 	}
 	// The stage is what people see; while the database does not answer, the order preprocesses
 	// under Import Started (its lease still fences every later write).
@@ -58,7 +56,7 @@ func (r *Runner) preprocess(ctx context.Context, j *job) error {
 	case err != nil:
 		j.log.WithError(err).Warn("set stage Import Preprocessing")
 	}
-	res, err := r.pre.Run(ctx, r.spec(j), j.Real)
+	res, err := r.pre.Run(ctx, r.spec(j), real)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -95,7 +93,7 @@ func (r *Runner) preprocess(ctx context.Context, j *job) error {
 
 // describePreprocessing turns a failed preprocessing run into the order's description: what went
 // wrong, with which container on which file, and where the container's output is.
-func describePreprocessing(p *db.Preprocessing, err error) error {
+func describePreprocessing(p *order.Preprocessing, err error) error {
 	var pe *preprocess.Error
 	switch {
 	case errors.As(err, &pe):
@@ -113,9 +111,9 @@ func describePreprocessing(p *db.Preprocessing, err error) error {
 
 // originOfInput maps a preprocessed input (a resolved path) back to the order's file as given.
 func (j *job) originOfInput(input string) string {
-	for i, real := range j.Real {
-		if real == input {
-			return j.Files[i]
+	for _, f := range j.Files {
+		if f.Real == input {
+			return f.Path
 		}
 	}
 	return input
@@ -282,7 +280,7 @@ func (r *Runner) annotate(ctx context.Context, j *job, res omero.ImportResult, s
 				origin = o
 			}
 		} else if len(j.Files) > 0 {
-			origin = j.Files[0]
+			origin = j.Files[0].Path
 		}
 		kv := r.keyValues(j, origin, imported, stamp)
 		for _, t := range targets[i] {
@@ -300,11 +298,15 @@ func (r *Runner) annotate(ctx context.Context, j *job, res omero.ImportResult, s
 
 func (r *Runner) keyValues(j *job, origin, imported, stamp string) [][2]string {
 	o := j.Order
-	files, _ := json.Marshal(j.Files)
+	paths := make([]string, len(j.Files))
+	for i, f := range j.Files {
+		paths[i] = f.Path
+	}
+	files, _ := json.Marshal(paths)
 	fileNames := o.FileNames
 	if fileNames == "" {
-		names := make([]string, len(j.Files))
-		for i, f := range j.Files {
+		names := make([]string, len(paths))
+		for i, f := range paths {
 			names[i] = filepath.Base(f)
 		}
 		b, _ := json.Marshal(names)

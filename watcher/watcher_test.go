@@ -225,7 +225,7 @@ func TestFolderUnit(t *testing.T) {
 	if !strings.HasPrefix(u.Fingerprint, "4:4000:") {
 		t.Fatalf("fingerprint %s, want 4 files of 4000 bytes", u.Fingerprint)
 	}
-	if d, err := u.Rule.Draft(u.Match, u.Files); err != nil || d.DestinationID != "name:plate1" {
+	if d, err := u.Rule.Draft(u.Match, u.Files); err != nil || d.Target.IDColumn() != "name:plate1" {
 		t.Fatalf("draft %+v %v", d, err)
 	}
 	rec.none(t, time.Second) // the unit's own subfolders carry no watches and produce nothing more

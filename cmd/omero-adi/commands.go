@@ -101,7 +101,7 @@ func (e *env) cmdRulesTest(ctx context.Context, args []string) error {
 			continue
 		}
 		fmt.Fprintf(e.stdout, "%s: rule %q, unit %s\n  order: group=%s user=%s destination=%s:%s files=%q source=%s\n",
-			abs, m.Rule.Name, m.UnitPath, d.Group, d.User, d.DestinationType, d.DestinationID, d.Files, d.Source)
+			abs, m.Rule.Name, m.UnitPath, d.Group, d.User, d.Target.Kind, d.Target.IDColumn(), d.Files, d.Source)
 		if d.Preprocessing != nil {
 			fmt.Fprintf(e.stdout, "  preprocessing: %s %v\n", d.Preprocessing.Container, d.Preprocessing.ExtraParams)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/internal/omerotest"
 	"github.com/omero-adi/omero-adi/internal/pgtest"
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // build is one build of omero-adi per test binary and flavour.
@@ -151,8 +152,8 @@ func (w *world) order(rel string) string {
 	if err := os.WriteFile(p, []byte(rel), 0o644); err != nil {
 		w.t.Fatal(err)
 	}
-	o, _, err := w.store.CreateOrder(context.Background(), db.NewOrder{Group: "Demo", User: "alice",
-		DestinationType: "Dataset", DestinationID: "151", Files: []string{p}, Source: db.SourceSQL})
+	o, _, err := w.store.CreateOrder(context.Background(), db.NewOrder{Draft: order.Draft{Group: "Demo", User: "alice",
+		Target: order.Target{Kind: order.Dataset, ID: 151}, Files: []string{p}, Source: db.SourceSQL}})
 	if err != nil {
 		w.t.Fatal(err)
 	}

@@ -146,7 +146,7 @@ func TestOrdersCreateRejectsBadInput(t *testing.T) {
 		{"no destination", []string{"--group", "Demo", "--user", "alice", file}, "--dataset"},
 		{"both destinations", []string{"--group", "Demo", "--user", "alice", "--dataset", "1", "--screen", "2", file}, "exactly one"},
 		{"bad dataset id", []string{"--group", "Demo", "--user", "alice", "--dataset", "abc", file}, "destination_id"},
-		{"screen by name", []string{"--group", "Demo", "--user", "alice", "--screen", "name:x", file}, "destination_id"},
+		{"zero screen id", []string{"--group", "Demo", "--user", "alice", "--screen", "0", file}, "destination_id"},
 		{"missing file", []string{"--group", "Demo", "--user", "alice", "--dataset", "1", filepath.Join(f.data, "nope.tif")}, "does not exist"},
 		{"outside base_dir", []string{"--group", "Demo", "--user", "alice", "--dataset", "1", "/etc/passwd"}, "outside"},
 		{"param without container", []string{"--group", "Demo", "--user", "alice", "--dataset", "1", "--param", "a=b", file}, "--container"},

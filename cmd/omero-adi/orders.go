@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,7 +13,7 @@ import (
 
 	"github.com/omero-adi/omero-adi/agent"
 	"github.com/omero-adi/omero-adi/db"
-	"github.com/omero-adi/omero-adi/runner"
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // settings loads the settings file; a missing default file is fine (defaults and environment).
@@ -79,7 +78,7 @@ func (e *env) cmdOrdersCreate(ctx context.Context, args []string) error {
 	group := fs.String("group", "", "OMERO group")
 	user := fs.String("user", "", "OMERO user the import runs as")
 	dataset := fs.String("dataset", "", "Dataset id (or name:NAME)")
-	screen := fs.String("screen", "", "Screen id")
+	screen := fs.String("screen", "", "Screen id (or name:NAME)")
 	container := fs.String("container", "", "preprocessing container image")
 	inputFile := fs.String("input-file", "{Files}", "preprocessing input_file")
 	outputFolder := fs.String("output-folder", "/data", "preprocessing output_folder (container-side mount of the file's folder)")
@@ -101,32 +100,30 @@ func (e *env) cmdOrdersCreate(ctx context.Context, args []string) error {
 	case len(files) == 0:
 		return usagef("orders create: no FILE given")
 	}
-	kind, id := "Dataset", *dataset
+	kind, id := order.Dataset, *dataset
 	if *screen != "" {
-		kind, id = "Screen", *screen
+		kind, id = order.Screen, *screen
 	}
-	if _, err := runner.ParseTarget(kind, id); err != nil {
+	target, err := order.ParseTarget(kind, id)
+	if err != nil {
 		return usagef("orders create: --%s: %v", strings.ToLower(kind), err)
 	}
-	for i, f := range files {
-		if !filepath.IsAbs(f) {
-			return usagef("orders create: FILE %q is not an absolute path; give the full path below the data root", f)
-		}
-		files[i] = filepath.Clean(f)
-	}
-	var pre *db.Preprocessing
+	d := order.Draft{Group: *group, User: *user, Target: target, Files: files, Source: db.SourceCLI}
 	if *container != "" {
-		pre = &db.Preprocessing{Container: *container, InputFile: *inputFile, OutputFolder: *outputFolder,
+		d.Preprocessing = &order.Preprocessing{Container: *container, InputFile: *inputFile, OutputFolder: *outputFolder,
 			AltOutputFolder: *altOutputFolder, ExtraParams: map[string]string{}}
 		for _, p := range params {
 			k, v, ok := strings.Cut(p, "=")
 			if !ok || strings.TrimSpace(k) == "" {
 				return usagef("orders create: --param %q is not KEY=VALUE", p)
 			}
-			pre.ExtraParams[k] = v
+			d.Preprocessing.ExtraParams[k] = v
 		}
 	} else if len(params) > 0 {
 		return usagef("orders create: --param needs --container")
+	}
+	if err := d.Validate(); err != nil {
+		return usagef("orders create: %v", err)
 	}
 	s, cfg, err := e.store(ctx)
 	if err != nil {
@@ -134,21 +131,17 @@ func (e *env) cmdOrdersCreate(ctx context.Context, args []string) error {
 	}
 	defer s.Close()
 	if !*noCheck {
-		paths := runner.Paths{BaseDir: cfg.BaseDir, GroupRoots: cfg.GroupRoots()}
-		raw, _ := json.Marshal(files)
-		probe := db.Order{User: *user, Group: *group, DestinationType: kind, DestinationID: id, Files: string(raw)}
-		if _, err := paths.Validate(probe); err != nil {
-			var ve *runner.ValidationError
-			if errors.As(err, &ve) {
-				return usagef("orders create: %v (use --no-check if the files are only visible to the runner's host)", err)
-			}
+		checked, err := order.Roots{BaseDir: cfg.BaseDir, Groups: cfg.GroupRoots()}.Check(d.Group, d.Files)
+		if errors.Is(err, order.ErrInvalid) {
+			return usagef("orders create: %v (use --no-check if the files are only visible to the runner's host)", err)
+		} else if err != nil {
 			return err
 		}
+		for i, f := range checked {
+			d.Files[i] = f.Path
+		}
 	}
-	o, _, err := s.CreateOrder(ctx, db.NewOrder{
-		Group: *group, User: *user, DestinationType: kind, DestinationID: id,
-		Files: files, Source: db.SourceCLI, Preprocessing: pre,
-	})
+	o, _, err := s.CreateOrder(ctx, db.NewOrder{Draft: d})
 	if err != nil {
 		if errors.Is(err, db.ErrInvalid) {
 			return usagef("orders create: %v", err)
@@ -318,21 +311,21 @@ func orderErr(uuid string, err error) error {
 
 // orderJSON is the --json shape of interface.md.
 type orderJSON struct {
-	UUID            string            `json:"uuid"`
-	Stage           string            `json:"stage"`
-	Group           string            `json:"group"`
-	User            string            `json:"user"`
-	DestinationType string            `json:"destination_type"`
-	DestinationID   string            `json:"destination_id"`
-	Files           []string          `json:"files"`
-	Description     string            `json:"description"`
-	Timestamp       time.Time         `json:"timestamp"`
-	Source          string            `json:"source"`
-	Attempt         int               `json:"attempt"`
-	Preprocessing   *db.Preprocessing `json:"preprocessing"`
-	Result          *db.Result        `json:"result"`
-	ImportOptions   *string           `json:"import_options"` // as stored; null when NULL
-	History         []db.Event        `json:"history,omitempty"`
+	UUID            string               `json:"uuid"`
+	Stage           string               `json:"stage"`
+	Group           string               `json:"group"`
+	User            string               `json:"user"`
+	DestinationType string               `json:"destination_type"`
+	DestinationID   string               `json:"destination_id"`
+	Files           []string             `json:"files"`
+	Description     string               `json:"description"`
+	Timestamp       time.Time            `json:"timestamp"`
+	Source          string               `json:"source"`
+	Attempt         int                  `json:"attempt"`
+	Preprocessing   *order.Preprocessing `json:"preprocessing"`
+	Result          *db.Result           `json:"result"`
+	ImportOptions   *string              `json:"import_options"` // as stored; null when NULL
+	History         []db.Event           `json:"history,omitempty"`
 }
 
 func toJSON(o db.Order, hist []db.Event) orderJSON {

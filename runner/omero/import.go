@@ -15,6 +15,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // ImportError is the error of a failed import. Partial lists the filesets that finished before
@@ -93,7 +95,7 @@ func (c *Client) ImportArgs(s *Session, req ImportRequest) []string {
 	}
 	t := req.Target
 	switch {
-	case t.ID > 0 && t.Kind == "Screen":
+	case t.ID > 0 && t.Kind == order.Screen:
 		args = append(args, "-r", strconv.FormatInt(t.ID, 10))
 	case t.ID > 0:
 		args = append(args, "-d", strconv.FormatInt(t.ID, 10))
@@ -107,16 +109,10 @@ func checkRequest(req ImportRequest) error {
 	if err := checkUUID(req.OrderUUID); err != nil {
 		return err
 	}
-	t := req.Target
+	if _, err := order.ParseTarget(req.Target.Kind, req.Target.IDColumn()); err != nil {
+		return fmt.Errorf("%w: target: %v", ErrRequest, err)
+	}
 	switch {
-	case t.Kind != "Dataset" && t.Kind != "Screen":
-		return fmt.Errorf("%w: target kind %q: use Dataset or Screen", ErrRequest, t.Kind)
-	case t.ID < 0:
-		return fmt.Errorf("%w: target id %d: must be positive", ErrRequest, t.ID)
-	case t.ID == 0 && t.Name == "":
-		return fmt.Errorf("%w: target %s has neither an id nor a name", ErrRequest, t.Kind)
-	case t.ID == 0 && strings.ContainsAny(t.Name, "\x00\n\r"):
-		return fmt.Errorf("%w: target name %q holds a NUL or line break", ErrRequest, t.Name)
 	case len(req.Paths) == 0:
 		return fmt.Errorf("%w: no path to import", ErrRequest)
 	case req.Depth < 0:
@@ -150,7 +146,7 @@ func (c *Client) Import(ctx context.Context, s *Session, req ImportRequest) (Imp
 		return ImportResult{}, fmt.Errorf("%w: log_dir cannot take the import's logs (%v); free space there, then retry the order — nothing was imported", ErrCall, err)
 	}
 	argv := c.ImportArgs(s, req)
-	log := c.log.WithFields(logrus.Fields{"order": req.OrderUUID, "target": fmt.Sprintf("%s:%d", req.Target.Kind, req.Target.ID), "paths": len(req.Paths)})
+	log := c.log.WithFields(logrus.Fields{"order": req.OrderUUID, "target": req.Target.String(), "paths": len(req.Paths)})
 	log.Info("OMERO import started")
 	start := time.Now()
 	// An outage before the import joined the session (exit 11, port closed) imported nothing and

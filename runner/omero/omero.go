@@ -32,6 +32,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // Sentinel errors, checked with errors.Is. Their messages, with the detail wrapped around them,
@@ -111,19 +113,12 @@ type Session struct {
 	loggedOut             bool
 }
 
-// Target is where an import goes: a Dataset or Screen by ID, or a Dataset found or created by Name.
-type Target struct {
-	Kind string // "Dataset" or "Screen"
-	ID   int64
-	Name string // used when ID is 0: -T Kind:name:NAME
-}
-
 // ImportRequest is one `omero import` of an order: every path goes to the same target.
 type ImportRequest struct {
 	OrderUUID string
-	Target    Target
-	Paths     []string // absolute
-	Depth     int      // 0: the CLI's default (4)
+	Target    order.Target // by id: -d ID or -r ID; by name: -T Kind:name:NAME
+	Paths     []string     // absolute
+	Depth     int          // 0: the CLI's default (4)
 }
 
 // Fileset is one fileset the import created with its images and plates.

@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/internal/omerotest"
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // testPassword is the admin password of the fixture: distinctive, so tests can look for leaks.
@@ -94,7 +95,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("session = %+v", s)
 	}
 	data := files(t, "a.tif", "nested/b__series_2.tif", "img.zarr/.zattrs", "img.zarr/0/0")
-	res, err := f.c.Import(ctx, s, ImportRequest{OrderUUID: "order-1", Target: Target{Kind: "Dataset", ID: 151}, Paths: []string{data}})
+	res, err := f.c.Import(ctx, s, ImportRequest{OrderUUID: "order-1", Target: order.Target{Kind: "Dataset", ID: 151}, Paths: []string{data}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +240,7 @@ func TestScreenAndNamedDataset(t *testing.T) {
 	ctx := context.Background()
 	s := f.login(t, "order-2")
 	data := files(t, "p1.plate", "p2__series_3.plate")
-	res, err := f.c.Import(ctx, s, ImportRequest{OrderUUID: "order-2", Target: Target{Kind: "Screen", ID: 201}, Paths: []string{data}})
+	res, err := f.c.Import(ctx, s, ImportRequest{OrderUUID: "order-2", Target: order.Target{Kind: "Screen", ID: 201}, Paths: []string{data}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +256,7 @@ func TestScreenAndNamedDataset(t *testing.T) {
 	}
 	// A name target imports one fileset at a time: with --parallel-fileset the importer could
 	// create a dataset of that name per fileset.
-	res, err = f.c.Import(ctx, s, ImportRequest{OrderUUID: "order-2", Target: Target{Kind: "Dataset", Name: "by name"},
+	res, err = f.c.Import(ctx, s, ImportRequest{OrderUUID: "order-2", Target: order.Target{Kind: "Dataset", Name: "by name"},
 		Paths: []string{data}, Depth: 1})
 	if err != nil || len(res.Filesets) != 2 {
 		t.Fatalf("named dataset import: %+v %v", res, err)
@@ -278,7 +279,7 @@ func TestScreenAndNamedDataset(t *testing.T) {
 func TestFailures(t *testing.T) {
 	data := files(t, "a.tif", "b.tif", "c.tif")
 	req := func(target int64) ImportRequest {
-		return ImportRequest{OrderUUID: "o", Target: Target{Kind: "Dataset", ID: target}, Paths: []string{data}}
+		return ImportRequest{OrderUUID: "o", Target: order.Target{Kind: "Dataset", ID: target}, Paths: []string{data}}
 	}
 	cases := []struct {
 		name    string
@@ -452,7 +453,7 @@ func TestImportTimeoutKillsProcessGroup(t *testing.T) {
 	s := f.login(t, "o")
 	f.d.SetFailure(t, omerotest.Failure{Hang: true})
 	start := time.Now()
-	_, err := f.c.Import(context.Background(), s, ImportRequest{OrderUUID: "o", Target: Target{Kind: "Dataset", ID: 151}, Paths: []string{files(t, "a.tif")}})
+	_, err := f.c.Import(context.Background(), s, ImportRequest{OrderUUID: "o", Target: order.Target{Kind: "Dataset", ID: 151}, Paths: []string{files(t, "a.tif")}})
 	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "omero.import_timeout") {
 		t.Fatalf("err = %v, want ErrTimeout", err)
 	}
@@ -469,7 +470,7 @@ func TestImportCancelKillsProcessGroup(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := f.c.Import(ctx, s, ImportRequest{OrderUUID: "o", Target: Target{Kind: "Dataset", ID: 151}, Paths: []string{files(t, "a.tif")}})
+		_, err := f.c.Import(ctx, s, ImportRequest{OrderUUID: "o", Target: order.Target{Kind: "Dataset", ID: 151}, Paths: []string{files(t, "a.tif")}})
 		done <- err
 	}()
 	deadline := time.Now().Add(10 * time.Second)
@@ -495,15 +496,15 @@ func TestRequestValidation(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
 	s := &Session{Key: "k", Dir: t.TempDir()}
-	good := ImportRequest{OrderUUID: "o", Target: Target{Kind: "Dataset", ID: 1}, Paths: []string{"/data/a"}}
+	good := ImportRequest{OrderUUID: "o", Target: order.Target{Kind: "Dataset", ID: 1}, Paths: []string{"/data/a"}}
 	cases := []struct {
 		name string
 		edit func(*ImportRequest)
 		text string
 	}{
 		{"uuid with slash", func(r *ImportRequest) { r.OrderUUID = "../x" }, `order uuid "../x"`},
-		{"kind", func(r *ImportRequest) { r.Target.Kind = "Project" }, `target kind "Project"`},
-		{"no id nor name", func(r *ImportRequest) { r.Target.ID = 0 }, "neither an id nor a name"},
+		{"kind", func(r *ImportRequest) { r.Target.Kind = "Project" }, `"Project" is neither Dataset nor Screen`},
+		{"no id nor name", func(r *ImportRequest) { r.Target.ID = 0 }, `"0" is neither a positive Dataset id`},
 		{"relative path", func(r *ImportRequest) { r.Paths = []string{"a.tif"} }, `path "a.tif"`},
 		{"no paths", func(r *ImportRequest) { r.Paths = nil }, "no path"},
 	}
@@ -583,7 +584,7 @@ func TestLogsHideSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Import(ctx, s, ImportRequest{OrderUUID: "o", Target: Target{Kind: "Dataset", ID: 151}, Paths: []string{files(t, "a.tif")}}); err != nil {
+	if _, err := c.Import(ctx, s, ImportRequest{OrderUUID: "o", Target: order.Target{Kind: "Dataset", ID: 151}, Paths: []string{files(t, "a.tif")}}); err != nil {
 		t.Fatal(err)
 	}
 	c.Close(ctx, s)
@@ -603,7 +604,7 @@ func TestSlowImportTimeoutKeepsPartialResult(t *testing.T) {
 	f := setup(t, func(c *Config) { c.ImportTimeout = 1800 * time.Millisecond })
 	s := f.login(t, "o")
 	f.d.SetFailure(t, omerotest.Failure{ImportDelay: time.Second})
-	res, err := f.c.Import(context.Background(), s, ImportRequest{OrderUUID: "o", Target: Target{Kind: "Dataset", ID: 151},
+	res, err := f.c.Import(context.Background(), s, ImportRequest{OrderUUID: "o", Target: order.Target{Kind: "Dataset", ID: 151},
 		Paths: []string{files(t, "a.tif", "b.tif", "c.tif")}})
 	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("err = %v, want ErrTimeout", err)
@@ -622,7 +623,7 @@ func TestOutageAfterLogin(t *testing.T) {
 	ctx := context.Background()
 	s := f.login(t, "o")
 	data := files(t, "a.tif")
-	req := ImportRequest{OrderUUID: "o", Target: Target{Kind: "Dataset", ID: 151}, Paths: []string{data}}
+	req := ImportRequest{OrderUUID: "o", Target: order.Target{Kind: "Dataset", ID: 151}, Paths: []string{data}}
 	want := fmt.Sprintf("OMERO server unreachable at localhost:%d", f.d.Port)
 
 	f.d.Down(t)

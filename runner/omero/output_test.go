@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/omero-adi/omero-adi/order"
 )
 
 func TestParseOutput(t *testing.T) {
@@ -118,7 +120,7 @@ func TestImportArgs(t *testing.T) {
 	base := Config{CLI: "/usr/bin/omero", Host: "omero.example", Port: 4064, AdminUser: "root", AdminPassword: "pw",
 		LogDir: "/log", SessionRoot: "/s"}
 	s := &Session{Key: "KEY"}
-	req := ImportRequest{OrderUUID: "u1", Target: Target{Kind: "Dataset", ID: 151}, Paths: []string{"/data/a b.tif", "/data/c"}}
+	req := ImportRequest{OrderUUID: "u1", Target: order.Target{Kind: "Dataset", ID: 151}, Paths: []string{"/data/a b.tif", "/data/c"}}
 	cases := []struct {
 		name string
 		edit func(*Config, *ImportRequest)
@@ -131,8 +133,8 @@ func TestImportArgs(t *testing.T) {
 		{"skips and parallelism", func(c *Config, r *ImportRequest) {
 			c.SkipChecksum, c.SkipUpgrade, c.ParallelUpload, c.ParallelFilesets, r.Depth = true, true, 3, 2, 6
 		}, "--parallel-upload 3 --parallel-fileset 2 --skip checksum --skip upgrade --depth 6 -d 151"},
-		{"screen", func(_ *Config, r *ImportRequest) { r.Target = Target{Kind: "Screen", ID: 201} }, " -r 201 "},
-		{"dataset by name", func(_ *Config, r *ImportRequest) { r.Target = Target{Kind: "Dataset", Name: "my set"} }, " -T Dataset:name:my set "},
+		{"screen", func(_ *Config, r *ImportRequest) { r.Target = order.Target{Kind: "Screen", ID: 201} }, " -r 201 "},
+		{"dataset by name", func(_ *Config, r *ImportRequest) { r.Target = order.Target{Kind: "Dataset", Name: "my set"} }, " -T Dataset:name:my set "},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/omero-adi/omero-adi/internal/testenv"
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // On a full log_dir the importer could not record the ids of what it imported, so the order would
@@ -34,7 +35,7 @@ func TestFullLogDirImportsNothing(t *testing.T) {
 	f := setup(t, func(c *Config) { c.LogDir = logDir })
 	s := f.login(t, "order-full")
 	data := files(t, "a.tif")
-	_, err = f.c.Import(context.Background(), s, ImportRequest{OrderUUID: "order-full", Target: Target{Kind: "Dataset", ID: 151}, Paths: []string{data}})
+	_, err = f.c.Import(context.Background(), s, ImportRequest{OrderUUID: "order-full", Target: order.Target{Kind: "Dataset", ID: 151}, Paths: []string{data}})
 	if !errors.Is(err, ErrCall) || !strings.Contains(err.Error(), "log_dir cannot take") || !strings.Contains(err.Error(), "no space left") {
 		t.Fatalf("import on a full log_dir: %v", err)
 	}
@@ -46,7 +47,7 @@ func TestFullLogDirImportsNothing(t *testing.T) {
 	if err := os.Remove(filepath.Join(logDir, "filler")); err != nil {
 		t.Fatal(err)
 	}
-	res, err := f.c.Import(context.Background(), s, ImportRequest{OrderUUID: "order-full", Target: Target{Kind: "Dataset", ID: 151}, Paths: []string{data}})
+	res, err := f.c.Import(context.Background(), s, ImportRequest{OrderUUID: "order-full", Target: order.Target{Kind: "Dataset", ID: 151}, Paths: []string{data}})
 	if err != nil || len(res.Filesets) != 1 {
 		t.Fatalf("import with room: %+v, %v", res, err)
 	}

@@ -39,6 +39,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/internal/fspath"
+	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/runner/guard"
 	"github.com/omero-adi/omero-adi/runner/redirect"
 )
@@ -106,15 +107,11 @@ func ValidFolderName(name string) error {
 	return nil
 }
 
-// Spec is what one order asks for (from db.Preprocessing, plus the order's uuid and log).
+// Spec is what one order asks for: its preprocessing step, its uuid and its log.
 type Spec struct {
-	OrderUUID       string
-	Container       string
-	InputFile       string // "{Files}" is replaced by the file's path as the container sees it
-	OutputFolder    string // container-side mount of the file's folder, e.g. /data
-	AltOutputFolder string // container-side mount of the local temp folder, e.g. /out; "" for none
-	ExtraParams     map[string]string
-	LogPath         string // the order's preprocessing log: container stdout+stderr are appended; "" for none
+	OrderUUID string
+	order.Preprocessing
+	LogPath string // the order's preprocessing log: container stdout+stderr are appended; "" for none
 }
 
 // Output is one result the container reported, mapped to host paths.
@@ -197,7 +194,7 @@ func New(cfg Config, log *logrus.Entry) (*Runner, error) {
 	}
 	local := make(map[string][]string, len(cfg.Local))
 	for image, argv := range cfg.Local {
-		if err := checkImage(image); err != nil {
+		if err := order.CheckImage(image); err != nil {
 			return nil, fmt.Errorf("%w: preprocessing.local %q: %v", ErrConfig, image, err)
 		}
 		if len(argv) == 0 || argv[0] == "" {
@@ -232,57 +229,14 @@ func (r *Runner) RemoveTemp(tmpDir string) error {
 	return redirect.RemoveTemp(r.cfg.LocalTmpRoot, tmpDir)
 }
 
-var (
-	orderRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-	paramRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-)
-
-// reservedParams are set by the convention; an extra parameter may not repeat them.
-var reservedParams = map[string]bool{"inputfile": true, "outputfolder": true, "altoutputfolder": true}
-
-func checkImage(image string) error {
-	if image == "" {
-		return errors.New("empty image name")
-	}
-	if strings.HasPrefix(image, "-") || strings.ContainsAny(image, " \t\n\r") {
-		return errors.New("not an image name")
-	}
-	return nil
-}
-
-// checkMountPath validates a container-side mount folder.
-func checkMountPath(field, p string) error {
-	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" || strings.ContainsAny(p, ":,\n") {
-		return fmt.Errorf("%w: %s %q: must be a clean absolute container path below / without ':' or ','", ErrSpec, field, p)
-	}
-	return nil
-}
+var orderRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
 func (s Spec) validate() error {
 	if !orderRE.MatchString(s.OrderUUID) || strings.Contains(s.OrderUUID, "..") {
 		return fmt.Errorf("%w: order uuid %q: want letters, digits, '.', '_' or '-'", ErrSpec, s.OrderUUID)
 	}
-	if err := checkImage(s.Container); err != nil {
-		return fmt.Errorf("%w: preprocessing.container %q: %v", ErrSpec, s.Container, err)
-	}
-	if s.InputFile == "" {
-		return fmt.Errorf("%w: preprocessing.input_file is empty (usually {Files})", ErrSpec)
-	}
-	if err := checkMountPath("preprocessing.output_folder", s.OutputFolder); err != nil {
-		return err
-	}
-	if s.AltOutputFolder != "" {
-		if err := checkMountPath("preprocessing.alt_output_folder", s.AltOutputFolder); err != nil {
-			return err
-		}
-		if fspath.Below(s.OutputFolder, s.AltOutputFolder) || fspath.Below(s.AltOutputFolder, s.OutputFolder) || s.OutputFolder == s.AltOutputFolder {
-			return fmt.Errorf("%w: preprocessing.alt_output_folder %q overlaps output_folder %q", ErrSpec, s.AltOutputFolder, s.OutputFolder)
-		}
-	}
-	for k := range s.ExtraParams {
-		if !paramRE.MatchString(k) || reservedParams[strings.ToLower(k)] {
-			return fmt.Errorf("%w: preprocessing.extra_params key %q: want a name of letters, digits, '_', '.', '-' other than inputfile/outputfolder/altoutputfolder", ErrSpec, k)
-		}
+	if err := s.Check(); err != nil {
+		return fmt.Errorf("%w: %w", ErrSpec, err)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/internal/convtest"
+	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/runner/redirect"
 )
 
@@ -104,10 +105,10 @@ func sum(t *testing.T, p string) string {
 	return hex.EncodeToString(s[:])
 }
 
-func (e *env) spec(order string, params map[string]string) Spec {
+func (e *env) spec(uuid string, params map[string]string) Spec {
 	return Spec{
-		OrderUUID: order, Container: e.image, InputFile: "{Files}",
-		OutputFolder: "/data", AltOutputFolder: "/out", ExtraParams: params, LogPath: e.logPath,
+		OrderUUID: uuid, LogPath: e.logPath, Preprocessing: order.Preprocessing{Container: e.image, InputFile: "{Files}",
+			OutputFolder: "/data", AltOutputFolder: "/out", ExtraParams: params},
 	}
 }
 
@@ -173,7 +174,7 @@ func TestRunRejectsBadSpec(t *testing.T) {
 	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	good := Spec{OrderUUID: "6f1c-1", Container: "img", InputFile: "{Files}", OutputFolder: "/data", AltOutputFolder: "/out"}
+	good := Spec{OrderUUID: "6f1c-1", Preprocessing: order.Preprocessing{Container: "img", InputFile: "{Files}", OutputFolder: "/data", AltOutputFolder: "/out"}}
 	for _, tc := range []struct {
 		name  string
 		edit  func(*Spec)
@@ -182,14 +183,14 @@ func TestRunRejectsBadSpec(t *testing.T) {
 	}{
 		{"order uuid escapes", func(s *Spec) { s.OrderUUID = "../etc" }, nil, `order uuid "../etc"`},
 		{"empty container", func(s *Spec) { s.Container = "" }, nil, "preprocessing.container"},
-		{"container is a flag", func(s *Spec) { s.Container = "--privileged" }, nil, `container "--privileged"`},
+		{"container is a flag", func(s *Spec) { s.Container = "--privileged" }, nil, `container: "--privileged"`},
 		{"empty input file", func(s *Spec) { s.InputFile = "" }, nil, "input_file"},
-		{"relative output folder", func(s *Spec) { s.OutputFolder = "data" }, nil, `output_folder "data"`},
-		{"root output folder", func(s *Spec) { s.OutputFolder = "/" }, nil, `output_folder "/"`},
-		{"colon in alt folder", func(s *Spec) { s.AltOutputFolder = "/out:rw" }, nil, `alt_output_folder "/out:rw"`},
+		{"relative output folder", func(s *Spec) { s.OutputFolder = "data" }, nil, `output_folder: "data"`},
+		{"root output folder", func(s *Spec) { s.OutputFolder = "/" }, nil, `output_folder: "/"`},
+		{"colon in alt folder", func(s *Spec) { s.AltOutputFolder = "/out:rw" }, nil, `alt_output_folder: "/out:rw"`},
 		{"alt inside output", func(s *Spec) { s.AltOutputFolder = "/data/out" }, nil, "overlaps"},
-		{"reserved param", func(s *Spec) { s.ExtraParams = map[string]string{"outputfolder": "/x"} }, nil, `key "outputfolder"`},
-		{"param with space", func(s *Spec) { s.ExtraParams = map[string]string{"a b": "x"} }, nil, `key "a b"`},
+		{"reserved param", func(s *Spec) { s.ExtraParams = map[string]string{"outputfolder": "/x"} }, nil, `name "outputfolder"`},
+		{"param with space", func(s *Spec) { s.ExtraParams = map[string]string{"a b": "x"} }, nil, `name "a b"`},
 		{"no files", nil, []string{}, "no files"},
 		{"relative file", nil, []string{"a.lif"}, `files[0] "a.lif"`},
 		{"missing file", nil, []string{file + ".gone"}, "files[0]"},
@@ -220,8 +221,8 @@ func TestCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec := Spec{OrderUUID: "o1", Container: "cellularimagingcf/convertleica-docker:v1.2.0", InputFile: "{Files}",
-		OutputFolder: "/data", AltOutputFolder: "/out", ExtraParams: map[string]string{"saveoption": "single", "a": "1"}}
+	spec := Spec{OrderUUID: "o1", Preprocessing: order.Preprocessing{Container: "cellularimagingcf/convertleica-docker:v1.2.0", InputFile: "{Files}",
+		OutputFolder: "/data", AltOutputFolder: "/out", ExtraParams: map[string]string{"saveoption": "single", "a": "1"}}}
 	got := r.Command(spec, "/d/g/my file.lif")
 	want := []string{"podman", "run", "--rm", "--name", "adi-{run}-0", "--label", "omero-adi.order=o1",
 		"--userns=keep-id", "--network=none",
@@ -624,7 +625,7 @@ func TestStartFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = r.Run(context.Background(), Spec{OrderUUID: "o", Container: "img", InputFile: "{Files}", OutputFolder: "/data"}, []string{in})
+	_, err = r.Run(context.Background(), Spec{OrderUUID: "o", Preprocessing: order.Preprocessing{Container: "img", InputFile: "{Files}", OutputFolder: "/data"}}, []string{in})
 	if !errors.Is(err, ErrStart) || !strings.Contains(err.Error(), "/nonexistent/podman") {
 		t.Fatalf("Run: %v, want ErrStart naming the runtime", err)
 	}
