@@ -101,75 +101,71 @@ func WorkerName(cfg Config) string {
 
 // Agent is one omero-adi process: the watcher and/or the runner over one order database.
 type Agent struct {
-	cfg   Config
-	role  string
-	log   *logrus.Logger
-	store *db.Store
-	reg   *prometheus.Registry
+	cfg  Config
+	role string
+	log  *logrus.Logger
+	reg  *prometheus.Registry
 
+	set   *rules.Set         // the watch rules; nil when this agent does not watch
+	omero *omero.Client      // nil when this agent does not run orders
+	pre   *preprocess.Runner // nil when this agent does not run orders
+
+	// Set by Run.
+	store   *db.Store
 	runner  *runner.Runner
 	watcher *watcher.Watcher
 
-	ready     chan struct{}
 	closeOnce sync.Once
 }
 
-// Options are the collaborators of an Agent that tests replace.
-type Options struct {
-	Logger *logrus.Logger
-	Env    []string // extra environment for the omero CLI and containers (tests: the CLI double's)
-}
-
-// New validates the role, opens the database and builds the parts; it starts nothing.
-func New(ctx context.Context, cfg Config, role string, opts Options) (*Agent, error) {
+// New validates the role and the settings and builds what needs no I/O (the OMERO CLI adapter,
+// the preprocessing runner, the rule set); it opens, creates and starts nothing. log may be nil
+// (the standard logger).
+func New(cfg Config, role string, log *logrus.Logger) (*Agent, error) {
 	switch role {
 	case RoleAll, RoleWatcher, RoleRunner:
 	default:
 		return nil, settingsErr("--role must be all, watcher or runner, got %q", role)
 	}
-	log := opts.Logger
 	if log == nil {
 		log = logrus.StandardLogger()
 	}
-	a := &Agent{cfg: cfg, role: role, log: log, reg: prometheus.NewRegistry(), ready: make(chan struct{})}
+	a := &Agent{cfg: cfg, role: role, log: log, reg: prometheus.NewRegistry()}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	store, _, err := OpenStore(ctx, cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	a.store = store
 	if role != RoleWatcher {
-		if a.runner, err = a.newRunner(opts); err != nil {
-			store.Close()
+		var err error
+		entry := log.WithField("component", "runner")
+		if a.omero, err = NewOmeroClient(cfg, entry); err != nil {
 			return nil, err
+		}
+		a.pre, err = preprocess.New(preprocess.Config{
+			Runtime: cfg.Preprocessing.Runtime, ExtraArgs: cfg.Preprocessing.ExtraArgs,
+			UsernsMode: cfg.Preprocessing.UsernsMode, Timeout: cfg.Preprocessing.Timeout.Duration,
+			Local: cfg.Preprocessing.Local, LocalTmpRoot: cfg.Omero.LocalTmpRoot,
+			ProcessedFolder: cfg.ProcessedFolder, BindRetryAttempts: cfg.Preprocessing.BindRetryAttempts,
+			BindRetryDelay: cfg.Preprocessing.BindRetryDelay.Duration,
+		}, entry)
+		if err != nil {
+			return nil, settingsErr("preprocessing: %v", err)
 		}
 	}
 	if role != RoleRunner {
 		set, err := cfg.RuleSet()
 		if err != nil {
-			store.Close()
 			return nil, settingsErr("%v", err)
 		}
 		if len(set.Rules()) == 0 && role == RoleWatcher {
-			store.Close()
 			return nil, settingsErr("rules: --role watcher needs at least one [[rules]] entry")
 		}
 		if len(set.Rules()) > 0 {
-			a.watcher, err = watcher.New(watcher.Config{
-				Mode: cfg.Watch.Mode, RescanInterval: cfg.Watch.RescanInterval.Duration, PollInterval: cfg.Watch.PollInterval.Duration,
-			}, set, NewSink(store, log.WithField("component", "watcher")), log.WithField("component", "watcher"))
-			if err != nil {
-				store.Close()
-				return nil, settingsErr("%v", err)
-			}
+			a.set = set
 		}
 	}
 	return a, nil
 }
 
-// NewOmeroClient is the OMERO CLI adapter the settings describe; env is extra environment for
-// every call after omero.env (tests: the CLI double's). It runs nothing.
-func NewOmeroClient(cfg Config, env []string, log *logrus.Entry) (*omero.Client, error) {
+// NewOmeroClient is the OMERO CLI adapter the settings describe. It runs nothing.
+func NewOmeroClient(cfg Config, log *logrus.Entry) (*omero.Client, error) {
 	password := cfg.Omero.Password
 	if cfg.Omero.DryRun && password == "" {
 		// A dry run never logs in; the adapter still wants a password to be configured.
@@ -188,7 +184,7 @@ func NewOmeroClient(cfg Config, env []string, log *logrus.Entry) (*omero.Client,
 		SkipThumbnails: cfg.SkipThumbnails, SkipUpgrade: cfg.SkipUpgrade,
 		ImportTimeout: cfg.Omero.ImportTimeout.Duration, CallTimeout: cfg.Omero.CallTimeout.Duration,
 		ConnectRetries: cfg.Omero.ConnectRetries, ConnectBackoff: cfg.Omero.ConnectBackoff.Duration,
-		Env: append(append([]string(nil), cfg.Omero.Env...), env...), PassEnv: cfg.Omero.PassEnv,
+		Env: cfg.Omero.Env, PassEnv: cfg.Omero.PassEnv,
 	}, log)
 	if err != nil {
 		return nil, settingsErr("omero: %v", err)
@@ -196,38 +192,49 @@ func NewOmeroClient(cfg Config, env []string, log *logrus.Entry) (*omero.Client,
 	return client, nil
 }
 
-func (a *Agent) newRunner(opts Options) (*runner.Runner, error) {
-	cfg := a.cfg
-	log := a.log.WithField("component", "runner")
-	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
-		return nil, fmt.Errorf("create log_dir %s: %w", cfg.LogDir, err)
-	}
-	client, err := NewOmeroClient(cfg, opts.Env, log)
+// start opens (and migrates) the database, creates log_dir and builds the runner and the watcher
+// over the database.
+func (a *Agent) start(ctx context.Context) error {
+	store, _, err := OpenStore(ctx, a.cfg, a.log)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	pre, err := preprocess.New(preprocess.Config{
-		Runtime: cfg.Preprocessing.Runtime, ExtraArgs: cfg.Preprocessing.ExtraArgs,
-		UsernsMode: cfg.Preprocessing.UsernsMode, Timeout: cfg.Preprocessing.Timeout.Duration,
-		Local: cfg.Preprocessing.Local, LocalTmpRoot: cfg.Omero.LocalTmpRoot, Env: opts.Env,
-		ProcessedFolder: cfg.ProcessedFolder, BindRetryAttempts: cfg.Preprocessing.BindRetryAttempts,
-		BindRetryDelay: cfg.Preprocessing.BindRetryDelay.Duration,
-	}, log)
-	if err != nil {
-		return nil, settingsErr("preprocessing: %v", err)
+	a.store = store
+	if a.omero != nil {
+		cfg := a.cfg
+		if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+			return fmt.Errorf("create log_dir %s: %w", cfg.LogDir, err)
+		}
+		a.runner, err = runner.New(runner.Config{
+			Worker: WorkerName(cfg), MaxWorkers: cfg.MaxWorkers, Lease: cfg.Lease.Duration,
+			PollInterval: cfg.PollInterval.Duration, ShutdownTimeout: cfg.ShutdownTimeout.Duration,
+			Recover: cfg.RecoverPolicy(), Roots: order.Roots{BaseDir: cfg.BaseDir, Groups: cfg.GroupRoots()},
+			LogDir: cfg.LogDir, Namespace: cfg.AnnotationNamespace, AnnotatePlateImages: cfg.AnnotatePlateImages, DryRun: cfg.Omero.DryRun,
+			ManagedRepo: cfg.Omero.ManagedRepository, ProcessedFolder: cfg.ProcessedFolder, Registerer: a.reg,
+		}, store, a.omero, a.pre, a.log.WithField("component", "runner"))
+		if err != nil {
+			return err
+		}
 	}
-	return runner.New(runner.Config{
-		Worker: WorkerName(cfg), MaxWorkers: cfg.MaxWorkers, Lease: cfg.Lease.Duration,
-		PollInterval: cfg.PollInterval.Duration, ShutdownTimeout: cfg.ShutdownTimeout.Duration,
-		Recover: cfg.RecoverPolicy(), Roots: order.Roots{BaseDir: cfg.BaseDir, Groups: cfg.GroupRoots()},
-		LogDir: cfg.LogDir, Namespace: cfg.AnnotationNamespace, AnnotatePlateImages: cfg.AnnotatePlateImages, DryRun: cfg.Omero.DryRun,
-		ManagedRepo: cfg.Omero.ManagedRepository, ProcessedFolder: cfg.ProcessedFolder, Registerer: a.reg,
-	}, a.store, client, pre, a.log.WithField("component", "runner"))
+	if a.set != nil {
+		w := a.cfg.Watch
+		a.watcher, err = watcher.New(watcher.Config{
+			Mode: w.Mode, RescanInterval: w.RescanInterval.Duration, PollInterval: w.PollInterval.Duration,
+		}, a.set, NewSink(store, a.log.WithField("component", "watcher")), a.log.WithField("component", "watcher"))
+		if err != nil {
+			return settingsErr("%v", err)
+		}
+	}
+	return nil
 }
 
-// Run starts the parts and blocks until ctx ends (a clean stop returns nil) or a part fails.
+// Run opens the database, starts the parts and blocks until ctx ends (a clean stop returns nil)
+// or a part fails. It closes the database before it returns; an Agent runs once.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.Close()
+	if err := a.start(ctx); err != nil {
+		return err
+	}
 	a.log.WithFields(logrus.Fields{
 		"role": a.role, "database": db.MaskURL(a.cfg.IngestTrackingDB), "worker": WorkerName(a.cfg), "dry_run": a.cfg.Omero.DryRun,
 	}).Info("agent starting")
@@ -258,7 +265,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.watcher != nil {
 		g.Go(func() error { return a.watcher.Run(gctx) })
 	}
-	close(a.ready)
 	notifySystemd(gctx, a.log)
 	err := g.Wait()
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
@@ -268,11 +274,12 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // Close releases the database; it is safe to call more than once.
 func (a *Agent) Close() {
-	a.closeOnce.Do(func() { a.store.Close() })
+	a.closeOnce.Do(func() {
+		if a.store != nil {
+			a.store.Close()
+		}
+	})
 }
-
-// Store is the agent's order database (for tests and commands).
-func (a *Agent) Store() *db.Store { return a.store }
 
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
@@ -322,5 +329,3 @@ func notifySystemd(ctx context.Context, log *logrus.Logger) {
 		}
 	}()
 }
-
-var _ = rules.Compile

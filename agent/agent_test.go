@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -62,10 +63,23 @@ func testConfig(t *testing.T, url string) (Config, string) {
 	return cfg, data
 }
 
-func startAgent(t *testing.T, cfg Config, role string) *Agent {
+// openStore opens the agent's database for the test to look at, migrated.
+func openStore(t *testing.T, cfg Config) *db.Store {
 	t.Helper()
+	s, _, err := OpenStore(context.Background(), cfg, quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// startAgent runs an agent until the test ends and returns a view of its database.
+func startAgent(t *testing.T, cfg Config, role string) *db.Store {
+	t.Helper()
+	store := openStore(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := New(ctx, cfg, role, Options{Logger: quietLogger()})
+	a, err := New(cfg, role, quietLogger())
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -83,7 +97,7 @@ func startAgent(t *testing.T, cfg Config, role string) *Agent {
 			t.Error("agent did not stop")
 		}
 	})
-	return a
+	return store
 }
 
 func waitOrders(t *testing.T, s *db.Store, n int, timeout time.Duration) []db.Order {
@@ -115,7 +129,7 @@ func TestDroppedFileBecomesOneOrder(t *testing.T) {
 	}{{"sqlite", pgtest.SQLiteURL}, {"postgres", pgtest.URL}} {
 		t.Run(eng.name, func(t *testing.T) {
 			cfg, data := testConfig(t, eng.url(t))
-			a := startAgent(t, cfg, RoleAll)
+			store := startAgent(t, cfg, RoleAll)
 			file := filepath.Join(data, "demo/alice/dropbox/plate1.tif")
 			if err := os.WriteFile(file, []byte("pixels"), 0o644); err != nil {
 				t.Fatal(err)
@@ -124,7 +138,7 @@ func TestDroppedFileBecomesOneOrder(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(data, "demo/mallory/dropbox/x.tif"), []byte("x"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			orders := waitOrders(t, a.Store(), 1, 15*time.Second)
+			orders := waitOrders(t, store, 1, 15*time.Second)
 			o := orders[0]
 			if o.User != "alice" || o.Group != "Demo" || o.DestinationType != "Dataset" || o.DestinationID != "151" || o.Source != "dropbox" {
 				t.Errorf("order %+v", o)
@@ -135,13 +149,13 @@ func TestDroppedFileBecomesOneOrder(t *testing.T) {
 			deadline := time.Now().Add(10 * time.Second)
 			for o.Stage != db.StageCompleted && time.Now().Before(deadline) {
 				time.Sleep(50 * time.Millisecond)
-				o, _ = a.Store().Get(context.Background(), o.UUID)
+				o, _ = store.Get(context.Background(), o.UUID)
 			}
 			if o.Stage != db.StageCompleted || !strings.HasPrefix(o.Description, "dry run:") {
 				t.Errorf("order %s: %q %q", o.UUID, o.Stage, o.Description)
 			}
 			time.Sleep(time.Second) // several settle periods and polls: still one order
-			if orders := waitOrders(t, a.Store(), 1, time.Second); len(orders) != 1 {
+			if orders := waitOrders(t, store, 1, time.Second); len(orders) != 1 {
 				t.Errorf("%d orders, want 1", len(orders))
 			}
 		})
@@ -152,7 +166,7 @@ func TestDroppedFileBecomesOneOrder(t *testing.T) {
 func TestTwoWatchersOneOrderPerUnit(t *testing.T) {
 	cfg, data := testConfig(t, pgtest.URL(t))
 	cfg.WorkerName = "w1"
-	a := startAgent(t, cfg, RoleWatcher)
+	store := startAgent(t, cfg, RoleWatcher)
 	cfg2 := cfg
 	cfg2.WorkerName = "w2"
 	startAgent(t, cfg2, RoleWatcher)
@@ -162,9 +176,9 @@ func TestTwoWatchersOneOrderPerUnit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitOrders(t, a.Store(), 20, 20*time.Second)
+	waitOrders(t, store, 20, 20*time.Second)
 	time.Sleep(1500 * time.Millisecond)
-	orders := waitOrders(t, a.Store(), 20, time.Second)
+	orders := waitOrders(t, store, 20, time.Second)
 	if len(orders) != 20 {
 		t.Errorf("%d orders, want 20", len(orders))
 	}
@@ -173,7 +187,7 @@ func TestTwoWatchersOneOrderPerUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond)
-	if orders := waitOrders(t, a.Store(), 20, time.Second); len(orders) != 20 {
+	if orders := waitOrders(t, store, 20, time.Second); len(orders) != 20 {
 		t.Errorf("after rename: %d orders, want 20", len(orders))
 	}
 }
@@ -187,26 +201,27 @@ func TestRestartedWatcherCreatesNoSecondOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := New(ctx, cfg, RoleWatcher, Options{Logger: quietLogger()})
+	store := openStore(t, cfg)
+	a, err := New(cfg, RoleWatcher, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	waitOrders(t, a.Store(), 1, 15*time.Second)
+	waitOrders(t, store, 1, 15*time.Second)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	b := startAgent(t, cfg, RoleWatcher)
+	bstore := startAgent(t, cfg, RoleWatcher)
 	time.Sleep(1500 * time.Millisecond) // the start-up scan and several settle periods
-	if orders := waitOrders(t, b.Store(), 1, time.Second); len(orders) != 1 {
+	if orders := waitOrders(t, bstore, 1, time.Second); len(orders) != 1 {
 		t.Fatalf("after restart: %d orders, want 1", len(orders))
 	}
 	if err := os.WriteFile(file, []byte("second, longer content"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitOrders(t, b.Store(), 2, 15*time.Second)
+	waitOrders(t, bstore, 2, 15*time.Second)
 }
 
 // The health and metrics endpoints answer while the agent runs.
@@ -242,5 +257,49 @@ func TestHealthAndMetricsEndpoints(t *testing.T) {
 	}
 	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "omero_adi_orders_running") || !strings.Contains(body, "go_goroutines") {
 		t.Errorf("/metrics: %d, missing metrics", code)
+	}
+}
+
+// New validates and builds, and creates nothing: no database, no log_dir. Run does that.
+func TestNewStartsNothing(t *testing.T) {
+	dir := t.TempDir()
+	cfg, _ := testConfig(t, "sqlite:///"+filepath.Join(dir, "db", "orders.db"))
+	cfg.LogDir = filepath.Join(dir, "log")
+	a, err := New(cfg, RoleAll, quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(dir, "db"), cfg.LogDir} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("New created %s (%v)", p, err)
+		}
+	}
+	a.Close()
+	if _, err := New(cfg, "both", nil); err == nil || !strings.Contains(err.Error(), `--role must be all, watcher or runner, got "both"`) {
+		t.Errorf("bad role: %v", err)
+	}
+	// Run creates them.
+	a, err = New(cfg, RoleAll, quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for _, p := range []string{filepath.Join(dir, "db", "orders.db"), cfg.LogDir} {
+		for {
+			if _, err := os.Stat(p); err == nil {
+				break
+			} else if time.Now().After(deadline) {
+				t.Errorf("Run did not create %s: %v", p, err)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }

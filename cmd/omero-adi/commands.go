@@ -2,23 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
-	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/agent"
-	"github.com/omero-adi/omero-adi/db"
-	"github.com/omero-adi/omero-adi/watcher"
 )
 
 func (e *env) cmdRun(ctx context.Context, args []string) error {
@@ -37,7 +27,7 @@ func (e *env) cmdRun(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(ctx, cfg, *role, agent.Options{Logger: log})
+	a, err := agent.New(cfg, *role, log)
 	if err != nil {
 		return err
 	}
@@ -112,20 +102,6 @@ func (e *env) cmdRulesTest(ctx context.Context, args []string) error {
 	return nil
 }
 
-// scanSink answers Known from the database and creates nothing.
-type scanSink struct{ store *db.Store }
-
-func (s scanSink) KnownSignature(ctx context.Context, rule, path, signature string) (bool, error) {
-	return s.store.HasWatchItemSignature(ctx, rule, path, signature)
-}
-
-func (s scanSink) Known(ctx context.Context, rule, path, fingerprint string) (bool, error) {
-	_, ok, err := s.store.HasWatchItem(ctx, db.WatchKey{Rule: rule, Path: path, Fingerprint: fingerprint})
-	return ok, err
-}
-
-func (scanSink) Settled(context.Context, watcher.Unit) error { return nil }
-
 func (e *env) cmdScan(ctx context.Context, args []string) error {
 	fs := newFlagSet("scan")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -139,24 +115,13 @@ func (e *env) cmdScan(ctx context.Context, args []string) error {
 		return err
 	}
 	defer s.Close()
-	set, err := cfg.RuleSet()
+	log, err := agent.NewLogger(cfg, e.stderr)
 	if err != nil {
-		return agent.ErrSettingsf("%v", err)
+		return err
 	}
-	if len(set.Rules()) == 0 {
-		return agent.ErrSettingsf("rules: no [[rules]] entry to scan")
-	}
-	log, _ := agent.NewLogger(cfg, e.stderr)
-	// TrustMtime: a unit whose newest mtime is older than its settle counts as settled at this one
-	// look (the scan creates nothing; the daemon still waits for two observations).
-	w, err := watcher.New(watcher.Config{Mode: cfg.Watch.Mode, RescanInterval: cfg.Watch.RescanInterval.Duration,
-		PollInterval: cfg.Watch.PollInterval.Duration, TrustMtime: true}, set, scanSink{s}, log.WithField("component", "watcher"))
+	st, err := agent.Scan(ctx, cfg, s, log.WithField("component", "watcher"))
 	if err != nil {
-		return agent.ErrSettingsf("%v", err)
-	}
-	st, err := w.Scan(ctx)
-	if err != nil {
-		return fmt.Errorf("scan: %w", err)
+		return err
 	}
 	if *asJSON {
 		return writeJSON(e, map[string]any{
@@ -177,122 +142,28 @@ func (e *env) cmdDoctor(ctx context.Context, args []string) error {
 		return usagef("doctor: unexpected argument %q", rest[0])
 	}
 	problems := 0
-	check := func(name string, err error, fix string) {
-		if err == nil {
-			fmt.Fprintf(e.stdout, "ok    %s\n", name)
+	report := func(c agent.Check) {
+		if c.Err == nil {
+			fmt.Fprintf(e.stdout, "ok    %s\n", c.Name)
 			return
 		}
 		problems++
-		fmt.Fprintf(e.stdout, "FAIL  %s: %v\n", name, err)
-		if fix != "" {
-			fmt.Fprintf(e.stdout, "      fix: %s\n", fix)
+		fmt.Fprintf(e.stdout, "FAIL  %s: %v\n", c.Name, c.Err)
+		if c.Fix != "" {
+			fmt.Fprintf(e.stdout, "      fix: %s\n", c.Fix)
 		}
 	}
 	cfg, err := e.settings()
-	check("settings "+e.configPath, err, "correct the key named above")
+	report(agent.Check{Name: "settings " + e.configPath, Err: err, Fix: "correct the key named above"})
 	if err != nil {
 		return fmt.Errorf("%d problem(s) found", problems)
 	}
-	s, _, err := agent.OpenStore(ctx, cfg, silentLogger())
-	check("database "+db.MaskURL(cfg.IngestTrackingDB), err, "check ingest_tracking_db / INGEST_TRACKING_DB_URL and that the server is reachable")
-	if s != nil {
-		s.Close()
-	}
-	check("base_dir "+cfg.BaseDir, dirReadable(cfg.BaseDir), "mount the data share there or set base_dir")
-	check("log_dir "+cfg.LogDir, dirWritableOrCreatable(cfg.LogDir), "create it and give the agent's user write access")
-	if !cfg.Omero.DryRun {
-		_, err := exec.LookPath(cfg.Omero.CLI)
-		check("omero CLI "+cfg.Omero.CLI, err, "install omero-py (pip install omero-py) or set omero.cli")
-		check("omero.managed_repository "+cfg.Omero.ManagedRepository, dirWritable(cfg.Omero.ManagedRepository),
-			"mount OMERO's ManagedRepository at the server's path with write access (in-place import creates links there)")
-		check("omero.local_tmp_root "+cfg.Omero.LocalTmpRoot, dirWritable(cfg.Omero.LocalTmpRoot), "create it on local disk")
-		if cfg.Omero.Password == "" {
-			check("OMERO admin password", fmt.Errorf("not set"), "set OMERO_PASSWORD in the service environment")
-		} else if client, err := agent.NewOmeroClient(cfg, nil, logrus.NewEntry(silentLogger())); err != nil {
-			check("omero settings", err, "correct the key named above")
-		} else {
-			jars, err := client.ImporterJars()
-			check("OMERO.java importer jars "+jars, err, "run `omero import --fetch-jars VERSION` as the agent's user (the container image does this at build time), or set OMERODIR to an OMERO.server/OMERO.py folder with lib/client")
-			name := fmt.Sprintf("OMERO server %s:%d as %s", cfg.Omero.Host, cfg.Omero.Port, cfg.Omero.User)
-			server, err := client.Ping(ctx)
-			if err == nil {
-				name += ": " + server
-			}
-			check(name, err,
-				"check that OMERO.server runs, omero.host/omero.port (env OMERO_HOST, OMERO_PORT), and the admin's password (OMERO_PASSWORD)")
-		}
-	}
-	if needsContainers(cfg) {
-		_, err := exec.LookPath(cfg.Preprocessing.Runtime)
-		check("container runtime "+cfg.Preprocessing.Runtime, err, "apt-get install podman, or map images to local commands in [preprocessing.local]")
-	}
-	if len(cfg.Rules) > 0 {
-		_, err := cfg.RuleSet()
-		check(fmt.Sprintf("%d watch rules", len(cfg.Rules)), err, "")
-		if b, err := os.ReadFile("/proc/sys/fs/inotify/max_user_watches"); err == nil {
-			n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-			var low error
-			if n < 65536 {
-				low = fmt.Errorf("fs.inotify.max_user_watches is %d", n)
-			}
-			check("inotify watch limit", low, "sysctl -w fs.inotify.max_user_watches=524288 (and persist it in /etc/sysctl.d)")
-		}
+	for _, c := range agent.Doctor(ctx, cfg) {
+		report(c)
 	}
 	if problems > 0 {
 		return fmt.Errorf("%d problem(s) found", problems)
 	}
 	fmt.Fprintln(e.stdout, "all checks passed")
 	return nil
-}
-
-func needsContainers(cfg agent.Config) bool {
-	for _, r := range cfg.Rules {
-		if r.Preprocessing != nil {
-			if _, local := cfg.Preprocessing.Local[r.Preprocessing.Container]; !local {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func dirReadable(dir string) error {
-	_, err := os.ReadDir(dir)
-	return err
-}
-
-// dirWritableOrCreatable accepts a writable folder, or a missing one that the agent can create
-// (it creates log_dir at start) because its nearest existing parent is writable.
-func dirWritableOrCreatable(dir string) error {
-	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
-		if _, err := os.Stat(d); err == nil {
-			return dirWritable(d)
-		} else if !errors.Is(err, os.ErrNotExist) || d == filepath.Dir(d) {
-			return err
-		}
-	}
-}
-
-func dirWritable(dir string) error {
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return err
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("not a folder")
-	}
-	f, err := os.CreateTemp(dir, ".omero-adi-doctor-*")
-	if err != nil {
-		return err
-	}
-	f.Close()
-	return os.Remove(f.Name())
-}
-
-var _ = json.Marshal
-
-func silentLogger() *logrus.Logger {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return l
 }
