@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -369,7 +367,3 @@ func short(s string, n int) string {
 	}
 	return s[:n-1] + "…"
 }
-
-func sortStrings(s []string) { sort.Strings(s) }
-
-var _ = strconv.Itoa
