@@ -15,6 +15,7 @@ import (
 
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/internal/fspath"
+	"github.com/omero-adi/omero-adi/runner/child"
 	"github.com/omero-adi/omero-adi/runner/omero"
 	"github.com/omero-adi/omero-adi/runner/preprocess"
 )
@@ -527,7 +528,7 @@ func (r *Runner) dryRun(j *job) string {
 	if p := j.Order.Preprocessing; p != nil && r.pre != nil {
 		spec := r.spec(j)
 		for _, f := range paths {
-			cmds = append(cmds, shellJoin(r.pre.Command(spec, f)))
+			cmds = append(cmds, child.Quote(r.pre.Command(spec, f)))
 		}
 		// What is imported is what the container reports; name the place it goes.
 		where := "{the container's results in the local temp folder}"
@@ -539,24 +540,9 @@ func (r *Runner) dryRun(j *job) string {
 	j.imports = paths
 	sess := &omero.Session{Key: "SESSION-KEY", User: j.Order.User, Group: j.Order.Group}
 	argv := r.imp.ImportArgs(sess, r.importRequest(j))
-	cmds = append(cmds, shellJoin(argv))
+	cmds = append(cmds, child.Quote(argv))
 	j.log.WithField("commands", cmds).Info("dry run: would run")
 	return fmt.Sprintf("dry run: as user %q in group %q: %s", j.Order.User, j.Order.Group, strings.Join(cmds, " && "))
-}
-
-// shellJoin quotes argv for people to read (and paste) — never for execution.
-func shellJoin(argv []string) string {
-	out := make([]string, len(argv))
-	for i, a := range argv {
-		if a != "" && strings.IndexFunc(a, func(r rune) bool {
-			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=,@%+", r))
-		}) < 0 {
-			out[i] = a
-			continue
-		}
-		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-	}
-	return strings.Join(out, " ")
 }
 
 func filesetIDs(res omero.ImportResult) []int64 {

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/omero-adi/omero-adi/runner/guard"
+	"github.com/omero-adi/omero-adi/runner/child"
 )
 
 // Bounds on what is kept of a call's output.
@@ -50,9 +50,7 @@ var secretEnv = map[string]bool{"OMERO_PASSWORD": true, "INGEST_TRACKING_DB_URL"
 // without the password, the database URL and this process's session folder; then Config.Env,
 // then extra.
 func (c *Client) childEnv(extra []string) []string {
-	var env []string
-	keep := func(kv string) bool {
-		k, _, _ := strings.Cut(kv, "=")
+	keep := func(k string) bool {
 		switch {
 		case secretEnv[k], k == "OMERO_SESSIONDIR", k == "OMERO_SESSION_DIR":
 			return false
@@ -63,28 +61,24 @@ func (c *Client) childEnv(extra []string) []string {
 		}
 		return strings.HasPrefix(k, "OMERO_") || strings.HasPrefix(k, "JAVA_")
 	}
-	for _, kv := range os.Environ() {
-		if keep(kv) {
-			env = append(env, kv)
-		}
-	}
+	var add []string
 	for _, kv := range c.cfg.Env {
 		if k, _, _ := strings.Cut(kv, "="); !secretEnv[k] {
-			env = append(env, kv)
+			add = append(add, kv)
 		}
 	}
-	return append(env, extra...)
+	return child.Env(os.Environ(), keep, append(add, extra...))
 }
 
 // masked is argv for logs: the session key hidden.
-func masked(args []string) []string {
+func masked(args []string) string {
 	out := append([]string(nil), args...)
 	for i := 0; i+1 < len(out); i++ {
 		if out[i] == "-k" || out[i] == "--key" {
 			out[i+1] = "***"
 		}
 	}
-	return out
+	return child.Quote(out)
 }
 
 // run executes the CLI in its own process group, under a guard that kills the group if the agent
@@ -98,31 +92,27 @@ func (c *Client) run(ctx context.Context, cl call) (callResult, error) {
 		runCtx, cancel = context.WithTimeout(ctx, cl.timeout)
 	}
 	defer cancel()
-	cmd := exec.CommandContext(runCtx, c.cfg.CLI, cl.args...)
-	cmd.Env = c.childEnv(cl.env)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Stdin = cl.stdin
-	stdout := &limitedBuffer{limit: maxStdout}
-	stderr := &tailBuffer{limit: stderrTail}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.Cancel = func() error {
-		return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	}
-	cmd.WaitDelay = c.cfg.KillGrace
-	// The CLI and the Java importer it starts die with the agent, even with kill -9.
-	if err := guard.Wrap(cmd, guard.Cleanup{}); err != nil {
+	// The CLI and the Java importer it starts die with the agent, even with kill -9; a stop
+	// gives them SIGTERM and KillGrace to finish.
+	cmd, err := child.Command(runCtx, append([]string{c.cfg.CLI}, cl.args...), child.Options{
+		Env: c.childEnv(cl.env), Stop: syscall.SIGTERM, WaitDelay: c.cfg.KillGrace,
+	})
+	if err != nil {
 		return res, fmt.Errorf("%w: %v", ErrCall, err)
 	}
+	cmd.Stdin = cl.stdin
+	stdout := &limitedBuffer{limit: maxStdout}
+	stderr := &child.Tail{Max: stderrTail}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	start := time.Now()
 	c.log.WithField("argv", masked(cl.args)).Debug("run omero")
-	err := cmd.Start()
-	if err != nil {
+	if err := cmd.Start(); err != nil {
 		return res, fmt.Errorf("%w: start %s: %v; check omero.cli", ErrCall, c.cfg.CLI, err)
 	}
 	err = cmd.Wait()
 	if runCtx.Err() != nil {
 		// Whatever survived SIGTERM and the grace period goes now.
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		child.KillGroup(cmd)
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
@@ -138,7 +128,7 @@ func (c *Client) run(ctx context.Context, cl call) (callResult, error) {
 		res.code = ee.ExitCode()
 	case errors.Is(err, exec.ErrWaitDelay):
 		// The program exited but something it started kept the output open.
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		child.KillGroup(cmd)
 	case err != nil:
 		return res, fmt.Errorf("%w: run omero %s: %v", ErrCall, cl.args[0], err)
 	}
@@ -166,29 +156,6 @@ func (b *limitedBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]byte(nil), b.buf.Bytes()...)
-}
-
-// tailBuffer keeps the last limit bytes.
-type tailBuffer struct {
-	mu    sync.Mutex
-	buf   []byte
-	limit int
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if over := len(b.buf) - b.limit; over > 0 {
-		b.buf = append(b.buf[:0], b.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }
 
 // fileTail returns the last lines of a log file, bounded.

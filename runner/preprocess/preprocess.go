@@ -40,7 +40,7 @@ import (
 
 	"github.com/omero-adi/omero-adi/internal/fspath"
 	"github.com/omero-adi/omero-adi/order"
-	"github.com/omero-adi/omero-adi/runner/guard"
+	"github.com/omero-adi/omero-adi/runner/child"
 	"github.com/omero-adi/omero-adi/runner/redirect"
 )
 
@@ -428,7 +428,7 @@ func collide(prev []Output, o Output) error {
 // runOne runs the container for one file and returns its mapped results.
 func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p plan) ([]Output, error) {
 	argv, pm, am := r.argv(spec, p)
-	log.WithField("argv", strings.Join(quoteArgs(argv), " ")).Info("running preprocessing")
+	log.WithField("argv", child.Quote(argv)).Info("running preprocessing")
 
 	logw, closeLog, err := openLog(spec.LogPath)
 	if err != nil {
@@ -436,20 +436,20 @@ func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p pla
 	}
 	defer closeLog()
 	fmt.Fprintf(logw, "# %s omero-adi preprocessing order %s file %s\n# %s\n",
-		time.Now().UTC().Format(time.RFC3339), spec.OrderUUID, p.file, strings.Join(quoteArgs(argv), " "))
+		time.Now().UTC().Format(time.RFC3339), spec.OrderUUID, p.file, child.Quote(argv))
 
 	runCtx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	shared := &lockedWriter{w: logw}
 	var (
 		stdout lastLine
-		stderr tail
+		stderr *child.Tail
 	)
 	start := time.Now()
 	delay := r.cfg.BindRetryDelay
 	for attempt := 1; ; attempt++ {
-		stdout, stderr = lastLine{}, tail{}
-		cmd, werr := r.command(runCtx, log, argv, p, shared, &stdout, &stderr)
+		stdout, stderr = lastLine{}, &child.Tail{Max: tailMax + 1}
+		cmd, werr := r.command(runCtx, log, argv, p, shared, &stdout, stderr)
 		if werr != nil {
 			return nil, r.failure(ErrStart, spec, p.file, werr.Error())
 		}
@@ -497,13 +497,13 @@ func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p pla
 			if p.local == nil && bindBusy(err, stderr) {
 				fix = fmt.Sprintf("the share stayed busy through %d attempts (preprocessing.bind_retry_attempts); retry the order later", r.cfg.BindRetryAttempts)
 			}
-			return nil, r.failure(ErrExit, spec, p.file, fmt.Sprintf("%s with status %d%s; %s", what, exit.ExitCode(), stderr.describe(), fix))
+			return nil, r.failure(ErrExit, spec, p.file, fmt.Sprintf("%s with status %d%s; %s", what, exit.ExitCode(), describe(stderr), fix))
 		}
 		return nil, r.failure(ErrStart, spec, p.file, fmt.Sprintf("could not start %s: %v; install it or map the container to a local command in preprocessing.local", argv[0], err))
 	}
 	line := stdout.last()
 	if line == "" {
-		return nil, r.failure(ErrNoOutput, spec, p.file, "its standard output had no results line (the last line must be a JSON list of results)"+stderr.describe())
+		return nil, r.failure(ErrNoOutput, spec, p.file, "its standard output had no results line (the last line must be a JSON list of results)"+describe(stderr))
 	}
 	raws, err := parseResults(line)
 	if err != nil {
@@ -527,41 +527,36 @@ func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p pla
 // buffers. The program runs under a guard in its own process group: if the agent dies, the group
 // is killed and the container removed.
 func (r *Runner) command(ctx context.Context, log *logrus.Entry, argv []string, p plan, shared, stdout, stderr io.Writer) (*exec.Cmd, error) {
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stdout = io.MultiWriter(shared, stdout)
-	cmd.Stderr = io.MultiWriter(shared, stderr)
-	cmd.WaitDelay = 30 * time.Second
+	o := child.Options{Stop: syscall.SIGKILL, WaitDelay: 30 * time.Second}
 	// If the agent dies now, nothing was imported from this run yet: its temp folder holds
 	// nothing OMERO links to, and goes with the container.
-	var cleanup guard.Cleanup
 	if p.tmp != "" {
-		cleanup.Remove = filepath.Dir(p.tmp)
+		o.Cleanup.Remove = filepath.Dir(p.tmp)
 	}
 	if p.local != nil {
-		cmd.Env = filterEnv(os.Environ(), baseEnv, r.cfg.Env)
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		o.Env = child.Env(os.Environ(), child.Names(baseEnv...), r.cfg.Env)
 	} else {
-		cmd.Env = filterEnv(os.Environ(), podmanEnv, r.cfg.Env)
-		cmd.Cancel = func() error {
-			r.removeContainer(log, p.name)
-			return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		}
-		cleanup.Command = r.removeArgv(p.name)
+		o.Env = child.Env(os.Environ(), child.Names(podmanEnv...), r.cfg.Env)
+		o.BeforeStop = func() { r.removeContainer(log, p.name) }
+		o.Cleanup.Command = r.removeArgv(p.name)
 	}
-	if err := guard.Wrap(cmd, cleanup); err != nil {
+	cmd, err := child.Command(ctx, argv, o)
+	if err != nil {
 		return nil, err
 	}
+	cmd.Stdout = io.MultiWriter(shared, stdout)
+	cmd.Stderr = io.MultiWriter(shared, stderr)
 	return cmd, nil
 }
 
 // bindBusy reports whether a container run failed with the runtime's transient bind error:
 // exit status 125 and "statfs <source>: device or resource busy" (not, e.g., permission denied).
-func bindBusy(err error, stderr tail) bool {
+func bindBusy(err error, stderr *child.Tail) bool {
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 125 {
 		return false
 	}
-	for _, line := range strings.Split(string(stderr.b), "\n") {
+	for _, line := range strings.Split(stderr.String(), "\n") {
 		if strings.Contains(line, "statfs ") && strings.Contains(line, "device or resource busy") {
 			return true
 		}
@@ -578,11 +573,14 @@ func (r *Runner) removeArgv(name string) []string {
 func (r *Runner) removeContainer(log *logrus.Entry, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	argv := r.removeArgv(name)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = filterEnv(os.Environ(), podmanEnv, r.cfg.Env)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		log.WithError(err).WithFields(logrus.Fields{"container_name": name, "output": clip(string(out), 500)}).Warn("could not remove container")
+	out := &child.Tail{Max: 500}
+	cmd, err := child.Command(ctx, r.removeArgv(name), child.Options{Env: child.Env(os.Environ(), child.Names(podmanEnv...), r.cfg.Env)})
+	if err == nil {
+		cmd.Stdout, cmd.Stderr = out, out
+		err = cmd.Run()
+	}
+	if err != nil {
+		log.WithError(err).WithFields(logrus.Fields{"container_name": name, "output": clip(out.String(), 500)}).Warn("could not remove container")
 	}
 }
 
@@ -797,26 +795,17 @@ func (l *lastLine) last() string {
 	return l.prev
 }
 
-// tail keeps the last bytes of stderr for error messages.
-type tail struct{ b []byte }
-
+// tailMax bounds what is kept of a container's stderr for its order's description (the whole
+// output is in the order's preprocessing log).
 const tailMax = 1024
 
-func (t *tail) Write(b []byte) (int, error) {
-	t.b = append(t.b, b...)
-	if len(t.b) > 2*tailMax {
-		t.b = append([]byte(nil), t.b[len(t.b)-tailMax:]...)
-	}
-	return len(b), nil
-}
-
-func (t *tail) describe() string {
-	s := string(t.b)
+// describe is the end of stderr for a description: " (last error output: …)", or "".
+func describe(stderr *child.Tail) string {
+	s := stderr.String()
 	if len(s) > tailMax {
 		s = "…" + s[len(s)-tailMax:]
 	}
-	s = strings.TrimSpace(s)
-	if s == "" {
+	if s = strings.TrimSpace(s); s == "" {
 		return ""
 	}
 	return fmt.Sprintf(" (last error output: %s)", strings.ReplaceAll(s, "\n", " | "))
@@ -829,17 +818,6 @@ func clip(s string, n int) string {
 	return strconv.Quote(s)
 }
 
-func quoteArgs(argv []string) []string {
-	q := make([]string, len(argv))
-	for i, a := range argv {
-		if a == "" || strings.ContainsAny(a, " \t\n\"'\\$`") {
-			a = strconv.Quote(a)
-		}
-		q[i] = a
-	}
-	return q
-}
-
 // baseEnv is what a local command inherits; podmanEnv adds what podman itself needs. Nothing else
 // (no OMERO_PASSWORD, no database URL, no proxy settings, which podman would copy into containers).
 var (
@@ -848,25 +826,3 @@ var (
 		"CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF", "REGISTRY_AUTH_FILE",
 		"CONTAINER_HOST", "CONTAINER_CONNECTION", "DBUS_SESSION_BUS_ADDRESS")
 )
-
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-func filterEnv(environ, keep, extra []string) []string {
-	allowed := make(map[string]bool, len(keep))
-	for _, k := range keep {
-		allowed[k] = true
-	}
-	var env []string
-	hasPath := false
-	for _, kv := range environ {
-		k, _, _ := strings.Cut(kv, "=")
-		if allowed[k] {
-			env = append(env, kv)
-			hasPath = hasPath || k == "PATH"
-		}
-	}
-	if !hasPath {
-		env = append(env, "PATH="+defaultPath)
-	}
-	return append(env, extra...)
-}

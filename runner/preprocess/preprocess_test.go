@@ -19,6 +19,7 @@ import (
 
 	"github.com/omero-adi/omero-adi/internal/convtest"
 	"github.com/omero-adi/omero-adi/order"
+	"github.com/omero-adi/omero-adi/runner/child"
 	"github.com/omero-adi/omero-adi/runner/redirect"
 )
 
@@ -315,15 +316,16 @@ func TestLastLine(t *testing.T) {
 	}
 }
 
-func TestFilterEnv(t *testing.T) {
-	got := filterEnv([]string{"PATH=/bin", "OMERO_PASSWORD=secret", "HOME=/root", "http_proxy=x", "CONTAINERS_CONF=/c"},
-		baseEnv, []string{"EXTRA=1"})
+// A local command gets baseEnv, podman podmanEnv: never a secret or a proxy setting.
+func TestChildEnv(t *testing.T) {
+	got := child.Env([]string{"PATH=/bin", "OMERO_PASSWORD=secret", "HOME=/root", "http_proxy=x", "CONTAINERS_CONF=/c"},
+		child.Names(baseEnv...), []string{"EXTRA=1"})
 	want := []string{"PATH=/bin", "HOME=/root", "EXTRA=1"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("local env %q, want %q", got, want)
 	}
-	got = filterEnv([]string{"OMERO_PASSWORD=secret", "CONTAINERS_CONF=/c"}, podmanEnv, nil)
-	want = []string{"CONTAINERS_CONF=/c", "PATH=" + defaultPath}
+	got = child.Env([]string{"OMERO_PASSWORD=secret", "CONTAINERS_CONF=/c"}, child.Names(podmanEnv...), nil)
+	want = []string{"CONTAINERS_CONF=/c", "PATH=" + child.DefaultPath}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("podman env %q, want %q", got, want)
 	}
