@@ -1,0 +1,143 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/order"
+	"github.com/omero-adi/omero-adi/runner/preprocess"
+)
+
+// Every text a person reads about how an order ended is written here: the description of a
+// success (summary), of a failure (failureText: what went wrong and what to do, with a retry hint
+// or the warning not to retry after the images reached OMERO), of a cancel, and the history event
+// of an import whose lease was lost.
+
+// failure is an outcome that ends the order Import Failed with a description for people.
+// imported marks a failure after the images reached OMERO, where a retry would import them again.
+type failure struct {
+	desc     string
+	imported bool
+}
+
+func (f *failure) Error() string { return f.desc }
+
+func failf(format string, args ...any) error { return &failure{desc: fmt.Sprintf(format, args...)} }
+
+// describeOMERO turns an adapter error into an order description: what was tried and why it failed.
+func describeOMERO(what string, err error) error {
+	return failf("%s failed: %v.", what, err)
+}
+
+// describePreprocessing turns a failed preprocessing run into the order's description: what went
+// wrong, with which container on which file, and where the container's output is.
+func describePreprocessing(p *order.Preprocessing, err error) error {
+	var pe *preprocess.Error
+	switch {
+	case errors.As(err, &pe):
+		desc := fmt.Sprintf("%v: container %s on file %s: %s", pe.Err, pe.Container, pe.File, pe.Detail)
+		if pe.LogPath != "" {
+			desc += "; the container's output is in " + pe.LogPath
+		}
+		return failf("%s.", desc)
+	case errors.Is(err, preprocess.ErrSpec):
+		return failf("imports_preprocessing row %d cannot be used: %v.", p.ID, err)
+	default:
+		return failf("preprocessing with %s failed: %v.", p.Container, err)
+	}
+}
+
+// retryHint tells a person how to run the order again.
+func retryHint(uuid string, fixFirst bool) string {
+	how := fmt.Sprintf("omero-adi orders retry %s (or in SQL: UPDATE imports SET stage = 'Import Pending' WHERE uuid = '%s';)", uuid, uuid)
+	if fixFirst {
+		return "Fix the order's row, then retry with: " + how
+	}
+	return "Retry with: " + how
+}
+
+func summary(j *job, ids db.Result) string {
+	var parts []string
+	if n := len(ids.Images); n > 0 {
+		parts = append(parts, plural(n, "image"))
+	}
+	if n := len(ids.Plates); n > 0 {
+		parts = append(parts, plural(n, "plate"))
+	}
+	s := fmt.Sprintf("imported %s from %s into %s (%s)", strings.Join(parts, " and "),
+		plural(len(j.Files), "path"), j.Target, plural(len(ids.Filesets), "fileset"))
+	if j.pre != nil {
+		s += fmt.Sprintf(" after preprocessing with %s", j.Order.Preprocessing.Container)
+	}
+	return s
+}
+
+// objectList names the images and plates of a result: "Image:1,2 Plate:4".
+func objectList(ids db.Result) string {
+	var parts []string
+	for _, g := range []struct {
+		kind string
+		ids  []int64
+	}{{"Image", ids.Images}, {"Plate", ids.Plates}} {
+		if len(g.ids) == 0 {
+			continue
+		}
+		s := make([]string, len(g.ids))
+		for i, id := range g.ids {
+			s[i] = strconv.FormatInt(id, 10)
+		}
+		parts = append(parts, g.kind+":"+strings.Join(s, ","))
+	}
+	return strings.Join(parts, " ")
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return strconv.Itoa(n) + " " + word + "s"
+}
+
+// filesetList names filesets: "Fileset 12" or "Filesets 12, 13".
+func filesetList(ids []int64) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = strconv.FormatInt(id, 10)
+	}
+	if len(ids) == 1 {
+		return "Fileset " + s[0]
+	}
+	return "Filesets " + strings.Join(s, ", ")
+}
+
+// failureText is the description of an order that failed with err: err's text (a *failure or an
+// invalid row; anything else is unexpected), then how to retry, or, when the images reached
+// OMERO, not to.
+func failureText(uuid string, err error) string {
+	var f *failure
+	desc := err.Error()
+	if !errors.As(err, &f) && !errors.Is(err, ErrInvalidOrder) {
+		desc = "unexpected error: " + desc
+	}
+	hint := retryHint(uuid, errors.Is(err, ErrInvalidOrder))
+	if f != nil && f.imported {
+		hint = "The images are in OMERO (see the order's result): do not retry the order, that would import them again."
+	}
+	return strings.TrimRight(desc, ". ") + ". " + hint
+}
+
+// cancelledText is the description of an order cancelled while it ran.
+func cancelledText(uuid string) string {
+	return "cancelled on request while running; anything imported before the cancel stays in OMERO. " + retryHint(uuid, false)
+}
+
+// lostAfterImportText is the history event of an order whose import reached OMERO after this
+// worker lost its lease.
+func lostAfterImportText(res db.Result) string {
+	return fmt.Sprintf("imported as %s (%s), but the order was recovered meanwhile (this worker lost its lease): "+
+		"the images are in OMERO; do not retry the order, that would import them again",
+		filesetList(res.Filesets), objectList(res))
+}

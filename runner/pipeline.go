@@ -1,0 +1,452 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/internal/fspath"
+	"github.com/omero-adi/omero-adi/runner/child"
+	"github.com/omero-adi/omero-adi/runner/omero"
+	"github.com/omero-adi/omero-adi/runner/preprocess"
+	"github.com/omero-adi/omero-adi/runner/redirect"
+)
+
+// job is one order on its way through the pipeline: the checked row, and one item per path that
+// omero import gets.
+type job struct {
+	checked
+	log   *logrus.Entry
+	lease db.Lease
+	pre   *preprocess.Result // nil without preprocessing
+	items []item
+	out   *outcome
+}
+
+// item is one path handed to omero import and where it came from.
+type item struct {
+	path   string             // a checked file (resolved), or a container's result
+	origin string             // the order's file it came from, as given
+	output *preprocess.Output // the container's result; nil without preprocessing
+}
+
+// paths lists what omero import gets.
+func (j *job) paths() []string {
+	out := make([]string, len(j.items))
+	for i, it := range j.items {
+		out[i] = it.path
+	}
+	return out
+}
+
+// source finds the item a ManagedRepository link target belongs to (its path or, for a folder,
+// a file below it; after redirection, the item's result in .processed) and the order's file the
+// target came from. Without such an item it returns nil and the target.
+func (j *job) source(target string) (*item, string) {
+	for i := range j.items {
+		it := &j.items[i]
+		switch {
+		case it.output != nil && (fspath.Within(it.path, target) || fspath.Within(it.output.Processed, target)):
+			return it, it.origin
+		case fspath.Within(it.path, target):
+			return it, filepath.Join(it.origin, strings.TrimPrefix(target, it.path))
+		}
+	}
+	return nil, target
+}
+
+// execute does the work of one order, in this order: validate the row; preprocess (when the order
+// has a preprocessing row); log in as the order's user; import; record the ids the import created;
+// read the filesets' ManagedRepository folders and create the annotations; redirect the links from
+// the local temp folder to .processed; rename Images and write the annotations; log out. It returns
+// the description of a success, or an error (a *failure carries the description of a failure).
+func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out *outcome) (string, error) {
+	c, err := validate(r.cfg.Roots, o)
+	if err != nil {
+		return "", err
+	}
+	j := &job{checked: c, log: log, lease: o.Lease(), out: out}
+	if r.cfg.DryRun {
+		return r.dryRun(j), nil
+	}
+	if o.Preprocessing != nil {
+		if err := r.preprocess(ctx, j); err != nil {
+			return "", err
+		}
+	} else {
+		for _, f := range j.Files {
+			// Import the resolved path that validation checked, not a link that could change since.
+			j.items = append(j.items, item{path: f.Real, origin: f.Path})
+		}
+	}
+	sess, err := r.imp.Login(ctx, o.UUID, o.User, o.Group)
+	if err != nil {
+		err = describeOMERO("log in to OMERO as user "+strconv.Quote(o.User)+" in group "+strconv.Quote(o.Group), err)
+		return "", r.abandonTemp(ctx, j, nil, omero.ImportResult{}, err)
+	}
+	defer r.imp.Close(context.WithoutCancel(ctx), sess)
+
+	res, err := r.imp.Import(ctx, sess, r.importRequest(j, j.paths()))
+	if err != nil {
+		ferr := describeOMERO("import into "+j.Target.String(), err)
+		// Keep what was imported before the failure with the order, and warn the person who retries.
+		if ids := j.resultOf(res); ids.Filesets != nil {
+			if err := r.saveResult(ctx, j, ids); err != nil {
+				return "", err
+			}
+			ferr = failf("%v %s (%s) reached OMERO before the failure: remove them in OMERO before a retry, which imports every file again.",
+				ferr, plural(len(ids.Filesets), "fileset"), objectList(ids))
+		}
+		return "", r.abandonTemp(ctx, j, sess, res, ferr)
+	}
+	ids := j.resultOf(res)
+	if err := r.saveResult(ctx, j, ids); err != nil {
+		return "", r.abandonTemp(ctx, j, sess, res, err)
+	}
+	// One batch reads every fileset's templatePrefix and creates the annotations and their links;
+	// a second writes every key-value pair and name and logs out (see package omero).
+	targets := r.annotationTargets(res)
+	prep, perr := r.imp.Prepare(ctx, sess, filesetIDs(res), r.cfg.Namespace, flatten(targets))
+	sources, serr := r.filesetSources(res, prep.Prefixes, perr)
+	// A failed redirect still lets the images be renamed and annotated: they are in OMERO and open
+	// through the temp folder, which is kept.
+	var redirectErr error
+	if j.pre != nil && j.pre.TempDir != "" {
+		redirectErr = r.redirect(j, res, sources, serr)
+	} else if serr != nil {
+		r.event(ctx, j, "could not read the ManagedRepository layout of the import: "+serr.Error())
+	}
+	w := omero.Write{Values: map[string][][2]string{}, Renames: map[int64]string{}}
+	if j.pre != nil && j.Target.Kind == "Dataset" {
+		r.rename(j, res, sources, w.Renames)
+	}
+	r.annotate(ctx, j, res, sources, targets, prep.Annotations, perr, w.Values)
+	if err := r.imp.Finish(ctx, sess, w); err != nil {
+		r.event(ctx, j, fmt.Sprintf("writing the annotations and image names failed: %v", err))
+	}
+	if redirectErr != nil {
+		return "", redirectErr
+	}
+	return summary(j, ids), nil
+}
+
+func (r *Runner) spec(j *job) preprocess.Spec {
+	return preprocess.Spec{
+		OrderUUID:     j.Order.UUID,
+		Preprocessing: *j.Order.Preprocessing,
+		LogPath:       filepath.Join(r.cfg.LogDir, "preprocessing."+j.Order.UUID+".log"),
+	}
+}
+
+// preprocess runs the order's container on each file and decides what is imported: the local temp
+// copies when there is an alt output folder (redirected to .processed after the import), else the
+// converted files in .processed.
+func (r *Runner) preprocess(ctx context.Context, j *job) error {
+	if r.pre == nil {
+		return failf("preprocessing_id: this agent has no preprocessing configured ([preprocessing] runtime), so container %q cannot run.", j.Order.Preprocessing.Container)
+	}
+	real := make([]string, len(j.Files))
+	for i, f := range j.Files {
+		if f.Dir {
+			return failf("files[%d]: %q is a folder; preprocessing containers take files, so list the files instead.", i, f.Path)
+		}
+		real[i] = f.Real
+	}
+	// The stage is what people see; while the database does not answer, the order preprocesses
+	// under Import Started (its lease still fences every later write).
+	err := r.store.SetStage(ctx, j.lease, db.StagePreprocessing, "preprocessing with "+j.Order.Preprocessing.Container)
+	r.reached(err)
+	switch {
+	case errors.Is(err, db.ErrLeaseLost):
+		return err
+	case err != nil && ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		j.log.WithError(err).Warn("set stage Import Preprocessing")
+	}
+	res, err := r.pre.Run(ctx, r.spec(j), real)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return describePreprocessing(j.Order.Preprocessing, err)
+	}
+	if len(res.Outputs) == 0 {
+		if res.TempDir != "" {
+			if err := r.pre.RemoveTemp(res.TempDir); err != nil {
+				j.log.WithError(err).Warn("remove temp folder")
+			}
+		}
+		return failf("preprocessing with %s produced no output; see %s.", j.Order.Preprocessing.Container, r.spec(j).LogPath)
+	}
+	j.pre = &res
+	if res.TempDir != "" {
+		// Recorded before the import: if this agent dies while OMERO's links point into the temp
+		// folder, recovery names it.
+		if err := r.saveResult(ctx, j, db.Result{TempDir: res.TempDir}); err != nil {
+			return err
+		}
+	}
+	for i, out := range res.Outputs {
+		it := item{path: out.Processed, origin: out.Input, output: &res.Outputs[i]}
+		if res.TempDir != "" {
+			it.path = out.Alt
+		}
+		for _, f := range j.Files {
+			if f.Real == out.Input {
+				it.origin = f.Path
+			}
+		}
+		j.items = append(j.items, it)
+	}
+	return nil
+}
+
+func (r *Runner) importRequest(j *job, paths []string) omero.ImportRequest {
+	req := omero.ImportRequest{OrderUUID: j.Order.UUID, Paths: paths, Target: j.Target}
+	for _, f := range j.Files {
+		if f.Dir && j.pre == nil {
+			req.Depth = folderDepth
+		}
+	}
+	return req
+}
+
+// folderDepth is the --depth given for folder imports: deep enough for nested acquisition trees.
+const folderDepth = 10
+
+// saveResult keeps the ids an import created with the order and stores them (fenced). When the
+// database does not answer they are stored with the order's final writes; only a lost lease is an
+// error.
+func (r *Runner) saveResult(ctx context.Context, j *job, ids db.Result) error {
+	j.out.result, j.out.unsaved = ids, true
+	err := r.store.SetResult(context.WithoutCancel(ctx), j.lease, ids)
+	r.reached(err)
+	switch {
+	case err == nil:
+		j.out.unsaved = false
+	case errors.Is(err, db.ErrLeaseLost):
+		return err
+	default:
+		j.log.WithError(err).Warn("record import result: kept for the order's final writes")
+	}
+	return nil
+}
+
+// redirect repoints the ManagedRepository links of every fileset of a finished import from the
+// local temp copy to the converted files in .processed, then deletes the temp folder. When any
+// link cannot be redirected (or the filesets' folders are unknown) the temp folder is kept, since
+// links still point into it, and the order fails without a retry hint: its images are in OMERO.
+func (r *Runner) redirect(j *job, res omero.ImportResult, sources map[int64]fileset, serr error) error {
+	n, err := r.redirectLinks(j, res, sources, serr)
+	if err != nil {
+		done := summary(j, resultOf(res))
+		if errors.Is(err, redirect.ErrIncomplete) {
+			return &failure{imported: true, desc: fmt.Sprintf("%s, but %v %s", done, err, j.pre.TempDir)}
+		}
+		return &failure{imported: true, desc: fmt.Sprintf("%s, but the links in OMERO's ManagedRepository were not redirected "+
+			"from the local temp folder to .processed: %v. The temp folder %s is kept so that the images open; point each "+
+			"link of the order at the same file below .processed by hand, then delete the temp folder", done, err, j.pre.TempDir)}
+	}
+	j.log.WithField("links", n).Debug("links redirected to .processed")
+	r.removeTemp(j)
+	return nil
+}
+
+// redirectLinks redirects the links of every fileset the import reported; it refuses when the
+// templatePrefix of any of them is unknown, as links there could not be checked.
+func (r *Runner) redirectLinks(j *job, res omero.ImportResult, sources map[int64]fileset, serr error) (int, error) {
+	if len(res.Filesets) == 0 {
+		return 0, nil
+	}
+	if serr != nil {
+		return 0, fmt.Errorf("the ManagedRepository layout of the import could not be read: %w", serr)
+	}
+	var prefixes []string
+	for _, fs := range res.Filesets {
+		src, ok := sources[fs.ID]
+		if !ok || src.prefix == "" {
+			return 0, fmt.Errorf("the templatePrefix of fileset %d is unknown", fs.ID)
+		}
+		prefixes = append(prefixes, src.prefix)
+	}
+	sort.Strings(prefixes)
+	return redirect.Redirect(r.cfg.ManagedRepo, prefixes, j.pre.Redirects)
+}
+
+func (r *Runner) removeTemp(j *job) {
+	if err := r.pre.RemoveTemp(j.pre.TempDir); err != nil {
+		j.log.WithError(err).WithField("path", j.pre.TempDir).Warn("remove temp folder")
+	}
+}
+
+// abandonTemp settles the temp folder of an order that stopped after preprocessing but before its
+// links were redirected (login refused, import failed or cancelled, result not recorded): the
+// filesets the import reported are redirected to .processed, then the temp folder is removed. If
+// that fails, the temp folder is kept and cause's description (or, for a cancelled order, its
+// history) says so. Without a temp folder it returns cause unchanged.
+func (r *Runner) abandonTemp(ctx context.Context, j *job, sess *omero.Session, res omero.ImportResult, cause error) error {
+	if j.pre == nil || j.pre.TempDir == "" {
+		return cause
+	}
+	var err error
+	if len(res.Filesets) > 0 {
+		// The order's context may be over (cancel, shutdown): the clean-up gets its own time.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+		prep, perr := r.imp.Prepare(cctx, sess, filesetIDs(res), "", nil)
+		cancel()
+		sources, serr := r.filesetSources(res, prep.Prefixes, perr)
+		_, err = r.redirectLinks(j, res, sources, serr)
+	}
+	if err == nil {
+		r.removeTemp(j)
+		return cause
+	}
+	note := fmt.Sprintf("The filesets imported before the failure still link into the local temp folder %s, which is kept "+
+		"so that they open: %v", j.pre.TempDir, err)
+	j.log.WithError(err).WithField("path", j.pre.TempDir).Warn("temp folder kept: links of a partial import point into it")
+	var f *failure
+	if errors.As(cause, &f) {
+		return &failure{desc: strings.TrimRight(f.desc, ". ") + ". " + note, imported: f.imported}
+	}
+	r.event(ctx, j, note)
+	return cause
+}
+
+// event records a history event of the order; when the database does not answer, the event
+// waits for the order's final writes.
+func (r *Runner) event(ctx context.Context, j *job, desc string) {
+	j.log.WithField("event", desc).Warn("order event")
+	err := r.store.AddEvent(context.WithoutCancel(ctx), j.Order.UUID, j.Order.Stage, desc)
+	r.reached(err)
+	if err != nil {
+		j.log.WithError(err).Warn("record order event: kept for the order's final writes")
+		j.out.events = append(j.out.events, pendingEvent{stage: j.Order.Stage, desc: desc})
+	}
+}
+
+// dryRun builds the exact commands the order would run and describes them.
+func (r *Runner) dryRun(j *job) string {
+	var cmds []string
+	var paths []string
+	for _, f := range j.Files {
+		paths = append(paths, f.Real)
+	}
+	if p := j.Order.Preprocessing; p != nil && r.pre != nil {
+		spec := r.spec(j)
+		for _, f := range paths {
+			cmds = append(cmds, child.Quote(r.pre.Command(spec, f)))
+		}
+		// What is imported is what the container reports; name the place it goes.
+		where := "{the container's results in the local temp folder}"
+		if p.AltOutputFolder == "" {
+			where = "{the container's results in .processed}"
+		}
+		paths = []string{where}
+	}
+	sess := &omero.Session{Key: "SESSION-KEY", User: j.Order.User, Group: j.Order.Group}
+	argv := r.imp.ImportArgs(sess, r.importRequest(j, paths))
+	cmds = append(cmds, child.Quote(argv))
+	j.log.WithField("commands", cmds).Info("dry run: would run")
+	return fmt.Sprintf("dry run: as user %q in group %q: %s", j.Order.User, j.Order.Group, strings.Join(cmds, " && "))
+}
+
+// resultOf is what an import created, with the temp folder it read from.
+func (j *job) resultOf(res omero.ImportResult) db.Result {
+	out := resultOf(res)
+	if j.pre != nil {
+		out.TempDir = j.pre.TempDir
+	}
+	return out
+}
+
+func resultOf(res omero.ImportResult) db.Result {
+	var out db.Result
+	for _, fs := range res.Filesets {
+		out.Filesets = append(out.Filesets, fs.ID)
+		out.Images = append(out.Images, fs.Images...)
+		out.Plates = append(out.Plates, fs.Plates...)
+	}
+	return out
+}
+
+func filesetIDs(res omero.ImportResult) []int64 {
+	ids := make([]int64, len(res.Filesets))
+	for i, fs := range res.Filesets {
+		ids[i] = fs.ID
+	}
+	return ids
+}
+
+// filesetSources reads, for every fileset the import created, the client paths its
+// ManagedRepository links point to, below the templatePrefixes Prepare read (perr: its error).
+func (r *Runner) filesetSources(res omero.ImportResult, prefixes map[int64]string, perr error) (map[int64]fileset, error) {
+	out := map[int64]fileset{}
+	var errs []string
+	for _, id := range filesetIDs(res) {
+		prefix, ok := prefixes[id]
+		if !ok && perr != nil {
+			return out, fmt.Errorf("template prefixes: %w", perr)
+		}
+		if !ok {
+			errs = append(errs, fmt.Sprintf("fileset %d has no templatePrefix", id))
+			continue
+		}
+		links, err := readLinks(filepath.Join(r.cfg.ManagedRepo, prefix))
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		fs := fileset{prefix: prefix}
+		for _, l := range links {
+			fs.targets = append(fs.targets, l.target)
+		}
+		sort.Strings(fs.targets)
+		out[id] = fs
+	}
+	if len(errs) > 0 {
+		return out, errors.New(strings.Join(errs, "; "))
+	}
+	return out, nil
+}
+
+type fileset struct {
+	prefix  string
+	targets []string // absolute client paths the fileset's links point to
+}
+
+type link struct{ path, target string }
+
+// readLinks lists the symlinks below dir with their absolute targets.
+func readLinks(dir string) ([]link, error) {
+	var out []link
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type()&os.ModeSymlink == 0 {
+			return nil
+		}
+		t, err := os.Readlink(p)
+		if err != nil {
+			return err
+		}
+		if !filepath.IsAbs(t) {
+			t = filepath.Join(filepath.Dir(p), t)
+		}
+		out = append(out, link{path: p, target: filepath.Clean(t)})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read links below %s: %w", dir, err)
+	}
+	return out, nil
+}
