@@ -103,9 +103,10 @@ type suite struct {
 	pg       *pgtest.Cluster
 	image    string
 	dur      time.Duration
-	mnt      string // bindfs mount point inside the data root
-	src      string // what bindfs shows
-	logFull  string // tmpfs log_dir of agent a2
+	mnt      string     // bindfs mount point inside the data root
+	src      string     // what bindfs shows
+	logFull  string     // tmpfs log_dir of agent a2
+	rngMu    sync.Mutex // guards rng: the load goroutines draw from it concurrently
 	rng      *rand.Rand
 	mu       sync.Mutex
 	faults   []fault
@@ -115,6 +116,19 @@ type suite struct {
 	retries  int
 	dropped  int
 	sqlCount int
+}
+
+// intn and int63 draw from the suite's random source; the load goroutines share it.
+func (s *suite) intn(n int) int {
+	s.rngMu.Lock()
+	defer s.rngMu.Unlock()
+	return s.rng.Intn(n)
+}
+
+func (s *suite) int63() int64 {
+	s.rngMu.Lock()
+	defer s.rngMu.Unlock()
+	return s.rng.Int63()
 }
 
 func newSuite(t *testing.T, pg *pgtest.Cluster, bindfs, image string, dur time.Duration) *suite {
@@ -306,7 +320,7 @@ func (s *suite) write(p string, slow bool) {
 		s.t.Error(err)
 		return
 	}
-	content := []byte(fmt.Sprintf("pixels of %s %d\n", p, s.rng.Int63()))
+	content := []byte(fmt.Sprintf("pixels of %s %d\n", p, s.int63()))
 	f, err := os.Create(p)
 	if err != nil {
 		s.t.Error(err)
@@ -335,7 +349,7 @@ func (s *suite) drops(ctx context.Context, wg *sync.WaitGroup) {
 	defer wg.Done()
 	for i := 0; ctx.Err() == nil; i++ {
 		user := []string{"alice", "bob"}[i%2]
-		switch k := s.rng.Intn(20); {
+		switch k := s.intn(20); {
 		case k < 8:
 			p := filepath.Join(s.w.data, "demo", user, "dropbox", fmt.Sprintf("d%04d.tif", i))
 			s.write(p, k < 2)
@@ -365,7 +379,7 @@ func (s *suite) drops(ctx context.Context, wg *sync.WaitGroup) {
 		s.mu.Lock()
 		s.dropped++
 		s.mu.Unlock()
-		sleep(ctx, time.Duration(300+s.rng.Intn(900))*time.Millisecond)
+		sleep(ctx, time.Duration(300+s.intn(900))*time.Millisecond)
 	}
 }
 
@@ -441,7 +455,7 @@ func (s *suite) sqlOrders(ctx context.Context, wg *sync.WaitGroup) {
 		s.mu.Lock()
 		s.sqlCount++
 		s.mu.Unlock()
-		sleep(ctx, time.Duration(400+s.rng.Intn(800))*time.Millisecond)
+		sleep(ctx, time.Duration(400+s.intn(800))*time.Millisecond)
 	}
 }
 
