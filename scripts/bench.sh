@@ -35,7 +35,7 @@ record() {
 	grep '^summary:' "$work/out" >>"$work/summary" || true
 }
 [ -x bin/omero-adi ] || make build
-go build -o "$work/benchtree" ./watcher/benchtree
+go build -o "$work/benchtree" ./internal/bench/benchtree
 
 section "watcher: the benchmark tree ($TREE, built when missing, about a minute)"
 "$work/benchtree" build -dir "$TREE"

@@ -5,7 +5,7 @@ package watcher
 //	ADI_BENCH_FILES=200000 ADI_BENCH_FOLDERS=20000 go test -run '^$' -bench . -benchtime 5x ./watcher
 //
 // Defaults (20,000 files in 2,000 folders) keep `go test -bench` quick. Compare a scan with find on
-// the same tree with `go run ./watcher/benchtree`.
+// the same tree with `go run ./internal/bench/benchtree`.
 
 import (
 	"context"
@@ -21,8 +21,8 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/sirupsen/logrus"
 
+	"github.com/omero-adi/omero-adi/internal/bench/treegen"
 	"github.com/omero-adi/omero-adi/rules"
-	"github.com/omero-adi/omero-adi/watcher/internal/treegen"
 )
 
 var benchTrees struct {

@@ -11,8 +11,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/omero-adi/omero-adi/internal/bench/opencount"
 	"github.com/omero-adi/omero-adi/rules"
-	"github.com/omero-adi/omero-adi/watcher/internal/opencount"
 )
 
 // Tests of what issue 11 asked for: no data file is read before its unit settles, events flow

@@ -32,9 +32,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/omero-adi/omero-adi/internal/bench/treegen"
 	"github.com/omero-adi/omero-adi/rules"
 	"github.com/omero-adi/omero-adi/watcher"
-	"github.com/omero-adi/omero-adi/watcher/internal/treegen"
 )
 
 func main() {

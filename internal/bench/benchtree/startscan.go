@@ -16,9 +16,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/omero-adi/omero-adi/internal/bench/opencount"
 	"github.com/omero-adi/omero-adi/rules"
 	"github.com/omero-adi/omero-adi/watcher"
-	"github.com/omero-adi/omero-adi/watcher/internal/opencount"
 )
 
 // unsettled is the settle of the start-scan rules: longer than the age of any file of the tree,
