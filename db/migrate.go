@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,9 +17,6 @@ import (
 
 //go:embed migrations/postgres/*.sql migrations/sqlite/*.sql
 var migrationFS embed.FS
-
-// migrationLock is the pg_advisory_xact_lock key that serializes migrations across processes.
-const migrationLock = 4242001
 
 type migration struct {
 	version int
@@ -84,75 +80,16 @@ func (s *Store) Migrate(ctx context.Context) (MigrateReport, error) {
 	fail := func(err error) (MigrateReport, error) {
 		return MigrateReport{}, fmt.Errorf("migrate database: %w", err)
 	}
-	ms, err := migrations(s.driver)
+	ms, err := migrations(s.eng.name())
 	if err != nil {
 		return fail(err)
 	}
-	defer s.lockWrite()()
-	tx, err := s.db.BeginTx(ctx, nil)
+	err = s.eng.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		rep, err = s.migrate(ctx, tx, ms)
+		return err
+	})
 	if err != nil {
-		return fail(err)
-	}
-	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
-	if s.driver == DriverPostgres {
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
-			return fail(fmt.Errorf("lock: %w", err))
-		}
-	}
-	legacy, err := s.tableExists(ctx, tx, "imports")
-	if err != nil {
-		return fail(err)
-	}
-	hadOptions := false
-	if legacy {
-		if hadOptions, err = s.columnExists(ctx, tx, "imports", "import_options"); err != nil {
-			return fail(err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, s.sql(`CREATE TABLE IF NOT EXISTS adi_schema_migrations (
-		version integer PRIMARY KEY, applied_at {timestamp} NOT NULL)`)); err != nil {
-		return fail(fmt.Errorf("create adi_schema_migrations: %w", err))
-	}
-	applied := map[int]bool{}
-	rows, err := tx.QueryContext(ctx, `SELECT version FROM adi_schema_migrations`)
-	if err != nil {
-		return fail(err)
-	}
-	for rows.Next() {
-		var v int
-		if err := rows.Scan(&v); err != nil {
-			rows.Close()
-			return fail(err)
-		}
-		applied[v] = true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fail(err)
-	}
-	first := len(applied) == 0
-	for _, m := range ms {
-		if applied[m.version] {
-			continue
-		}
-		if err := s.apply(ctx, tx, m); err != nil {
-			return fail(fmt.Errorf("%s: %w", m.name, err))
-		}
-		if _, err := tx.ExecContext(ctx, s.sql(`INSERT INTO adi_schema_migrations (version, applied_at)
-			VALUES ($1, {now})`), m.version); err != nil {
-			return fail(fmt.Errorf("record %s: %w", m.name, err))
-		}
-		rep.Applied = append(rep.Applied, m.name)
-	}
-	if err := s.stampAlembic(ctx, tx, !hadOptions); err != nil {
-		return fail(err)
-	}
-	if first && legacy {
-		if rep.LegacyFailed, err = s.failStaleLegacy(ctx, tx); err != nil {
-			return fail(err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
 		return fail(err)
 	}
 	if len(rep.Applied) > 0 {
@@ -169,26 +106,77 @@ func (s *Store) Migrate(ctx context.Context) (MigrateReport, error) {
 	return rep, nil
 }
 
-func (s *Store) tableExists(ctx context.Context, tx *sql.Tx, table string) (bool, error) {
-	q := `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1`
-	if s.driver == DriverPostgres {
-		q = `SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = $1`
+// migrate applies the migrations ms that the database lacks, in tx (see Migrate).
+func (s *Store) migrate(ctx context.Context, tx *sql.Tx, ms []migration) (MigrateReport, error) {
+	var rep MigrateReport
+	if err := s.eng.lockMigrations(ctx, tx); err != nil {
+		return MigrateReport{}, err
 	}
+	legacy, err := s.tableExists(ctx, tx, "imports")
+	if err != nil {
+		return MigrateReport{}, err
+	}
+	hadOptions := false
+	if legacy {
+		if hadOptions, err = s.columnExists(ctx, tx, "imports", "import_options"); err != nil {
+			return MigrateReport{}, err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, s.st.schemaTable); err != nil {
+		return MigrateReport{}, fmt.Errorf("create adi_schema_migrations: %w", err)
+	}
+	applied := map[int]bool{}
+	rows, err := tx.QueryContext(ctx, `SELECT version FROM adi_schema_migrations`)
+	if err != nil {
+		return MigrateReport{}, err
+	}
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return MigrateReport{}, err
+		}
+		applied[v] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return MigrateReport{}, err
+	}
+	first := len(applied) == 0
+	for _, m := range ms {
+		if applied[m.version] {
+			continue
+		}
+		if err := s.eng.applyMigration(ctx, tx, m.sql); err != nil {
+			return MigrateReport{}, fmt.Errorf("%s: %w", m.name, err)
+		}
+		if _, err := tx.ExecContext(ctx, s.st.recordMigration, m.version); err != nil {
+			return MigrateReport{}, fmt.Errorf("record %s: %w", m.name, err)
+		}
+		rep.Applied = append(rep.Applied, m.name)
+	}
+	if err := s.stampAlembic(ctx, tx, !hadOptions); err != nil {
+		return MigrateReport{}, err
+	}
+	if first && legacy {
+		if rep.LegacyFailed, err = s.failStaleLegacy(ctx, tx); err != nil {
+			return MigrateReport{}, err
+		}
+	}
+	return rep, nil
+}
+
+func (s *Store) tableExists(ctx context.Context, tx *sql.Tx, table string) (bool, error) {
 	var n int
-	if err := tx.QueryRowContext(ctx, q, table).Scan(&n); err != nil {
+	if err := tx.QueryRowContext(ctx, s.d.tableSQL, table).Scan(&n); err != nil {
 		return false, fmt.Errorf("inspect table %s: %w", table, err)
 	}
 	return n > 0, nil
 }
 
 func (s *Store) columnExists(ctx context.Context, tx *sql.Tx, table, column string) (bool, error) {
-	q := `SELECT count(*) FROM pragma_table_info($1) WHERE name = $2`
-	if s.driver == DriverPostgres {
-		q = `SELECT count(*) FROM information_schema.columns
-			WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2`
-	}
 	var n int
-	if err := tx.QueryRowContext(ctx, q, table, column).Scan(&n); err != nil {
+	if err := tx.QueryRowContext(ctx, s.d.columnSQL, table, column).Scan(&n); err != nil {
 		return false, fmt.Errorf("inspect %s.%s: %w", table, column, err)
 	}
 	return n > 0, nil
@@ -227,9 +215,7 @@ func (s *Store) stampAlembic(ctx context.Context, tx *sql.Tx, raised bool) error
 // than LegacyPendingMaxAge (or has no stage time): the old service would never have run them.
 func (s *Store) failStaleLegacy(ctx context.Context, tx *sql.Tx) ([]LegacyOrder, error) {
 	maxAge := s.opts.LegacyPendingMaxAge
-	rows, err := tx.QueryContext(ctx, s.sql(`SELECT i.id, i.uuid, i.timestamp FROM imports i
-		WHERE i.stage = 'Import Pending' AND (i.timestamp IS NULL OR i.timestamp < {now+$1}) AND `+newest+`
-		ORDER BY i.id`), s.durArg(-maxAge))
+	rows, err := tx.QueryContext(ctx, s.st.findStale, s.d.dur(-maxAge))
 	if err != nil {
 		return nil, fmt.Errorf("find stale legacy orders: %w", err)
 	}
@@ -263,56 +249,13 @@ func (s *Store) failStaleLegacy(ctx context.Context, tx *sql.Tx) ([]LegacyOrder,
 		desc := fmt.Sprintf("not imported at the cut-over to omero-adi: this order had been Import Pending since %s, "+
 			"longer than legacy_pending_max_age (%s), and the old service would not have run it; to import it now, "+
 			"run: UPDATE imports SET stage = 'Import Pending' WHERE uuid = '%s';", since, maxAge, o.UUID)
-		if _, err := tx.ExecContext(ctx, s.sql(`UPDATE imports SET stage = 'Import Failed', description = $2,
-			timestamp = {now} WHERE id = $1`), o.id, desc); err != nil {
+		if _, err := tx.ExecContext(ctx, s.st.failStale, o.id, desc); err != nil {
 			return nil, fmt.Errorf("fail stale legacy order %s: %w", o.UUID, err)
 		}
-		if _, err := tx.ExecContext(ctx, s.sql(`INSERT INTO adi_history (uuid, stage, at, worker, description)
-			VALUES ($1, 'Import Failed', {now}, $2, $3)`), o.UUID, s.opts.Worker, desc); err != nil {
+		if _, err := tx.ExecContext(ctx, s.st.staleHist, o.UUID, s.opts.Worker, desc); err != nil {
 			return nil, fmt.Errorf("fail stale legacy order %s: %w", o.UUID, err)
 		}
 		out = append(out, o.LegacyOrder)
 	}
 	return out, nil
-}
-
-// addColumn matches the statements that SQLite cannot run as written.
-var addColumn = regexp.MustCompile(`(?im)^\s*ALTER TABLE\s+(\w+)\s+ADD COLUMN IF NOT EXISTS\s+(\w+)\s+([^;]*);\s*$`)
-
-// apply runs one migration. On SQLite, "ALTER TABLE t ADD COLUMN IF NOT EXISTS c …" runs only
-// when table_info lacks the column; the rest runs as written.
-func (s *Store) apply(ctx context.Context, tx *sql.Tx, m migration) error {
-	if s.driver == DriverPostgres {
-		_, err := tx.ExecContext(ctx, m.sql)
-		return err
-	}
-	rest := m.sql
-	for {
-		loc := addColumn.FindStringSubmatchIndex(rest)
-		if loc == nil {
-			break
-		}
-		if before := rest[:loc[0]]; strings.TrimSpace(before) != "" {
-			if _, err := tx.ExecContext(ctx, before); err != nil {
-				return err
-			}
-		}
-		table, column, def := rest[loc[2]:loc[3]], rest[loc[4]:loc[5]], rest[loc[6]:loc[7]]
-		var n int
-		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info($1) WHERE name = $2`, table, column).Scan(&n)
-		if err != nil {
-			return fmt.Errorf("inspect %s.%s: %w", table, column, err)
-		}
-		if n == 0 {
-			if _, err := tx.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", table, column, def)); err != nil {
-				return fmt.Errorf("add column %s.%s: %w", table, column, err)
-			}
-		}
-		rest = rest[loc[1]:]
-	}
-	if strings.TrimSpace(rest) != "" {
-		_, err := tx.ExecContext(ctx, rest)
-		return err
-	}
-	return nil
 }

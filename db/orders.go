@@ -17,14 +17,14 @@ import (
 const newest = `i.id = (SELECT max(i2.id) FROM imports i2 WHERE i2.uuid = i.uuid)`
 
 // importCols are the imports columns an Order is scanned from, with table prefix p ("i." or "").
+// Columns a Python-era database may type differently are read as text.
 func importCols(p string) string {
-	c := []string{"id", "uuid", "{text:group_name}", "{text:user_name}", "{text:destination_id}",
-		"{text:destination_type}", "stage", "timestamp", "{text:files}", "{text:file_names}", "description",
-		"preprocessing_id", "source", "attempt", "lease_owner", "lease_expires", "not_before",
-		"cancel_requested", "result", "import_options"}
+	c := []string{"id", "uuid", "~group_name", "~user_name", "~destination_id", "~destination_type", "stage",
+		"timestamp", "~files", "~file_names", "description", "preprocessing_id", "source", "attempt",
+		"lease_owner", "lease_expires", "not_before", "cancel_requested", "result", "import_options"}
 	for i, x := range c {
-		if strings.HasPrefix(x, "{text:") {
-			c[i] = "{text:" + p + x[len("{text:"):]
+		if col, ok := strings.CutPrefix(x, "~"); ok {
+			c[i] = "CAST(" + p + col + " AS TEXT)"
 		} else {
 			c[i] = p + x
 		}
@@ -34,10 +34,13 @@ func importCols(p string) string {
 
 // orderCols is importCols of i plus the preprocessing row p (LEFT JOIN).
 var orderCols = importCols("i.") + `, p.id, p.container, p.input_file, p.output_folder,
-	p.alt_output_folder, {text:p.extra_params}`
+	p.alt_output_folder, CAST(p.extra_params AS TEXT)`
 
 // noPreprocessingCols stands in for the preprocessing columns where the join is not possible.
 const noPreprocessingCols = `, NULL, NULL, NULL, NULL, NULL, NULL`
+
+// watchItemSQL reads the uuid of the order of a watch key: $1 rule, $2 path, $3 fingerprint.
+const watchItemSQL = `SELECT uuid FROM adi_watch_items WHERE rule = $1 AND path = $2 AND fingerprint = $3`
 
 const orderFrom = ` FROM imports i LEFT JOIN imports_preprocessing p ON p.id = i.preprocessing_id `
 
@@ -171,22 +174,25 @@ func (s *Store) CreateOrder(ctx context.Context, n NewOrder) (o Order, created b
 // createOrder writes the order; it returns the uuid of the existing order of n.WatchKey instead
 // when there is one.
 func (s *Store) createOrder(ctx context.Context, n NewOrder, files string, fileNames any) (string, error) {
-	defer s.lockWrite()()
-	tx, err := s.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return "", err
-	}
-	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	var existing string
+	err := s.eng.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		existing, err = s.insertOrder(ctx, tx, n, files, fileNames)
+		return err
+	})
+	return existing, err
+}
+
+// insertOrder writes the order in tx, or returns the uuid of the existing order of n.WatchKey.
+func (s *Store) insertOrder(ctx context.Context, tx *sql.Tx, n NewOrder, files string, fileNames any) (string, error) {
 	if k := n.WatchKey; k != nil {
-		res, err := tx.ExecContext(ctx, s.sql(`INSERT INTO adi_watch_items (rule, path, fingerprint, uuid, created)
-			VALUES ($1, $2, $3, $4, {now}) ON CONFLICT DO NOTHING`), k.Rule, k.Path, k.Fingerprint, n.UUID)
+		res, err := tx.ExecContext(ctx, s.st.insertWatchItem, k.Rule, k.Path, k.Fingerprint, n.UUID)
 		if err != nil {
 			return "", fmt.Errorf("insert watch item: %w", err)
 		}
 		if c, _ := res.RowsAffected(); c == 0 {
 			var existing string
-			err := tx.QueryRowContext(ctx, s.sql(`SELECT uuid FROM adi_watch_items
-				WHERE rule = $1 AND path = $2 AND fingerprint = $3`), k.Rule, k.Path, k.Fingerprint).Scan(&existing)
+			err := tx.QueryRowContext(ctx, watchItemSQL, k.Rule, k.Path, k.Fingerprint).Scan(&existing)
 			if err != nil {
 				return "", fmt.Errorf("read watch item: %w", err)
 			}
@@ -208,9 +214,9 @@ func (s *Store) createOrder(ctx context.Context, n NewOrder, files string, fileN
 			alt = p.AltOutputFolder
 		}
 		var id int64
-		err := tx.QueryRowContext(ctx, s.sql(`INSERT INTO imports_preprocessing
+		err := tx.QueryRowContext(ctx, `INSERT INTO imports_preprocessing
 			(container, input_file, output_folder, alt_output_folder, extra_params)
-			VALUES ($1, $2, $3, $4, $5) RETURNING id`), p.Container, p.InputFile, p.OutputFolder, alt, extra).Scan(&id)
+			VALUES ($1, $2, $3, $4, $5) RETURNING id`, p.Container, p.InputFile, p.OutputFolder, alt, extra).Scan(&id)
 		if err != nil {
 			return "", fmt.Errorf("insert preprocessing: %w", err)
 		}
@@ -221,24 +227,21 @@ func (s *Store) createOrder(ctx context.Context, n NewOrder, files string, fileN
 		desc = n.Description
 	}
 	var rowID int64
-	err = tx.QueryRowContext(ctx, s.sql(`INSERT INTO imports (group_name, user_name, destination_id,
-		destination_type, stage, uuid, timestamp, files, file_names, description, preprocessing_id, source)
-		VALUES ($1, $2, $3, $4, 'Import Pending', $5, {now}, $6, $7, $8, $9, $10) RETURNING id`),
+	err := tx.QueryRowContext(ctx, s.st.insertOrder,
 		n.Group, n.User, n.Target.IDColumn(), n.Target.Kind, n.UUID, files, fileNames, desc, ppID, n.Source).Scan(&rowID)
 	if err != nil {
 		return "", fmt.Errorf("insert order: %w", err)
 	}
-	_, err = tx.ExecContext(ctx, s.sql(`INSERT INTO adi_history (uuid, stage, at, worker, description, import_id)
-		VALUES ($1, 'Import Pending', {now}, $2, $3, $4)`), n.UUID, s.opts.Worker, "created by "+n.Source, rowID)
+	_, err = tx.ExecContext(ctx, s.st.insertCreated, n.UUID, s.opts.Worker, "created by "+n.Source, rowID)
 	if err != nil {
 		return "", fmt.Errorf("insert history: %w", err)
 	}
-	return "", tx.Commit()
+	return "", nil
 }
 
 // Get returns the order uuid (its newest row), or an error wrapping ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (Order, error) {
-	row := s.db.QueryRowContext(ctx, s.sql(`SELECT `+orderCols+orderFrom+`WHERE i.uuid = $1 ORDER BY i.id DESC LIMIT 1`), id)
+	row := s.db.QueryRowContext(ctx, `SELECT `+orderCols+orderFrom+`WHERE i.uuid = $1 ORDER BY i.id DESC LIMIT 1`, id)
 	o, err := scanOrder(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, fmt.Errorf("get order %s: %w", id, ErrNotFound)
@@ -270,7 +273,7 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Order, error) {
 	if f.Limit > 0 {
 		q += fmt.Sprintf(" LIMIT %d", f.Limit)
 	}
-	rows, err := s.db.QueryContext(ctx, s.sql(q), args...)
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list orders: %w", err)
 	}
@@ -293,13 +296,13 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Order, error) {
 // written by the Python service before the history began (worker "legacy"), then the history
 // table, where a row appended later by another writer is recorded once (its import_id).
 func (s *Store) History(ctx context.Context, id string) ([]Event, error) {
-	rows, err := s.db.QueryContext(ctx, s.sql(`
+	rows, err := s.db.QueryContext(ctx, `
 		SELECT 0 AS src, i.id, i.stage, i.timestamp, 'legacy', COALESCE(i.description, '') FROM imports i
 		WHERE i.uuid = $1 AND i.id < (SELECT max(i2.id) FROM imports i2 WHERE i2.uuid = $1)
 		AND NOT EXISTS (SELECT 1 FROM adi_history h WHERE h.import_id = i.id)
 		UNION ALL
 		SELECT 1 AS src, h.id, h.stage, h.at, h.worker, h.description FROM adi_history h WHERE h.uuid = $1
-		ORDER BY 1, 2`), id)
+		ORDER BY 1, 2`, id)
 	if err != nil {
 		return nil, fmt.Errorf("read history of %s: %w", id, err)
 	}
@@ -326,15 +329,11 @@ func (s *Store) History(ctx context.Context, id string) ([]Event, error) {
 // AddEvent appends a history row for order uuid (e.g. "annotation failed: …"); stage is the
 // order's current stage. It returns an error wrapping ErrNotFound for an unknown uuid.
 func (s *Store) AddEvent(ctx context.Context, id, stage, description string) error {
-	defer s.lockWrite()()
-	res, err := s.db.ExecContext(ctx, s.sql(`INSERT INTO adi_history (uuid, stage, at, worker, description)
-		SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), {now}, CAST($3 AS TEXT), CAST($4 AS TEXT)
-		WHERE EXISTS (SELECT 1 FROM imports WHERE uuid = CAST($1 AS TEXT))`),
-		id, stage, s.opts.Worker, description)
+	n, err := s.exec(ctx, s.st.addEvent, id, stage, s.opts.Worker, description)
 	if err != nil {
 		return fmt.Errorf("add event to %s: %w", id, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if n == 0 {
 		return fmt.Errorf("add event to %s: %w", id, ErrNotFound)
 	}
 	return nil
@@ -353,10 +352,7 @@ func (s *Store) stageError(ctx context.Context, op, id string) error {
 // Retry puts a failed or cancelled order back to pending, dropping lease, backoff and cancel
 // flag. Other stages return ErrStage.
 func (s *Store) Retry(ctx context.Context, id string) (Order, error) {
-	n, err := s.change(ctx, `UPDATE imports SET stage = 'Import Pending', lease_owner = NULL,
-		lease_expires = NULL, not_before = NULL, cancel_requested = false, description = NULL, timestamp = {now}
-		WHERE id = (SELECT max(id) FROM imports WHERE uuid = $1) AND stage IN ('Import Failed', 'Import Cancelled')`,
-		[]any{id}, s.opts.Worker, "retry requested")
+	n, err := s.eng.change(ctx, s.st.retry, []any{id}, s.opts.Worker, "retry requested")
 	if err != nil {
 		return Order{}, fmt.Errorf("retry order %s: %w", id, err)
 	}
@@ -370,22 +366,16 @@ func (s *Store) Retry(ctx context.Context, id string) (Order, error) {
 // Cancel cancels a pending order at once, and asks the worker of a running order to stop (its
 // next heartbeat reports it). Other stages return ErrStage.
 func (s *Store) Cancel(ctx context.Context, id string) (Order, error) {
-	n, err := s.change(ctx, `UPDATE imports SET stage = 'Import Cancelled', description = 'cancelled before it started',
-		timestamp = {now} WHERE id = (SELECT max(id) FROM imports WHERE uuid = $1) AND stage = 'Import Pending'`,
-		[]any{id}, s.opts.Worker, "cancelled before it started")
+	n, err := s.eng.change(ctx, s.st.cancelPending, []any{id}, s.opts.Worker, "cancelled before it started")
 	if err != nil {
 		return Order{}, fmt.Errorf("cancel order %s: %w", id, err)
 	}
 	if n == 0 {
-		unlock := s.lockWrite()
-		res, err := s.db.ExecContext(ctx, s.sql(`UPDATE imports SET cancel_requested = true
-			WHERE id = (SELECT max(id) FROM imports WHERE uuid = $1)
-			AND stage IN ('Import Started', 'Import Preprocessing')`), id)
-		unlock()
+		c, err := s.exec(ctx, s.st.cancelRunning, id)
 		if err != nil {
 			return Order{}, fmt.Errorf("cancel order %s: %w", id, err)
 		}
-		if c, _ := res.RowsAffected(); c == 0 {
+		if c == 0 {
 			return Order{}, s.stageError(ctx, "cancel", id)
 		}
 		o, err := s.Get(ctx, id)
@@ -403,8 +393,8 @@ func (s *Store) Cancel(ctx context.Context, id string) (Order, error) {
 // WatchItems returns the watch items of rule with the given fingerprint (the watcher's rename
 // detection: same content under another path).
 func (s *Store) WatchItems(ctx context.Context, rule, fingerprint string) ([]WatchItem, error) {
-	rows, err := s.db.QueryContext(ctx, s.sql(`SELECT rule, path, fingerprint, uuid, created FROM adi_watch_items
-		WHERE rule = $1 AND fingerprint = $2 ORDER BY created, path`), rule, fingerprint)
+	rows, err := s.db.QueryContext(ctx, `SELECT rule, path, fingerprint, uuid, created FROM adi_watch_items
+		WHERE rule = $1 AND fingerprint = $2 ORDER BY created, path`, rule, fingerprint)
 	if err != nil {
 		return nil, fmt.Errorf("read watch items of rule %s: %w", rule, err)
 	}
@@ -432,8 +422,8 @@ func (s *Store) WatchItems(ctx context.Context, rule, fingerprint string) ([]Wat
 // unique index on (rule, path, fingerprint) narrows the lookup to the path's few items.
 func (s *Store) HasWatchItemSignature(ctx context.Context, rule, path, signature string) (bool, error) {
 	var one int
-	err := s.db.QueryRowContext(ctx, s.sql(`SELECT 1 FROM adi_watch_items
-		WHERE rule = $1 AND path = $2 AND fingerprint LIKE $3 ESCAPE '\' LIMIT 1`), rule, path, likePrefix(signature)).Scan(&one)
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM adi_watch_items
+		WHERE rule = $1 AND path = $2 AND fingerprint LIKE $3 ESCAPE '\' LIMIT 1`, rule, path, likePrefix(signature)).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -452,8 +442,7 @@ var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 // HasWatchItem returns the uuid of the order created for k, if any.
 func (s *Store) HasWatchItem(ctx context.Context, k WatchKey) (string, bool, error) {
 	var id string
-	err := s.db.QueryRowContext(ctx, s.sql(`SELECT uuid FROM adi_watch_items
-		WHERE rule = $1 AND path = $2 AND fingerprint = $3`), k.Rule, k.Path, k.Fingerprint).Scan(&id)
+	err := s.db.QueryRowContext(ctx, watchItemSQL, k.Rule, k.Path, k.Fingerprint).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", false, nil
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -14,102 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// queries holds the statements whose text depends on the engine, built once per Store.
-type queries struct {
-	claim         string // PostgreSQL: the whole claim; SQLite: the UPDATE … RETURNING
-	claimHistory  string // SQLite only
-	preprocessing string
-}
-
-func buildQueries(driver string) queries {
-	var q queries
-	if driver == DriverPostgres {
-		// adi_claim (migration 0001) runs the claim with the right plan; see its comment.
-		q.claim = sqlFor(driver, `SELECT `+orderCols+` FROM adi_claim($1, $2, $3) i
-			LEFT JOIN imports_preprocessing p ON p.id = i.preprocessing_id ORDER BY i.id`)
-	} else {
-		pending := `i.stage = 'Import Pending' AND (i.not_before IS NULL OR i.not_before <= {now}) AND ` + newest
-		q.claim = sqlFor(driver, `UPDATE imports SET stage = 'Import Started', attempt = attempt + 1,
-			lease_owner = $1, lease_expires = {now+$3}, cancel_requested = false, not_before = NULL, timestamp = {now}
-			WHERE id IN (SELECT i.id FROM imports i WHERE `+pending+` ORDER BY i.id LIMIT $2)
-			RETURNING `+importCols("")+noPreprocessingCols)
-		q.claimHistory = sqlFor(driver, `INSERT INTO adi_history (uuid, stage, at, worker, description)
-			SELECT uuid, stage, {now}, $1, 'claimed, attempt ' || attempt FROM imports
-			WHERE id IN (SELECT value FROM json_each($2))`)
-	}
-	q.preprocessing = sqlFor(driver, `SELECT id, container, input_file, output_folder, alt_output_folder,
-		{text:extra_params} FROM imports_preprocessing WHERE id = $1`)
-	return q
-}
-
-// sql returns the engine's spelling of an engine-neutral query (see sqlFor), cached.
-func (s *Store) sql(q string) string {
-	if v, ok := s.sqlCache.Load(q); ok {
-		return v.(string)
-	}
-	out := sqlFor(s.driver, q)
-	s.sqlCache.Store(q, out)
-	return out
-}
-
-// fence is the condition of every write by the worker holding a lease: $1 uuid, $2 owner,
-// $3 attempt, and the order still running.
-const fence = `uuid = $1 AND lease_owner = $2 AND attempt = $3 AND stage IN ('Import Started', 'Import Preprocessing')`
-
 func fenceArgs(l Lease) []any { return []any{l.UUID, l.Owner, l.Attempt} }
-
-// change runs an UPDATE of imports (engine-neutral, parameters $1..$n are args, no RETURNING) and
-// writes a history row with worker and description for every row it changed, atomically. It
-// returns the number of rows changed.
-func (s *Store) change(ctx context.Context, update string, args []any, worker, desc string) (int, error) {
-	n := len(args)
-	all := append(append(make([]any, 0, n+2), args...), worker, desc)
-	if s.driver == DriverPostgres {
-		q := fmt.Sprintf(`WITH u AS (%s RETURNING uuid, stage)
-			INSERT INTO adi_history (uuid, stage, at, worker, description)
-			SELECT uuid, stage, now(), $%d, $%d FROM u`, update, n+1, n+2)
-		res, err := s.db.ExecContext(ctx, s.sql(q), all...)
-		if err != nil {
-			return 0, err
-		}
-		c, err := res.RowsAffected()
-		return int(c), err
-	}
-	var changed int
-	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		changed = 0
-		rows, err := s.on(ctx, tx, tx, s.sql(update+" RETURNING uuid, stage")).QueryContext(ctx, args...)
-		if err != nil {
-			return err
-		}
-		type row struct{ uuid, stage string }
-		var done []row
-		for rows.Next() {
-			var c row
-			if err := rows.Scan(&c.uuid, &c.stage); err != nil {
-				rows.Close()
-				return err
-			}
-			done = append(done, c)
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for _, c := range done {
-			_, err := s.on(ctx, tx, tx, s.sql(`INSERT INTO adi_history (uuid, stage, at, worker, description)
-				VALUES ($1, $2, {now}, $3, $4)`)).ExecContext(ctx, c.uuid, c.stage, worker, desc)
-			if err != nil {
-				return err
-			}
-		}
-		changed = len(done)
-		return nil
-	})
-	return changed, err
-}
 
 // Claim moves up to max pending orders whose backoff has passed (oldest first, only the newest
 // row of a uuid) to Import Started under a lease of worker, attempt+1, and returns them with their
@@ -119,15 +23,7 @@ func (s *Store) Claim(ctx context.Context, worker string, max int, lease time.Du
 		return nil, fmt.Errorf("%w claim: worker %q, max %d, lease %s: need a worker, max > 0 and lease > 0",
 			ErrInvalid, worker, max, lease)
 	}
-	var (
-		out []Order
-		err error
-	)
-	if s.driver == DriverPostgres {
-		out, err = s.queryOrders(ctx, s.db, s.q.claim, worker, max, s.durArg(lease))
-	} else {
-		out, err = s.claimSQLite(ctx, worker, max, lease)
-	}
+	out, err := s.eng.claim(ctx, worker, max, lease)
 	if err != nil {
 		return nil, fmt.Errorf("claim orders: %w", err)
 	}
@@ -135,18 +31,6 @@ func (s *Store) Claim(ctx context.Context, worker string, max int, lease time.Du
 		s.log.WithFields(logrus.Fields{"worker": worker, "count": len(out)}).Debug("orders claimed")
 	}
 	return out, nil
-}
-
-type querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-func (s *Store) queryOrders(ctx context.Context, q querier, query string, args ...any) ([]Order, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	return scanOrders(rows)
 }
 
 func scanOrders(rows *sql.Rows) ([]Order, error) {
@@ -162,63 +46,23 @@ func scanOrders(rows *sql.Rows) ([]Order, error) {
 	return out, rows.Err()
 }
 
-func (s *Store) claimSQLite(ctx context.Context, worker string, max int, lease time.Duration) ([]Order, error) {
-	var out []Order
-	err := s.writeTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		out = nil
-		rows, err := s.on(ctx, tx, tx, s.q.claim).QueryContext(ctx, worker, max, s.durArg(lease))
-		if err != nil {
-			return err
-		}
-		claimed, err := scanOrders(rows)
-		if err != nil || len(claimed) == 0 {
-			return err
-		}
-		sort.Slice(claimed, func(i, j int) bool { return claimed[i].ID < claimed[j].ID })
-		ids := make([]int64, len(claimed))
-		for i, o := range claimed {
-			ids[i] = o.ID
-		}
-		idList, _ := json.Marshal(ids)
-		if _, err := s.on(ctx, tx, tx, s.q.claimHistory).ExecContext(ctx, worker, string(idList)); err != nil {
-			return err
-		}
-		for i := range claimed {
-			if claimed[i].PreprocessingID == nil {
-				continue
-			}
-			var (
-				id                                   int64
-				container, input, output, alt, extra sql.NullString
-			)
-			err := s.on(ctx, tx, tx, s.q.preprocessing).QueryRowContext(ctx, *claimed[i].PreprocessingID).
-				Scan(&id, &container, &input, &output, &alt, &extra)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue // the runner fails the order: preprocessing row missing
-			}
-			if err != nil {
-				return err
-			}
-			claimed[i].Preprocessing = newPreprocessing(id, container, input, output, alt, extra)
-		}
-		out = claimed
-		return nil
-	})
-	return out, err
-}
-
 // Heartbeat renews the lease l for another lease duration and reports whether cancellation was
 // requested. ErrLeaseLost means the order is no longer this worker's: stop working on it.
 func (s *Store) Heartbeat(ctx context.Context, l Lease, lease time.Duration) (cancelRequested bool, err error) {
-	unlock := s.lockWrite()
-	err = s.on(ctx, s.db, nil, s.sql(`UPDATE imports SET lease_expires = {now+$4} WHERE `+fence+`
-		RETURNING cancel_requested`)).QueryRowContext(ctx, l.UUID, l.Owner, l.Attempt, s.durArg(lease)).Scan(&cancelRequested)
-	unlock()
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, fmt.Errorf("heartbeat order %s: %w", l.UUID, ErrLeaseLost)
-	}
+	lost := false
+	err = s.eng.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, s.st.heartbeat, l.UUID, l.Owner, l.Attempt, s.d.dur(lease)).Scan(&cancelRequested)
+		lost = errors.Is(err, sql.ErrNoRows)
+		if lost {
+			return nil
+		}
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("heartbeat order %s: %w", l.UUID, err)
+	}
+	if lost {
+		return false, fmt.Errorf("heartbeat order %s: %w", l.UUID, ErrLeaseLost)
 	}
 	return cancelRequested, nil
 }
@@ -229,9 +73,7 @@ func (s *Store) SetStage(ctx context.Context, l Lease, stage, description string
 	if stage != StageStarted && stage != StagePreprocessing {
 		return fmt.Errorf("%w stage %q for a running order (want %q or %q)", ErrInvalid, stage, StageStarted, StagePreprocessing)
 	}
-	n, err := s.change(ctx, `UPDATE imports SET stage = $4, timestamp = {now},
-		description = COALESCE(NULLIF($5, ''), description) WHERE `+fence,
-		append(fenceArgs(l), stage, description), l.Owner, description)
+	n, err := s.eng.change(ctx, s.st.setStage, append(fenceArgs(l), stage, description), l.Owner, description)
 	if err != nil {
 		return fmt.Errorf("set stage of order %s: %w", l.UUID, err)
 	}
@@ -247,14 +89,11 @@ func (s *Store) SetResult(ctx context.Context, l Lease, r Result) error {
 	if err != nil {
 		return fmt.Errorf("set result of order %s: %w", l.UUID, err)
 	}
-	unlock := s.lockWrite()
-	res, err := s.db.ExecContext(ctx, s.sql(`UPDATE imports SET result = $4 WHERE `+fence),
-		l.UUID, l.Owner, l.Attempt, string(b))
-	unlock()
+	n, err := s.exec(ctx, s.st.setResult, l.UUID, l.Owner, l.Attempt, string(b))
 	if err != nil {
 		return fmt.Errorf("set result of order %s: %w", l.UUID, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if n == 0 {
 		return fmt.Errorf("set result of order %s: %w", l.UUID, ErrLeaseLost)
 	}
 	return nil
@@ -266,9 +105,7 @@ func (s *Store) Finish(ctx context.Context, l Lease, stage, description string) 
 	if stage != StageCompleted && stage != StageFailed && stage != StageCancelled {
 		return fmt.Errorf("%w final stage %q (want %q, %q or %q)", ErrInvalid, stage, StageCompleted, StageFailed, StageCancelled)
 	}
-	n, err := s.change(ctx, `UPDATE imports SET stage = $4, description = NULLIF($5, ''), timestamp = {now},
-		lease_owner = NULL, lease_expires = NULL, not_before = NULL, cancel_requested = false WHERE `+fence,
-		append(fenceArgs(l), stage, description), l.Owner, description)
+	n, err := s.eng.change(ctx, s.st.finish, append(fenceArgs(l), stage, description), l.Owner, description)
 	if err != nil {
 		return fmt.Errorf("finish order %s: %w", l.UUID, err)
 	}
@@ -278,15 +115,27 @@ func (s *Store) Finish(ctx context.Context, l Lease, stage, description string) 
 	return nil
 }
 
+// exec runs one write statement and returns how many rows it changed.
+func (s *Store) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	var n int64
+	err := s.eng.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
+}
+
 // Release expires lease l now (at shutdown), so that recovery applies its policy to the order.
 func (s *Store) Release(ctx context.Context, l Lease) error {
-	unlock := s.lockWrite()
-	res, err := s.db.ExecContext(ctx, s.sql(`UPDATE imports SET lease_expires = {now} WHERE `+fence), fenceArgs(l)...)
-	unlock()
+	n, err := s.exec(ctx, s.st.release, fenceArgs(l)...)
 	if err != nil {
 		return fmt.Errorf("release order %s: %w", l.UUID, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if n == 0 {
 		return fmt.Errorf("release order %s: %w", l.UUID, ErrLeaseLost)
 	}
 	return nil
@@ -305,9 +154,7 @@ func (s *Store) Recover(ctx context.Context, p RecoverPolicy, held ...Lease) (in
 		uuid, stage   string
 		owner, result sql.NullString
 	}
-	rows, err := s.db.QueryContext(ctx, s.sql(`SELECT i.id, i.uuid, i.stage, i.attempt, i.lease_owner, {text:i.result} FROM imports i
-		WHERE i.stage IN ('Import Started', 'Import Preprocessing')
-		AND (i.lease_expires IS NULL OR i.lease_expires <= {now}) AND `+newest+` ORDER BY i.id`))
+	rows, err := s.db.QueryContext(ctx, s.st.recoverFind)
 	if err != nil {
 		return 0, fmt.Errorf("recover orders: %w", err)
 	}
@@ -328,9 +175,6 @@ func (s *Store) Recover(ctx context.Context, p RecoverPolicy, held ...Lease) (in
 	}
 	total := 0
 	for _, c := range cands {
-		// Fenced on everything read above: a worker that heartbeated or finished meanwhile wins.
-		cond := ` WHERE id = $1 AND stage = $2 AND attempt = $3 AND COALESCE(lease_owner, '') = $4
-			AND (lease_expires IS NULL OR lease_expires <= {now})`
 		args := []any{c.id, c.stage, c.attempt, c.owner.String}
 		retry := fmt.Sprintf("UPDATE imports SET stage = 'Import Pending' WHERE uuid = '%s';", c.uuid)
 		var (
@@ -347,9 +191,7 @@ func (s *Store) Recover(ctx context.Context, p RecoverPolicy, held ...Lease) (in
 		case imported != "":
 			desc = fmt.Sprintf("import interrupted (agent stopped or lost its lease during %s) after it reached OMERO as %s: "+
 				"the images are in OMERO; check them there — a retry would import every file again%s", c.stage, imported, kept)
-			n, err = s.change(ctx, `UPDATE imports SET stage = 'Import Failed', description = $5, timestamp = {now},
-				lease_owner = NULL, lease_expires = NULL, not_before = NULL`+cond,
-				append(args, desc), s.opts.Worker, desc)
+			n, err = s.eng.change(ctx, s.st.recoverFail, append(args, desc), s.opts.Worker, desc)
 		case p.Retry && (p.MaxAttempts <= 0 || int(c.attempt) < p.MaxAttempts):
 			wait := p.Backoff * time.Duration(c.attempt)
 			of := ""
@@ -358,9 +200,7 @@ func (s *Store) Recover(ctx context.Context, p RecoverPolicy, held ...Lease) (in
 			}
 			desc = fmt.Sprintf("import interrupted (agent stopped or lost its lease during %s); queued again "+
 				"after %s (attempt %d%s); the import may be partial in OMERO%s", c.stage, wait, c.attempt, of, kept)
-			n, err = s.change(ctx, `UPDATE imports SET stage = 'Import Pending', description = $5, timestamp = {now},
-				lease_owner = NULL, lease_expires = NULL, cancel_requested = false, not_before = {now+$6}`+cond,
-				append(args, desc, s.durArg(wait)), s.opts.Worker, desc)
+			n, err = s.eng.change(ctx, s.st.recoverRetry, append(args, desc, s.d.dur(wait)), s.opts.Worker, desc)
 		default:
 			desc = fmt.Sprintf("import interrupted (agent stopped or lost its lease during %s); the import may be "+
 				"partial in OMERO — check, then retry with: %s%s", c.stage, retry, kept)
@@ -369,9 +209,7 @@ func (s *Store) Recover(ctx context.Context, p RecoverPolicy, held ...Lease) (in
 					"%d attempts (max_attempts %d); the import may be partial in OMERO — check, then retry with: %s%s",
 					c.stage, c.attempt, p.MaxAttempts, retry, kept)
 			}
-			n, err = s.change(ctx, `UPDATE imports SET stage = 'Import Failed', description = $5, timestamp = {now},
-				lease_owner = NULL, lease_expires = NULL, not_before = NULL`+cond,
-				append(args, desc), s.opts.Worker, desc)
+			n, err = s.eng.change(ctx, s.st.recoverFail, append(args, desc), s.opts.Worker, desc)
 		}
 		if err != nil {
 			return total, fmt.Errorf("recover order %s: %w", c.uuid, err)
