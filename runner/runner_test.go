@@ -19,7 +19,6 @@ import (
 	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/runner"
 	"github.com/omero-adi/omero-adi/runner/omero"
-	"github.com/omero-adi/omero-adi/runner/preprocess"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -316,5 +315,3 @@ func annotationOf(t *testing.T, st omerotest.State, target string) map[string]st
 	t.Fatalf("no annotation linked to %s", target)
 	return nil
 }
-
-var _ = preprocess.ImageName
