@@ -183,6 +183,12 @@ func (c *Client) Import(ctx context.Context, s *Session, req ImportRequest) (Imp
 	case res.code == 0 && parseErr != nil:
 		ie.Sentinel = ErrImport
 		ie.Advice = fmt.Sprintf("cannot read the import's output (%v); see %s and %s", parseErr, logs, errs)
+	case res.code == 0 && !hasIDs(filesets) && (summaryFilesets(errs) > 0 || probeSpace(logs+".space", logProbe) != nil):
+		// The importer cannot report a failed write of its ids (log_dir filled up during the
+		// import), so an empty record proves nothing when its summary counts filesets or log_dir
+		// has no room now.
+		ie.Sentinel = ErrImport
+		ie.Advice = fmt.Sprintf("the importer exited 0 but its record of what it imported is missing (log_dir %s is full, or %s is incomplete): the images may be in OMERO; look for them there before retrying the order, a retry imports them again", c.cfg.LogDir, logs)
 	case res.code == 0 && !hasIDs(filesets):
 		ie.Sentinel = ErrNoImport
 		ie.Advice = fmt.Sprintf("the importer exited without an Image or Plate; check that the files are in a format OMERO reads and are not excluded, see %s", errs)
