@@ -224,15 +224,6 @@ func Load(path string, allowMissing bool, getenv func(string) string) (Config, e
 	return cfg, nil
 }
 
-// Parse decodes settings text over the defaults and validates them, without environment.
-func Parse(text string) (Config, error) {
-	cfg := Defaults()
-	if err := decode(text, &cfg); err != nil {
-		return cfg, settingsErr("%v", err)
-	}
-	return cfg, cfg.Validate()
-}
-
 func decode(text string, cfg *Config) error {
 	md, err := toml.Decode(text, cfg)
 	if err != nil {
