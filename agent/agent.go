@@ -21,11 +21,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/omero-adi/omero-adi/db"
-	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/rules"
 	"github.com/omero-adi/omero-adi/runner"
 	"github.com/omero-adi/omero-adi/runner/omero"
 	"github.com/omero-adi/omero-adi/runner/preprocess"
+	"github.com/omero-adi/omero-adi/settings"
 	"github.com/omero-adi/omero-adi/watcher"
 )
 
@@ -42,7 +42,7 @@ func NewLogger(cfg Config, w io.Writer) (*logrus.Logger, error) {
 	l := logrus.New()
 	lvl, err := logrus.ParseLevel(cfg.LogLevel)
 	if err != nil {
-		return nil, settingsErr("log_level: %v", err)
+		return nil, settings.Errorf("log_level", "%v", err)
 	}
 	l.SetLevel(lvl)
 	if cfg.LogFormat == "json" {
@@ -73,7 +73,7 @@ func OpenStore(ctx context.Context, cfg Config, log *logrus.Logger) (*db.Store, 
 		}
 	}
 	s, err := db.Open(ctx, cfg.IngestTrackingDB, db.Options{Logger: log.WithField("component", "db"), Worker: WorkerName(cfg),
-		LegacyPendingMaxAge: cfg.LegacyPendingMaxAge.Duration})
+		LegacyPendingMaxAge: cfg.LegacyPendingMaxAge})
 	if err != nil {
 		return nil, db.MigrateReport{}, fmt.Errorf("open database %s: %w", db.MaskURL(cfg.IngestTrackingDB), err)
 	}
@@ -125,7 +125,7 @@ func New(cfg Config, role string, log *logrus.Logger) (*Agent, error) {
 	switch role {
 	case RoleAll, RoleWatcher, RoleRunner:
 	default:
-		return nil, settingsErr("--role must be all, watcher or runner, got %q", role)
+		return nil, settings.Errorf("", "--role must be all, watcher or runner, got %q", role)
 	}
 	if log == nil {
 		log = logrus.StandardLogger()
@@ -138,24 +138,17 @@ func New(cfg Config, role string, log *logrus.Logger) (*Agent, error) {
 		if a.omero, err = NewOmeroClient(cfg, entry); err != nil {
 			return nil, err
 		}
-		a.pre, err = preprocess.New(preprocess.Config{
-			Runtime: cfg.Preprocessing.Runtime, ExtraArgs: cfg.Preprocessing.ExtraArgs,
-			UsernsMode: cfg.Preprocessing.UsernsMode, Timeout: cfg.Preprocessing.Timeout.Duration,
-			Local: cfg.Preprocessing.Local, LocalTmpRoot: cfg.Omero.LocalTmpRoot,
-			ProcessedFolder: cfg.ProcessedFolder, BindRetryAttempts: cfg.Preprocessing.BindRetryAttempts,
-			BindRetryDelay: cfg.Preprocessing.BindRetryDelay.Duration,
-		}, entry)
-		if err != nil {
-			return nil, settingsErr("preprocessing: %v", err)
+		if a.pre, err = preprocess.New(cfg.preprocessing(), entry); err != nil {
+			return nil, settings.Errorf("", "%v", err)
 		}
 	}
 	if role != RoleRunner {
 		set, err := cfg.RuleSet()
 		if err != nil {
-			return nil, settingsErr("%v", err)
+			return nil, settings.Errorf("", "%v", err)
 		}
 		if len(set.Rules()) == 0 && role == RoleWatcher {
-			return nil, settingsErr("rules: --role watcher needs at least one [[rules]] entry")
+			return nil, settings.Errorf("rules", "--role watcher needs at least one [[rules]] entry")
 		}
 		if len(set.Rules()) > 0 {
 			a.set = set
@@ -166,30 +159,20 @@ func New(cfg Config, role string, log *logrus.Logger) (*Agent, error) {
 
 // NewOmeroClient is the OMERO CLI adapter the settings describe. It runs nothing.
 func NewOmeroClient(cfg Config, log *logrus.Entry) (*omero.Client, error) {
-	password := cfg.Omero.Password
-	if cfg.Omero.DryRun && password == "" {
-		// A dry run never logs in; the adapter still wants a password to be configured.
-		password = "unused-in-dry-run"
-	}
-	sessionDir := cfg.Omero.SessionDir
-	if sessionDir == "" {
-		sessionDir = filepath.Join(os.TempDir(), "omero-adi-sessions")
-	}
-	client, err := omero.New(omero.Config{
-		CLI: cfg.Omero.CLI, Host: cfg.Omero.Host, Port: cfg.Omero.Port,
-		AdminUser: cfg.Omero.User, AdminPassword: password,
-		ManagedRepository: cfg.Omero.ManagedRepository, LogDir: cfg.LogDir, SessionRoot: sessionDir,
-		ParallelUpload: cfg.ParallelUploadPerWorker, ParallelFilesets: cfg.ParallelFilesetsPerWorker,
-		SkipAll: cfg.SkipAll, SkipChecksum: cfg.SkipChecksum, SkipMinmax: cfg.SkipMinmax,
-		SkipThumbnails: cfg.SkipThumbnails, SkipUpgrade: cfg.SkipUpgrade,
-		ImportTimeout: cfg.Omero.ImportTimeout.Duration, CallTimeout: cfg.Omero.CallTimeout.Duration,
-		ConnectRetries: cfg.Omero.ConnectRetries, ConnectBackoff: cfg.Omero.ConnectBackoff.Duration,
-		Env: cfg.Omero.Env, PassEnv: cfg.Omero.PassEnv,
-	}, log)
+	oc := cfg.Omero
+	oc.ImportConfig, oc.LogDir = cfg.ImportConfig, cfg.LogDir
+	client, err := omero.New(oc, log)
 	if err != nil {
-		return nil, settingsErr("omero: %v", err)
+		return nil, settings.Errorf("", "%v", err)
 	}
 	return client, nil
+}
+
+// preprocessing is the [preprocessing] table with what preprocess takes from other owners.
+func (c Config) preprocessing() preprocess.Config {
+	pc := c.Preprocessing
+	pc.LocalTmpRoot, pc.ProcessedFolder = c.Omero.LocalTmpRoot, c.ProcessedFolder
+	return pc
 }
 
 // start opens (and migrates) the database, creates log_dir and builds the runner and the watcher
@@ -205,24 +188,18 @@ func (a *Agent) start(ctx context.Context) error {
 		if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
 			return fmt.Errorf("create log_dir %s: %w", cfg.LogDir, err)
 		}
-		a.runner, err = runner.New(runner.Config{
-			Worker: WorkerName(cfg), MaxWorkers: cfg.MaxWorkers, Lease: cfg.Lease.Duration,
-			PollInterval: cfg.PollInterval.Duration, ShutdownTimeout: cfg.ShutdownTimeout.Duration,
-			Recover: cfg.RecoverPolicy(), Roots: order.Roots{BaseDir: cfg.BaseDir, Groups: cfg.GroupRoots()},
-			LogDir: cfg.LogDir, Namespace: cfg.AnnotationNamespace, AnnotatePlateImages: cfg.AnnotatePlateImages, DryRun: cfg.Omero.DryRun,
-			ManagedRepo: cfg.Omero.ManagedRepository, ProcessedFolder: cfg.ProcessedFolder, Registerer: a.reg,
-		}, store, a.omero, a.pre, a.log.WithField("component", "runner"))
+		rc := cfg.RunnerConfig
+		rc.Worker, rc.Roots, rc.Registerer = WorkerName(cfg), cfg.DataConfig.Roots(), a.reg
+		rc.ManagedRepo, rc.DryRun = cfg.Omero.ManagedRepository, cfg.Omero.DryRun
+		a.runner, err = runner.New(rc, store, a.omero, a.pre, a.log.WithField("component", "runner"))
 		if err != nil {
 			return err
 		}
 	}
 	if a.set != nil {
-		w := a.cfg.Watch
-		a.watcher, err = watcher.New(watcher.Config{
-			Mode: w.Mode, RescanInterval: w.RescanInterval.Duration, PollInterval: w.PollInterval.Duration,
-		}, a.set, NewSink(store, a.log.WithField("component", "watcher")), a.log.WithField("component", "watcher"))
+		a.watcher, err = watcher.New(a.cfg.Watch, a.set, NewSink(store, a.log.WithField("component", "watcher")), a.log.WithField("component", "watcher"))
 		if err != nil {
-			return settingsErr("%v", err)
+			return settings.Errorf("", "%v", err)
 		}
 	}
 	return nil

@@ -46,16 +46,16 @@ func testConfig(t *testing.T, url string) (Config, string) {
 	cfg.BaseDir = data
 	cfg.LogDir = filepath.Join(dir, "log")
 	cfg.Listen = ""
-	cfg.PollInterval = dur(100 * time.Millisecond)
-	cfg.Lease = dur(3 * time.Second)
+	cfg.PollInterval = 100 * time.Millisecond
+	cfg.Lease = 3 * time.Second
 	cfg.Omero.DryRun = true
-	cfg.Omero.SessionDir = filepath.Join(dir, "sessions")
+	cfg.Omero.SessionRoot = filepath.Join(dir, "sessions")
 	cfg.Watch.Mode = "events"
-	cfg.Watch.PollInterval = dur(200 * time.Millisecond)
+	cfg.Watch.PollInterval = 200 * time.Millisecond
 	cfg.Rules = []rules.Rule{{
 		Name: "dropbox", Group: "Demo", Path: filepath.Join(data, "demo/{user}/dropbox"),
 		Users: []string{"alice", "bob"}, Include: []string{"**/*.tif"},
-		Settle: rules.Duration{Duration: 300 * time.Millisecond}, Destination: "Dataset:151",
+		Settle: 300 * time.Millisecond, Destination: "Dataset:151",
 	}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -46,14 +46,14 @@ func Doctor(ctx context.Context, cfg Config) []Check {
 		check("omero.managed_repository "+cfg.Omero.ManagedRepository, dirWritable(cfg.Omero.ManagedRepository),
 			"mount OMERO's ManagedRepository at the server's path with write access (in-place import creates links there)")
 		check("omero.local_tmp_root "+cfg.Omero.LocalTmpRoot, dirWritable(cfg.Omero.LocalTmpRoot), "create it on local disk")
-		if cfg.Omero.Password == "" {
+		if cfg.Omero.AdminPassword == "" {
 			check("OMERO admin password", errors.New("not set"), "set OMERO_PASSWORD in the service environment")
 		} else if client, err := NewOmeroClient(cfg, logrus.NewEntry(quiet)); err != nil {
 			check("omero settings", err, "correct the key named above")
 		} else {
 			jars, err := client.ImporterJars()
 			check("OMERO.java importer jars "+jars, err, "run `omero import --fetch-jars VERSION` as the agent's user (the container image does this at build time), or set OMERODIR to an OMERO.server/OMERO.py folder with lib/client")
-			name := fmt.Sprintf("OMERO server %s:%d as %s", cfg.Omero.Host, cfg.Omero.Port, cfg.Omero.User)
+			name := fmt.Sprintf("OMERO server %s:%d as %s", cfg.Omero.Host, cfg.Omero.Port, cfg.Omero.AdminUser)
 			server, err := client.Ping(ctx)
 			if err == nil {
 				name += ": " + server

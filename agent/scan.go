@@ -7,6 +7,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/settings"
 	"github.com/omero-adi/omero-adi/watcher"
 )
 
@@ -16,15 +17,16 @@ import (
 func Scan(ctx context.Context, cfg Config, store *db.Store, log *logrus.Entry) (watcher.ScanStats, error) {
 	set, err := cfg.RuleSet()
 	if err != nil {
-		return watcher.ScanStats{}, settingsErr("%v", err)
+		return watcher.ScanStats{}, settings.Errorf("", "%v", err)
 	}
 	if len(set.Rules()) == 0 {
-		return watcher.ScanStats{}, settingsErr("rules: no [[rules]] entry to scan")
+		return watcher.ScanStats{}, settings.Errorf("rules", "no [[rules]] entry to scan")
 	}
-	w, err := watcher.New(watcher.Config{Mode: cfg.Watch.Mode, RescanInterval: cfg.Watch.RescanInterval.Duration,
-		PollInterval: cfg.Watch.PollInterval.Duration, TrustMtime: true}, set, readOnlySink{NewSink(store, log)}, log)
+	wc := cfg.Watch
+	wc.TrustMtime = true
+	w, err := watcher.New(wc, set, readOnlySink{NewSink(store, log)}, log)
 	if err != nil {
-		return watcher.ScanStats{}, settingsErr("%v", err)
+		return watcher.ScanStats{}, settings.Errorf("", "%v", err)
 	}
 	st, err := w.Scan(ctx)
 	if err != nil {

@@ -67,9 +67,8 @@ type Root struct {
 
 // Set is a validated, non-overlapping list of rules. It is immutable and safe for concurrent use.
 type Set struct {
-	rules    []*Compiled
-	roots    []Root
-	dataRoot string
+	rules []*Compiled
+	roots []Root
 }
 
 // Rules returns the compiled rules in declaration order.
@@ -77,12 +76,6 @@ func (s *Set) Rules() []*Compiled { return s.rules }
 
 // Roots returns the folders to watch; no root lies inside another.
 func (s *Set) Roots() []Root { return s.roots }
-
-// DataRoot returns the cleaned data root the set was compiled against.
-func (s *Set) DataRoot() string { return s.dataRoot }
-
-// StaticPrefix returns the folder above the rule's first placeholder (the whole path without one).
-func (c *Compiled) StaticPrefix() string { return c.static }
 
 // Compile validates every rule against the data root and the groups' allowed roots (group -> roots;
 // a group without an entry is not restricted) and returns the set. All problems are reported,
@@ -100,7 +93,7 @@ func Compile(rules []Rule, dataRoot string, groupRoots map[string][]string) (*Se
 		return nil, fmt.Errorf("compile rules: %w: data root %q is not an absolute path", ErrInvalid, dataRoot)
 	}
 	dataRoot = filepath.Clean(dataRoot)
-	s := &Set{dataRoot: dataRoot}
+	s := &Set{}
 	seen := map[string]int{}
 	for i, r := range rules {
 		c, rerrs := compileOne(i, r, dataRoot, groupRoots)
@@ -259,10 +252,10 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 		bad("unit", "unknown unit %q (file or folder)", r.Unit)
 	}
 	switch {
-	case r.Settle.Duration < 0:
-		bad("settle", "negative duration %q", r.Settle.Duration)
-	case r.Settle.Duration == 0:
-		c.Settle = Duration{DefaultSettle}
+	case r.Settle < 0:
+		bad("settle", "negative duration %q", r.Settle)
+	case r.Settle == 0:
+		c.Settle = DefaultSettle
 	}
 	if r.Marker != "" {
 		if c.Unit != UnitFolder {

@@ -33,9 +33,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/BurntSushi/toml"
-
 	"github.com/omero-adi/omero-adi/order"
+	"github.com/omero-adi/omero-adi/settings"
 )
 
 // DefaultSettle is the quiet period of a rule that does not set `settle`.
@@ -61,28 +60,12 @@ type Rule struct {
 	Include       []string             `toml:"include"`
 	Exclude       []string             `toml:"exclude"`
 	Unit          string               `toml:"unit"`   // "file" (default) or "folder"
-	Settle        Duration             `toml:"settle"` // 0: DefaultSettle
+	Settle        time.Duration        `toml:"settle"` // 0: DefaultSettle
 	Marker        string               `toml:"marker"` // folder units: a file name whose appearance completes the unit
 	Destination   string               `toml:"destination"`
 	Description   string               `toml:"description"` // optional text copied into the orders
 	Preprocessing *order.Preprocessing `toml:"preprocessing"`
 }
-
-// Duration is a time.Duration written as a string in TOML ("60s", "1m30s").
-type Duration struct{ time.Duration }
-
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("bad duration %q: %w", string(b), err)
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalText implements encoding.TextMarshaler.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
 
 // file is the shape of a rules.d file and of Decode's input.
 type file struct {
@@ -93,16 +76,8 @@ type file struct {
 // It does not validate the rules: Compile does.
 func Decode(data string) ([]Rule, error) {
 	var f file
-	md, err := toml.Decode(data, &f)
-	if err != nil {
-		return nil, fmt.Errorf("decode rules: %w", err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
-		}
-		return nil, fmt.Errorf("decode rules: %w: unknown key %s", ErrInvalid, strings.Join(keys, ", "))
+	if err := settings.Decode(data, &f); err != nil {
+		return nil, fmt.Errorf("decode rules: %w: %w", ErrInvalid, err)
 	}
 	return f.Rules, nil
 }

@@ -43,35 +43,31 @@ func mustCompile(t *testing.T, rs ...Rule) *Set {
 	return s
 }
 
-func TestDuration(t *testing.T) {
+func TestDecodeSettle(t *testing.T) {
 	tests := []struct {
 		name    string
-		in      string
+		in      string // the TOML value of settle
 		want    time.Duration
-		wantErr bool
+		wantErr string
 	}{
-		{"seconds", "60s", time.Minute, false},
-		{"compound", "1m30s", 90 * time.Second, false},
-		{"millis", "250ms", 250 * time.Millisecond, false},
-		{"no unit", "60", 0, true},
-		{"garbage", "soon", 0, true},
+		{"seconds", `"60s"`, time.Minute, ""},
+		{"compound", `"1m30s"`, 90 * time.Second, ""},
+		{"millis", `"250ms"`, 250 * time.Millisecond, ""},
+		{"string without unit", `"60"`, 0, "60"},
+		{"number", `60`, 0, `rules.settle: write a duration as a string such as "30s"`},
+		{"garbage", `"soon"`, 0, "soon"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var d Duration
-			err := d.UnmarshalText([]byte(tt.in))
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("UnmarshalText(%q) error = %v, wantErr %v", tt.in, err, tt.wantErr)
+			rs, err := Decode("[[rules]]\nname = \"r\"\nsettle = " + tt.in + "\n")
+			if tt.wantErr != "" {
+				if err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Decode(settle = %s) = %v, want an error naming %q", tt.in, err, tt.wantErr)
+				}
+				return
 			}
-			if err == nil {
-				if d.Duration != tt.want {
-					t.Fatalf("got %v, want %v", d.Duration, tt.want)
-				}
-				b, _ := d.MarshalText()
-				var back Duration
-				if err := back.UnmarshalText(b); err != nil || back != d {
-					t.Fatalf("round trip %q -> %v (%v)", b, back, err)
-				}
+			if err != nil || len(rs) != 1 || rs[0].Settle != tt.want {
+				t.Fatalf("Decode(settle = %s) = %+v, %v; want settle %v", tt.in, rs, err, tt.want)
 			}
 		})
 	}
@@ -109,7 +105,7 @@ extra_params = { saveoption = "single" }
 				want := []Rule{{
 					Name: "demo-confocal", Group: "Demo", Path: "/data/demo/{user}/dropbox",
 					Users: []string{"alice", "bob"}, Include: []string{"**/*.tif", "**/*.lif"},
-					Exclude: []string{"**/tmp/**"}, Unit: "folder", Settle: Duration{90 * time.Second},
+					Exclude: []string{"**/tmp/**"}, Unit: "folder", Settle: 90 * time.Second,
 					Marker: "transfer.done", Destination: "Dataset:name:{dir}",
 					Preprocessing: &order.Preprocessing{
 						Container: "cellularimagingcf/convertleica-docker:v1.2.0", InputFile: "{Files}",
@@ -122,9 +118,9 @@ extra_params = { saveoption = "single" }
 				}
 			},
 		},
-		{name: "unknown key", in: "[[rules]]\nname = \"x\"\npaht = \"/data/x\"\n", wantErr: "unknown key rules.paht"},
+		{name: "unknown key", in: "[[rules]]\nname = \"x\"\npaht = \"/data/x\"\n", wantErr: `unknown key "rules.paht"`},
 		{name: "unknown preprocessing key", in: "[[rules]]\nname = \"x\"\n[rules.preprocessing]\nimage = \"a\"\n", wantErr: "rules.preprocessing.image"},
-		{name: "bad duration", in: "[[rules]]\nname = \"x\"\nsettle = \"sixty\"\n", wantErr: `bad duration "sixty"`},
+		{name: "bad duration", in: "[[rules]]\nname = \"x\"\nsettle = \"sixty\"\n", wantErr: `invalid duration: "sixty"`},
 		{name: "duration as number", in: "[[rules]]\nname = \"x\"\nsettle = 60\n", wantErr: "settle"},
 		{name: "no rules", in: "", check: func(t *testing.T, rs []Rule) {
 			if len(rs) != 0 {
@@ -247,7 +243,7 @@ func TestCompileErrors(t *testing.T) {
 		{"group placeholder not in path", []Rule{with(func(r *Rule) { r.Group = "{group}"; r.Groups = []string{"Demo"} })}, `.group: "{group}" needs {group} in path`},
 		{"captured group with literal group", []Rule{with(func(r *Rule) { r.Path = "/data/{group}/{user}" })}, `captures {group} but group is "Demo"`},
 		{"bad unit", []Rule{with(func(r *Rule) { r.Unit = "files" })}, `.unit: unknown unit "files"`},
-		{"negative settle", []Rule{with(func(r *Rule) { r.Settle = Duration{-time.Second} })}, `.settle: negative duration`},
+		{"negative settle", []Rule{with(func(r *Rule) { r.Settle = -time.Second })}, `.settle: negative duration`},
 		{"marker on file unit", []Rule{with(func(r *Rule) { r.Marker = "done" })}, `.marker: "done": a marker only completes folder units`},
 		{"marker with slash", []Rule{with(func(r *Rule) { r.Unit = "folder"; r.Marker = "a/done" })}, `.marker: bad file name "a/done"`},
 		{"no destination", []Rule{with(func(r *Rule) { r.Destination = "" })}, `.destination: required`},
@@ -317,7 +313,7 @@ func TestCompileDefaults(t *testing.T) {
 	})
 	s := mustCompile(t, r)
 	c := s.Rules()[0]
-	if c.Unit != UnitFile || c.Settle.Duration != DefaultSettle || !reflect.DeepEqual(c.Include, []string{"**"}) {
+	if c.Unit != UnitFile || c.Settle != DefaultSettle || !reflect.DeepEqual(c.Include, []string{"**"}) {
 		t.Fatalf("defaults: unit %q settle %v include %v", c.Unit, c.Settle, c.Include)
 	}
 	if c.Preprocessing.InputFile != "{Files}" {

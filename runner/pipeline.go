@@ -114,7 +114,7 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 	// One batch reads every fileset's templatePrefix and creates the annotations and their links;
 	// a second writes every key-value pair and name and logs out (see package omero).
 	targets := r.annotationTargets(res)
-	prep, perr := r.imp.Prepare(ctx, sess, filesetIDs(res), r.cfg.Namespace, flatten(targets))
+	prep, perr := r.imp.Prepare(ctx, sess, filesetIDs(res), r.cfg.AnnotationNamespace, flatten(targets))
 	sources, serr := r.filesetSources(res, prep.Prefixes, perr)
 	// A failed redirect still lets the images be renamed and annotated: they are in OMERO and open
 	// through the temp folder, which is kept.

@@ -28,7 +28,8 @@ import (
 // machines, temp folders below e.tmpRoot); edits change its settings (timeout, local mapping).
 func withPreprocessing(t testing.TB, edits ...func(*preprocess.Config)) option {
 	return func(e *env) {
-		cfg := preprocess.Config{ExtraArgs: convtest.PodmanArgs(), LocalTmpRoot: e.tmpRoot, Timeout: time.Minute}
+		cfg := preprocess.DefaultConfig()
+		cfg.ExtraArgs, cfg.LocalTmpRoot, cfg.Timeout = convtest.PodmanArgs(), e.tmpRoot, time.Minute
 		for _, edit := range edits {
 			edit(&cfg)
 		}

@@ -13,12 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/db"
-	"github.com/omero-adi/omero-adi/order"
-	"github.com/omero-adi/omero-adi/runner/preprocess"
 )
 
 // Store is what the runner needs of the order database (db.Store implements it).
@@ -36,29 +33,6 @@ type Store interface {
 }
 
 var _ Store = (*db.Store)(nil)
-
-// Config holds the runner's settings; the agent fills it from the settings file.
-type Config struct {
-	Worker          string        // lease owner name, unique per process (host:pid)
-	MaxWorkers      int           // orders processed at once
-	Lease           time.Duration // lease of a running order; heartbeats renew it every Lease/3
-	PollInterval    time.Duration // database poll when no notification arrives
-	RecoverInterval time.Duration // how often expired leases are recovered (default Lease/2)
-	ShutdownTimeout time.Duration // running orders' grace period after the context ends
-	Recover         db.RecoverPolicy
-	Roots           order.Roots // where the files of an order may lie
-	LogDir          string      // per-order logs
-	Namespace       string      // annotation namespace
-	DryRun          bool        // validate and log the command, import nothing
-	ManagedRepo     string      // OMERO's ManagedRepository as this host sees it
-	// ProcessedFolder is the folder beside the originals where converted files and a
-	// metadata.csv are looked for (preprocess.DefaultProcessedFolder when empty).
-	ProcessedFolder string
-	Registerer      prometheus.Registerer
-	// AnnotatePlateImages also annotates every Image of an imported Plate (annotate_plate_images);
-	// by default a plate's annotation goes on the Plate only, as the old service did.
-	AnnotatePlateImages bool
-}
 
 // Runner claims and processes orders. Create it with New, then call Run once.
 type Runner struct {
@@ -87,23 +61,11 @@ type held struct {
 // New validates the configuration; it starts nothing. pre may be nil when no order may carry
 // preprocessing (such orders then fail with a description).
 func New(cfg Config, store Store, imp Importer, pre Preprocessor, log *logrus.Entry) (*Runner, error) {
-	if cfg.Worker == "" {
-		return nil, errors.New("runner: worker name is empty")
-	}
-	if cfg.MaxWorkers < 1 {
-		return nil, fmt.Errorf("runner: max_workers must be at least 1, got %d", cfg.MaxWorkers)
-	}
-	if cfg.Lease <= 0 || cfg.PollInterval <= 0 {
-		return nil, errors.New("runner: lease and poll_interval must be positive")
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	if cfg.RecoverInterval <= 0 {
 		cfg.RecoverInterval = cfg.Lease / 2
-	}
-	if cfg.Namespace == "" {
-		cfg.Namespace = "biomero.import"
-	}
-	if cfg.ProcessedFolder == "" {
-		cfg.ProcessedFolder = preprocess.DefaultProcessedFolder
 	}
 	if store == nil || imp == nil {
 		return nil, errors.New("runner: store and importer are required")
@@ -298,7 +260,7 @@ func (r *Runner) recover(ctx context.Context) int {
 	for i, h := range hs {
 		leases[i] = h.lease
 	}
-	n, err := r.store.Recover(ctx, r.cfg.Recover, leases...)
+	n, err := r.store.Recover(ctx, r.cfg.RecoverPolicy(), leases...)
 	if ctx.Err() == nil {
 		r.reached(err)
 	}

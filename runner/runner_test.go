@@ -87,21 +87,17 @@ func setup(t testing.TB, url func(testing.TB) string, opts ...option) *env {
 			t.Fatal(err)
 		}
 	}
-	e.client, err = omero.New(omero.Config{
-		CLI: e.double.Bin, Host: "localhost", Port: e.double.Port, AdminUser: "root", AdminPassword: "omero",
-		ManagedRepository: e.double.ManagedRepo, LogDir: e.logDir, SessionRoot: filepath.Join(root, "sessions"),
-		ParallelUpload: 2, ParallelFilesets: 2, ImportTimeout: 30 * time.Second, CallTimeout: 10 * time.Second,
-		ConnectRetries: 1, ConnectBackoff: 10 * time.Millisecond, Env: e.double.Env(),
-	}, quietLog())
+	oc := omero.DefaultConfig()
+	oc.CLI, oc.Port, oc.AdminPassword, oc.Env = e.double.Bin, e.double.Port, "omero", e.double.Env()
+	oc.ManagedRepository, oc.LogDir, oc.SessionRoot = e.double.ManagedRepo, e.logDir, filepath.Join(root, "sessions")
+	oc.ImportTimeout, oc.CallTimeout, oc.ConnectRetries, oc.ConnectBackoff = 30*time.Second, 10*time.Second, 1, 10*time.Millisecond
+	e.client, err = omero.New(oc, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.cfg = runner.Config{
-		Worker: "test-" + t.Name(), MaxWorkers: 4, Lease: 3 * time.Second, PollInterval: 200 * time.Millisecond,
-		ShutdownTimeout: 5 * time.Second, Roots: order.Roots{BaseDir: e.data}, LogDir: e.logDir,
-		Namespace: "biomero.import", ManagedRepo: e.double.ManagedRepo,
-		Recover: db.RecoverPolicy{MaxAttempts: 3},
-	}
+	e.cfg = runner.DefaultConfig()
+	e.cfg.Worker, e.cfg.Lease, e.cfg.PollInterval, e.cfg.ShutdownTimeout = "test-"+t.Name(), 3*time.Second, 200*time.Millisecond, 5*time.Second
+	e.cfg.Roots, e.cfg.LogDir, e.cfg.ManagedRepo = order.Roots{BaseDir: e.data}, e.logDir, e.double.ManagedRepo
 	for _, o := range opts {
 		o(e)
 	}

@@ -80,7 +80,7 @@ func benchLog() *logrus.Entry {
 func benchRule(dataRoot string, settle time.Duration) rules.Rule {
 	return rules.Rule{
 		Name: "bench", Group: "Bench", Path: dataRoot + "/tree", User: "bench", Include: []string{"**/*.tif"},
-		Settle: rules.Duration{Duration: settle}, Destination: "Dataset:1",
+		Settle: settle, Destination: "Dataset:1",
 	}
 }
 
@@ -93,7 +93,7 @@ func BenchmarkRescanUnchanged(b *testing.B) {
 		known:   func(context.Context, string, string, string) (bool, error) { return false, nil },
 		settled: func(context.Context, Unit) error { return nil },
 	}
-	w, err := New(Config{Mode: ModePoll}, compile(b, data, benchRule(data, time.Nanosecond)), sink, benchLog())
+	w, err := New(testConfig(Config{Mode: ModePoll}), compile(b, data, benchRule(data, time.Nanosecond)), sink, benchLog())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func BenchmarkWatchRegistration(b *testing.B) {
 		known:   func(context.Context, string, string, string) (bool, error) { return false, nil },
 		settled: func(context.Context, Unit) error { return nil },
 	}
-	w, err := New(Config{Mode: ModeEvents}, compile(b, data, benchRule(data, time.Second)), sink, benchLog())
+	w, err := New(testConfig(Config{Mode: ModeEvents}), compile(b, data, benchRule(data, time.Second)), sink, benchLog())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func BenchmarkDropToSettled(b *testing.B) {
 		known:   func(context.Context, string, string, string) (bool, error) { return false, nil },
 		settled: func(_ context.Context, u Unit) error { got <- u; return nil },
 	}
-	w, err := New(Config{}, compile(b, data, benchRule(data, time.Second)), sink, benchLog())
+	w, err := New(testConfig(Config{}), compile(b, data, benchRule(data, time.Second)), sink, benchLog())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func BenchmarkStartScan(b *testing.B) {
 			var live float64
 			b.ReportAllocs()
 			for b.Loop() {
-				w, err := New(Config{Mode: ModePoll}, set, sink, benchLog())
+				w, err := New(testConfig(Config{Mode: ModePoll}), set, sink, benchLog())
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -51,7 +51,7 @@ func TestNoFileReadBeforeSettling(t *testing.T) {
 	writeFile(t, data+"/plates/p2/a.tif", 3000)            // a fresh one
 	mkdir(t, data+"/fast")
 	fast := rules.Rule{Name: "fast", Group: "Demo", Path: data + "/fast", User: "robot", Include: []string{"*.tif"},
-		Settle: rules.Duration{Duration: 100 * time.Millisecond}, Destination: "Dataset:2"}
+		Settle: 100 * time.Millisecond, Destination: "Dataset:2"}
 	set := compile(t, data, userRule(data, time.Hour), folderRule(data, time.Hour, ""), fast)
 	counter, err := opencount.Start(data)
 	if err != nil {
@@ -61,11 +61,11 @@ func TestNoFileReadBeforeSettling(t *testing.T) {
 
 	// the one-shot scan, then the daemon's start scan and a rescan
 	rec := newRecorder()
-	st, err := must(New(Config{}, set, rec.sink(), testLog(t))).Scan(context.Background())
+	st, err := must(New(testConfig(Config{}), set, rec.sink(), testLog(t))).Scan(context.Background())
 	if err != nil || st.Seen != 42 || st.Pending != 42 || st.Settled != 0 {
 		t.Fatalf("scan %+v, %v; want 42 units seen and pending", st, err)
 	}
-	w := must(New(Config{}, set, rec.sink(), testLog(t)))
+	w := must(New(testConfig(Config{}), set, rec.sink(), testLog(t)))
 	start(t, w)
 	if h := w.Health(); h.Pending != 42 {
 		t.Fatalf("%d pending after the start scan, want 42", h.Pending)
@@ -106,9 +106,9 @@ func TestEventsFlowDuringStartScan(t *testing.T) {
 	}
 	mkdir(t, data+"/drop")
 	slow := rules.Rule{Name: "slow", Group: "Demo", Path: data + "/slow", User: "robot", Include: []string{"**/*.tif"},
-		Settle: rules.Duration{Duration: time.Minute}, Destination: "Dataset:1"}
+		Settle: time.Minute, Destination: "Dataset:1"}
 	drop := rules.Rule{Name: "drop", Group: "Demo", Path: data + "/drop", User: "robot", Include: []string{"**/*.tif"},
-		Settle: rules.Duration{Duration: 300 * time.Millisecond}, Destination: "Dataset:2"}
+		Settle: 300 * time.Millisecond, Destination: "Dataset:2"}
 	release := make(chan struct{})
 	var asked atomic.Int32
 	rec := newRecorder()
@@ -125,7 +125,7 @@ func TestEventsFlowDuringStartScan(t *testing.T) {
 		}
 		return known(ctx, rule, path, sig)
 	}
-	w := must(New(Config{}, compile(t, data, slow, drop), sink, testLog(t)))
+	w := must(New(testConfig(Config{}), compile(t, data, slow, drop), sink, testLog(t)))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -180,7 +180,7 @@ func TestSlowSinkDelaysOnlyItsUnits(t *testing.T) {
 		time.Sleep(call)
 		return settled(ctx, u)
 	}
-	w := must(New(Config{}, compile(t, data, userRule(data, settle)), sink, testLog(t)))
+	w := must(New(testConfig(Config{}), compile(t, data, userRule(data, settle)), sink, testLog(t)))
 	start(t, w)
 
 	a, b := data+"/demo/alice/dropbox/a.tif", data+"/demo/alice/dropbox/b.tif"
@@ -251,7 +251,7 @@ func TestUnreachableSinkLosesNoUnit(t *testing.T) {
 	}
 	log, hook := testLogHook(t)
 	set := compile(t, data, userRule(data, 100*time.Millisecond), folderRule(data, 100*time.Millisecond, ""))
-	w := must(New(Config{}, set, sink, log))
+	w := must(New(testConfig(Config{}), set, sink, log))
 	start(t, w)
 	for i := 0; i < 20; i++ {
 		writeFile(t, fmt.Sprintf("%s/f%02d.tif", box, i), 100)
@@ -296,7 +296,7 @@ func TestBacklogOfOneRootDoesNotHoldBackAnother(t *testing.T) {
 	mkdir(t, data+"/drop")
 	rule := func(name string) rules.Rule {
 		return rules.Rule{Name: name, Group: "Demo", Path: data + "/" + name, User: "robot", Include: []string{"**/*.tif"},
-			Settle: rules.Duration{Duration: settle}, Destination: "Dataset:1"}
+			Settle: settle, Destination: "Dataset:1"}
 	}
 	rec := newRecorder()
 	sink := rec.sink()
@@ -309,7 +309,7 @@ func TestBacklogOfOneRootDoesNotHoldBackAnother(t *testing.T) {
 		}
 		return settled(ctx, u)
 	}
-	w := must(New(Config{}, compile(t, data, rule("big"), rule("drop")), sink, testLog(t)))
+	w := must(New(testConfig(Config{}), compile(t, data, rule("big"), rule("drop")), sink, testLog(t)))
 	start(t, w)
 	waitFor(t, 10*time.Second, "the big root's backlog to start", func() bool { return big.Load() > 0 })
 	path := data + "/drop/x.tif"

@@ -172,7 +172,7 @@ func compile(t testing.TB, dataRoot string, rs ...rules.Rule) *rules.Set {
 func userRule(dataRoot string, settle time.Duration) rules.Rule {
 	return rules.Rule{
 		Name: "demo", Group: "Demo", Path: dataRoot + "/demo/{user}/dropbox", Users: []string{"alice", "bob"},
-		Include: []string{"**/*.tif"}, Settle: rules.Duration{Duration: settle}, Destination: "Dataset:1",
+		Include: []string{"**/*.tif"}, Settle: settle, Destination: "Dataset:1",
 	}
 }
 
@@ -256,4 +256,22 @@ func must[T any](v T, err error) T {
 		panic(fmt.Sprintf("unexpected error: %v", err))
 	}
 	return v
+}
+
+// testConfig fills the zero fields of c from DefaultConfig, so that a test names only what it tunes.
+func testConfig(c Config) Config {
+	d := DefaultConfig()
+	if c.Mode == "" {
+		c.Mode = d.Mode
+	}
+	if c.RescanInterval == 0 {
+		c.RescanInterval = d.RescanInterval
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = d.PollInterval
+	}
+	if c.EventBuffer == 0 {
+		c.EventBuffer = d.EventBuffer
+	}
+	return c
 }

@@ -50,7 +50,7 @@ type unitState struct {
 	marker bool
 }
 
-func (c *cand) settle() time.Duration { return c.rule.Settle.Duration }
+func (c *cand) settle() time.Duration { return c.rule.Settle }
 
 // candHeap orders candidates by due time.
 type candHeap []*cand

@@ -330,7 +330,7 @@ func (wr *walker) newFiles(dir string) {
 			continue
 		}
 		wr.st.Seen++
-		if wr.opts.probe && quiet(e.mtime, f.m.Rule.Settle.Duration) {
+		if wr.opts.probe && quiet(e.mtime, f.m.Rule.Settle) {
 			wr.ps = append(wr.ps, probe{h: e.h, path: f.path, rule: f.m.Rule, size: e.size, mtime: e.mtime})
 			continue
 		}
@@ -420,7 +420,7 @@ func (w *Watcher) observeUnit(ctx context.Context, r *root, m rules.Match, dr *d
 			st.AlreadyOrdered++
 			return
 		}
-		if probe && len(fw.files) > 0 && quiet(fw.newest, m.Rule.Settle.Duration) {
+		if probe && len(fw.files) > 0 && quiet(fw.newest, m.Rule.Settle) {
 			w.mu.Unlock()
 			known, kerr := w.sink.Known(ctx, m.Rule.Name, m.UnitPath, fw.fp)
 			w.mu.Lock()

@@ -59,6 +59,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/rules"
+	"github.com/omero-adi/omero-adi/settings"
 )
 
 // Watch modes.
@@ -66,13 +67,6 @@ const (
 	ModeAuto   = "auto"
 	ModeEvents = "events"
 	ModePoll   = "poll"
-)
-
-// Defaults of Config.
-const (
-	DefaultRescanInterval = time.Hour
-	DefaultPollInterval   = 30 * time.Second
-	DefaultEventBuffer    = 4096
 )
 
 // WatchLimitHint is the advice logged and shown in Health when inotify watches run out.
@@ -84,17 +78,41 @@ var (
 	ErrRunning = errors.New("watcher is already running")
 )
 
-// Config tunes the watcher. Zero values take the defaults.
+// Config is the [watch] table, and below its keys the watcher's tuning for tests and one-shot
+// scans.
 type Config struct {
-	Mode           string        // auto (default) | events | poll, for every root
-	RescanInterval time.Duration // full rescan of event-driven roots (default 1h, jittered ±10 %)
-	PollInterval   time.Duration // full rescan of poll-only roots, and retry of missing roots (default 30s)
-	MinObserve     time.Duration // optional lower bound between two observations of one candidate
-	EventBuffer    uint          // fsnotify event channel buffer (default 4096)
+	Mode           string        `toml:"mode"`            // ModeAuto | ModeEvents | ModePoll, for every root
+	RescanInterval time.Duration `toml:"rescan_interval"` // full rescan of event-driven roots (jittered ±10 %)
+	PollInterval   time.Duration `toml:"poll_interval"`   // full rescan of poll-only roots, and retry of missing roots
+
+	MinObserve  time.Duration `toml:"-"` // optional lower bound between two observations of one candidate
+	EventBuffer uint          `toml:"-"` // fsnotify event channel buffer
 	// TrustMtime lets a unit whose newest mtime is older than its settle count as settled at its
 	// first observation. Meant for one-shot scans (`omero-adi scan`); keep it off for the daemon:
 	// copies that preserve mtimes (cp -p, rsync -a) would look settled while still being written.
-	TrustMtime bool
+	TrustMtime bool `toml:"-"`
+}
+
+// DefaultConfig returns the watcher's defaults.
+func DefaultConfig() Config {
+	return Config{Mode: ModeAuto, RescanInterval: time.Hour, PollInterval: 30 * time.Second, EventBuffer: 4096}
+}
+
+// Validate checks the [watch] keys; key names are relative to the table.
+func (c Config) Validate() error {
+	var p settings.Problems
+	if !settings.OneOf(c.Mode, ModeAuto, ModeEvents, ModePoll) {
+		p.Add("mode", "must be auto, events or poll, got %q", c.Mode)
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"rescan_interval", c.RescanInterval}, {"poll_interval", c.PollInterval}} {
+		if d.v <= 0 {
+			p.Add(d.key, "must be a positive duration such as \"30s\", got %q", d.v)
+		}
+	}
+	return p.Err()
 }
 
 // Unit is a settled import unit.
@@ -218,31 +236,11 @@ type root struct {
 
 // New validates the configuration; it starts nothing.
 func New(cfg Config, set *rules.Set, sink Sink, log *logrus.Entry) (*Watcher, error) {
-	switch cfg.Mode {
-	case "":
-		cfg.Mode = ModeAuto
-	case ModeAuto, ModeEvents, ModePoll:
-	default:
-		return nil, fmt.Errorf("%w: watch.mode: unknown mode %q (auto, events or poll)", ErrConfig, cfg.Mode)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, settings.Prefix("watch", err))
 	}
-	for _, d := range []struct {
-		key string
-		v   *time.Duration
-		def time.Duration
-	}{
-		{"watch.rescan_interval", &cfg.RescanInterval, DefaultRescanInterval},
-		{"watch.poll_interval", &cfg.PollInterval, DefaultPollInterval},
-		{"watch.min_observe", &cfg.MinObserve, 0},
-	} {
-		if *d.v < 0 {
-			return nil, fmt.Errorf("%w: %s: negative duration %s", ErrConfig, d.key, *d.v)
-		}
-		if *d.v == 0 {
-			*d.v = d.def
-		}
-	}
-	if cfg.EventBuffer == 0 {
-		cfg.EventBuffer = DefaultEventBuffer
+	if cfg.MinObserve < 0 || cfg.EventBuffer == 0 {
+		return nil, fmt.Errorf("%w: MinObserve must not be negative and EventBuffer must be positive", ErrConfig)
 	}
 	if set == nil {
 		return nil, fmt.Errorf("%w: no rule set", ErrConfig)

@@ -32,15 +32,15 @@ func TestNewValidates(t *testing.T) {
 	}{
 		{"defaults", Config{}, set, sink, ""},
 		{"poll", Config{Mode: "poll", PollInterval: time.Second}, set, sink, ""},
-		{"bad mode", Config{Mode: "inotify"}, set, sink, `watch.mode: unknown mode "inotify"`},
-		{"negative rescan", Config{RescanInterval: -time.Second}, set, sink, "watch.rescan_interval: negative duration"},
-		{"negative poll", Config{PollInterval: -1}, set, sink, "watch.poll_interval: negative duration"},
+		{"bad mode", Config{Mode: "inotify"}, set, sink, `watch.mode: must be auto, events or poll, got "inotify"`},
+		{"negative rescan", Config{RescanInterval: -time.Second}, set, sink, `watch.rescan_interval: must be a positive duration such as "30s", got "-1s"`},
+		{"negative poll", Config{PollInterval: -1}, set, sink, `watch.poll_interval: must be a positive duration such as "30s", got "-1ns"`},
 		{"no rules", Config{}, nil, sink, "no rule set"},
 		{"no sink", Config{}, set, nil, "no sink"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w, err := New(tt.cfg, tt.set, tt.sink, testLog(t))
+			w, err := New(testConfig(tt.cfg), tt.set, tt.sink, testLog(t))
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("New: %v", err)
@@ -61,7 +61,7 @@ func TestFileCopiedSettlesOnce(t *testing.T) {
 	data := t.TempDir()
 	mkdir(t, data+"/demo/alice/dropbox")
 	rec := newRecorder()
-	w := must(New(Config{}, compile(t, data, userRule(data, 300*time.Millisecond)), rec.sink(), testLog(t)))
+	w := must(New(testConfig(Config{}), compile(t, data, userRule(data, 300*time.Millisecond)), rec.sink(), testLog(t)))
 	start(t, w)
 	if h := rootHealth(t, w, data+"/demo"); h.Mode != ModeEvents || h.Watches < 3 {
 		t.Fatalf("root health %+v, want events mode with watches", h)
@@ -111,7 +111,7 @@ func TestRenamedFolderStaysWatched(t *testing.T) {
 	box := data + "/demo/alice/dropbox"
 	writeFile(t, box+"/old/sub/a.tif", 100)
 	rec := newRecorder()
-	w := must(New(Config{RescanInterval: time.Hour}, compile(t, data, userRule(data, 200*time.Millisecond)), rec.sink(), testLog(t)))
+	w := must(New(testConfig(Config{RescanInterval: time.Hour}), compile(t, data, userRule(data, 200*time.Millisecond)), rec.sink(), testLog(t)))
 	start(t, w)
 	rec.next(t, 5*time.Second)
 	if err := os.Rename(box+"/old", box+"/new"); err != nil {
@@ -135,7 +135,7 @@ func TestRootRemovedAndRecreated(t *testing.T) {
 	rule.Path = data + "/in/{user}"
 	mkdir(t, data+"/in/alice")
 	rec := newRecorder()
-	w := must(New(Config{RescanInterval: time.Hour, PollInterval: 200 * time.Millisecond}, compile(t, data, rule), rec.sink(), testLog(t)))
+	w := must(New(testConfig(Config{RescanInterval: time.Hour, PollInterval: 200 * time.Millisecond}), compile(t, data, rule), rec.sink(), testLog(t)))
 	start(t, w)
 	if err := os.RemoveAll(data + "/in"); err != nil {
 		t.Fatal(err)
@@ -154,7 +154,7 @@ func TestSlowWriterSettlesOnlyAfterItStops(t *testing.T) {
 	data := t.TempDir()
 	mkdir(t, data+"/demo/bob/dropbox")
 	rec := newRecorder()
-	w := must(New(Config{}, compile(t, data, userRule(data, time.Second)), rec.sink(), testLog(t)))
+	w := must(New(testConfig(Config{}), compile(t, data, userRule(data, time.Second)), rec.sink(), testLog(t)))
 	start(t, w)
 
 	path := data + "/demo/bob/dropbox/slow.tif"
@@ -197,7 +197,7 @@ writing:
 func folderRule(dataRoot string, settle time.Duration, marker string) rules.Rule {
 	return rules.Rule{
 		Name: "plates", Group: "Demo", Path: dataRoot + "/plates", User: "robot", Unit: rules.UnitFolder,
-		Settle: rules.Duration{Duration: settle}, Marker: marker, Destination: "Screen:name:{dir}",
+		Settle: settle, Marker: marker, Destination: "Screen:name:{dir}",
 	}
 }
 
@@ -208,7 +208,7 @@ func TestFolderUnit(t *testing.T) {
 	marked := folderRule(data, time.Hour, "transfer.done")
 	marked.Name, marked.Path = "marked", data+"/marked"
 	rec := newRecorder()
-	w := must(New(Config{}, compile(t, data, folderRule(data, 500*time.Millisecond, ""), marked), rec.sink(), testLog(t)))
+	w := must(New(testConfig(Config{}), compile(t, data, folderRule(data, 500*time.Millisecond, ""), marked), rec.sink(), testLog(t)))
 	start(t, w)
 
 	unit := data + "/plates/plate1"
@@ -253,7 +253,7 @@ func TestIgnored(t *testing.T) {
 	}
 	rec := newRecorder()
 	log, hook := testLogHook(t)
-	w := must(New(Config{}, compile(t, data, userRule(data, 200*time.Millisecond)), rec.sink(), log))
+	w := must(New(testConfig(Config{}), compile(t, data, userRule(data, 200*time.Millisecond)), rec.sink(), log))
 	start(t, w)
 
 	box := data + "/demo/alice/dropbox"
@@ -300,7 +300,7 @@ func TestRestartCreatesNoSecondUnit(t *testing.T) {
 	rec := newRecorder()
 
 	ctx, cancel := context.WithCancel(context.Background())
-	w1 := must(New(Config{}, set, rec.sink(), testLog(t)))
+	w1 := must(New(testConfig(Config{}), set, rec.sink(), testLog(t)))
 	done := make(chan error, 1)
 	go func() { done <- w1.Run(ctx) }()
 	rec.collect(t, 2, 5*time.Second)
@@ -312,7 +312,7 @@ func TestRestartCreatesNoSecondUnit(t *testing.T) {
 	rec.mu.Lock()
 	before := rec.knownCalls
 	rec.mu.Unlock()
-	w2 := must(New(Config{}, set, rec.sink(), testLog(t)))
+	w2 := must(New(testConfig(Config{}), set, rec.sink(), testLog(t)))
 	start(t, w2)
 	waitFor(t, 5*time.Second, "the restarted watcher to ask Known for both units", func() bool {
 		rec.mu.Lock()
@@ -329,7 +329,7 @@ func TestBurstOfTenThousandFiles(t *testing.T) {
 	data := t.TempDir()
 	mkdir(t, data+"/demo/alice/dropbox")
 	rec := newRecorder()
-	w := must(New(Config{}, compile(t, data, userRule(data, 500*time.Millisecond)), rec.sink(), testLog(t)))
+	w := must(New(testConfig(Config{}), compile(t, data, userRule(data, 500*time.Millisecond)), rec.sink(), testLog(t)))
 	start(t, w)
 	const folders, perFolder = 100, 100
 	for d := 0; d < folders; d++ {
@@ -357,7 +357,7 @@ func TestWatchLimitFallsBackToPolling(t *testing.T) {
 	}
 	rec := newRecorder()
 	log, hook := testLogHook(t)
-	w := must(New(Config{PollInterval: 200 * time.Millisecond}, compile(t, data, userRule(data, 200*time.Millisecond)), rec.sink(), log))
+	w := must(New(testConfig(Config{PollInterval: 200 * time.Millisecond}), compile(t, data, userRule(data, 200*time.Millisecond)), rec.sink(), log))
 	var adds atomic.Int32
 	addWatch = func(fsw *fsnotify.Watcher, p string) error {
 		if adds.Add(1) > 4 {
@@ -400,7 +400,7 @@ func TestOverflowRescans(t *testing.T) {
 		mkdir(t, fmt.Sprintf("%s/demo/alice/dropbox/d%02d", data, i))
 	}
 	rec := newRecorder()
-	w := must(New(Config{EventBuffer: 1}, compile(t, data, userRule(data, 300*time.Millisecond)), rec.sink(), testLog(t)))
+	w := must(New(testConfig(Config{EventBuffer: 1}), compile(t, data, userRule(data, 300*time.Millisecond)), rec.sink(), testLog(t)))
 	// The queue size is fixed when the inotify instance is created: set it just before, restore
 	// right after, so other programs are affected for as short a time as possible.
 	if err := os.WriteFile(knob, []byte("16\n"), 0o644); err != nil {
@@ -451,7 +451,7 @@ func TestBindfsMountIsPolled(t *testing.T) {
 	})
 
 	rec := newRecorder()
-	w := must(New(Config{PollInterval: 300 * time.Millisecond}, compile(t, data, userRule(mnt, 300*time.Millisecond)), rec.sink(), testLog(t)))
+	w := must(New(testConfig(Config{PollInterval: 300 * time.Millisecond}), compile(t, data, userRule(mnt, 300*time.Millisecond)), rec.sink(), testLog(t)))
 	start(t, w)
 	h := rootHealth(t, w, mnt+"/demo")
 	if h.Mode != ModePoll || !strings.Contains(h.Reason, "fuse") || h.Watches != 0 {
@@ -476,7 +476,7 @@ func TestScanWithoutRun(t *testing.T) {
 	writeFile(t, data+"/plates/p1/c.tif", 100)
 	set := compile(t, data, userRule(data, 300*time.Millisecond), folderRule(data, 300*time.Millisecond, ""))
 	rec := newRecorder()
-	w := must(New(Config{}, set, rec.sink(), testLog(t)))
+	w := must(New(testConfig(Config{}), set, rec.sink(), testLog(t)))
 	ctx := context.Background()
 
 	st := must(w.Scan(ctx))
@@ -504,7 +504,7 @@ func TestScanWithoutRun(t *testing.T) {
 	rec.mu.Lock()
 	calls := rec.knownCalls
 	rec.mu.Unlock()
-	st = must(must(New(Config{}, set, rec.sink(), testLog(t))).Scan(ctx))
+	st = must(must(New(testConfig(Config{}), set, rec.sink(), testLog(t))).Scan(ctx))
 	if st.Seen != 3 || st.AlreadyOrdered != 3 || st.Pending != 0 || st.Settled != 0 {
 		t.Fatalf("one-shot scan %+v, want 3 already ordered", st)
 	}
@@ -521,7 +521,7 @@ func TestScanWithoutRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, data+"/demo/alice/dropbox/fresh.tif", 100)
-	w2 := must(New(Config{TrustMtime: true}, set, rec.sink(), testLog(t)))
+	w2 := must(New(testConfig(Config{TrustMtime: true}), set, rec.sink(), testLog(t)))
 	st = must(w2.Scan(ctx))
 	if st.Settled != 1 || st.AlreadyOrdered != 3 || st.Pending != 1 || rec.count() != 4 {
 		t.Fatalf("trust-mtime scan %+v, want old.tif settled, 3 known, fresh.tif pending", st)
@@ -535,7 +535,7 @@ func TestCacheForgetsDeletedFiles(t *testing.T) {
 		writeFile(t, box+"/"+f, 100)
 	}
 	rec := newRecorder()
-	w := must(New(Config{}, compile(t, data, userRule(data, time.Nanosecond)), rec.sink(), testLog(t)))
+	w := must(New(testConfig(Config{}), compile(t, data, userRule(data, time.Nanosecond)), rec.sink(), testLog(t)))
 	ctx := context.Background()
 	for i := 0; i < 2; i++ {
 		must(w.Scan(ctx))
@@ -569,7 +569,7 @@ func TestSinkErrorsAreRetried(t *testing.T) {
 			return nil
 		},
 	}
-	w := must(New(Config{}, compile(t, data, userRule(data, 100*time.Millisecond)), sink, testLog(t)))
+	w := must(New(testConfig(Config{}), compile(t, data, userRule(data, 100*time.Millisecond)), sink, testLog(t)))
 	start(t, w)
 	writeFile(t, data+"/demo/alice/dropbox/a.tif", 10)
 	select {
@@ -614,7 +614,7 @@ func TestStartOnOrderedTreeKeepsNoCandidates(t *testing.T) {
 	const settle = 1500 * time.Millisecond
 	set := compile(t, data, userRule(data, settle), folderRule(data, settle, ""))
 	rec := newRecorder()
-	w1 := must(New(Config{Mode: ModePoll, TrustMtime: true}, set, rec.sink(), testLog(t)))
+	w1 := must(New(testConfig(Config{Mode: ModePoll, TrustMtime: true}), set, rec.sink(), testLog(t)))
 	if st, err := w1.Scan(context.Background()); err != nil || st.Settled != 3 {
 		t.Fatalf("first scan %+v, %v; want 3 settled", st, err)
 	}
@@ -626,7 +626,7 @@ func TestStartOnOrderedTreeKeepsNoCandidates(t *testing.T) {
 	before := rec.knownCalls
 	rec.mu.Unlock()
 
-	w2 := must(New(Config{}, set, rec.sink(), testLog(t)))
+	w2 := must(New(testConfig(Config{}), set, rec.sink(), testLog(t)))
 	started := time.Now()
 	start(t, w2)
 	rec.mu.Lock()

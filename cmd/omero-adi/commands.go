@@ -9,6 +9,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/omero-adi/omero-adi/agent"
+	"github.com/omero-adi/omero-adi/settings"
 )
 
 func (e *env) cmdRun(ctx context.Context, args []string) error {
@@ -71,7 +72,7 @@ func (e *env) cmdRulesTest(ctx context.Context, args []string) error {
 	}
 	set, err := cfg.RuleSet()
 	if err != nil {
-		return agent.ErrSettingsf("%v", err)
+		return settings.Errorf("", "%v", err)
 	}
 	unmatched := 0
 	for _, p := range paths {

@@ -57,7 +57,7 @@ func (e *env) cmdMigrate(ctx context.Context, args []string) error {
 	}
 	if n := len(rep.LegacyFailed); n > 0 {
 		fmt.Fprintf(e.stdout, "%d legacy pending order(s) older than legacy_pending_max_age (%s) set to Import Failed, not imported:\n",
-			n, cfg.LegacyPendingMaxAge.Duration)
+			n, cfg.LegacyPendingMaxAge)
 		for _, o := range rep.LegacyFailed {
 			since := "no stage time"
 			if !o.Since.IsZero() {
@@ -129,7 +129,7 @@ func (e *env) cmdOrdersCreate(ctx context.Context, args []string) error {
 	}
 	defer s.Close()
 	if !*noCheck {
-		checked, err := order.Roots{BaseDir: cfg.BaseDir, Groups: cfg.GroupRoots()}.Check(d.Group, d.Files)
+		checked, err := cfg.DataConfig.Roots().Check(d.Group, d.Files)
 		if errors.Is(err, order.ErrInvalid) {
 			return usagef("orders create: %v (use --no-check if the files are only visible to the runner's host)", err)
 		} else if err != nil {

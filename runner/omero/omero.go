@@ -34,6 +34,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/order"
+	"github.com/omero-adi/omero-adi/settings"
 )
 
 // Sentinel errors, checked with errors.Is. Their messages, with the detail wrapped around them,
@@ -70,36 +71,6 @@ const (
 	exitImportFailure = 2
 )
 
-// Config is what the client needs; the agent fills it from its settings.
-type Config struct {
-	CLI               string // path of the omero program (omero.cli)
-	Host              string // omero.host
-	Port              int    // omero.port
-	AdminUser         string // omero.user: the admin that creates sessions for users (--sudo)
-	AdminPassword     string // omero.password / OMERO_PASSWORD; only ever put in the login call's environment
-	ManagedRepository string // omero.managed_repository as this host sees it
-	LogDir            string // log_dir: cli.<uuid>.logs and cli.<uuid>.errs go here
-	SessionRoot       string // each order's OMERO_SESSIONDIR is SessionRoot/<uuid>
-
-	// ParallelUpload and ParallelFilesets (parallel_*_per_worker): 0 leaves the CLI's default.
-	ParallelUpload, ParallelFilesets int
-
-	// Skip* (skip_*): import steps to skip; SkipAll covers the rest.
-	SkipAll, SkipChecksum, SkipMinmax, SkipThumbnails, SkipUpgrade bool
-
-	ImportTimeout  time.Duration // 0: no limit
-	CallTimeout    time.Duration // login, obj, logout…; 0: 2 minutes
-	ConnectRetries int           // extra login attempts after a refused connection or unknown host
-	ConnectBackoff time.Duration // wait before the first retry, doubled each time; 0: 2 seconds
-	KillGrace      time.Duration // between SIGTERM and SIGKILL of a cancelled call; 0: 5 seconds
-
-	// Env is extra environment for every call (NAME=VALUE, omero.env). The child environment is
-	// otherwise PATH, HOME, LANG, LC_ALL, TMPDIR, OMERODIR, XDG_CACHE_HOME, OMERO_* and JAVA_* of this
-	// process, plus the variables PassEnv names (omero.pass_env).
-	Env     []string
-	PassEnv []string
-}
-
 // Client runs the omero CLI. It holds no resources; sessions are closed with Close.
 type Client struct {
 	cfg Config
@@ -133,69 +104,26 @@ type ImportResult struct {
 	Filesets []Fileset
 }
 
-// New checks cfg and fills defaults; it runs nothing.
+// New checks cfg (Validate, plus what running needs: the admin password unless DryRun, and
+// LogDir); it runs nothing.
 func New(cfg Config, log *logrus.Entry) (*Client, error) {
 	if log == nil {
 		l := logrus.New()
 		log = logrus.NewEntry(l)
 	}
-	bad := func(field, setting string, v any, why string) error {
-		return fmt.Errorf("%w: %s (%s) = %q: %s", ErrConfig, field, setting, fmt.Sprint(v), why)
+	var p settings.Problems
+	p.Include("omero", cfg.Validate())
+	p.Include("", cfg.ImportConfig.Validate())
+	if err := p.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	switch {
-	case cfg.CLI == "":
-		return nil, bad("CLI", "omero.cli", cfg.CLI, "name the omero program")
-	case cfg.Host == "" || strings.HasPrefix(cfg.Host, "-") || strings.ContainsAny(cfg.Host, " \t\n"):
-		return nil, bad("Host", "omero.host", cfg.Host, "give the OMERO server's host name")
-	case cfg.Port < 1 || cfg.Port > 65535:
-		return nil, bad("Port", "omero.port", cfg.Port, "a port is 1-65535")
-	case cfg.AdminUser == "" || strings.HasPrefix(cfg.AdminUser, "-"):
-		return nil, bad("AdminUser", "omero.user", cfg.AdminUser, "name the admin user that logs in for others")
-	case cfg.AdminPassword == "":
-		return nil, fmt.Errorf("%w: AdminPassword (omero.password or env OMERO_PASSWORD) is empty: set the admin's password", ErrConfig)
-	case cfg.LogDir == "" || !filepath.IsAbs(cfg.LogDir):
-		return nil, bad("LogDir", "log_dir", cfg.LogDir, "must be an absolute path")
-	case cfg.SessionRoot == "" || !filepath.IsAbs(cfg.SessionRoot):
-		return nil, bad("SessionRoot", "session folder root", cfg.SessionRoot, "must be an absolute path")
-	case cfg.ManagedRepository != "" && !filepath.IsAbs(cfg.ManagedRepository):
-		return nil, bad("ManagedRepository", "omero.managed_repository", cfg.ManagedRepository, "must be an absolute path")
-	case cfg.ParallelUpload < 0:
-		return nil, bad("ParallelUpload", "parallel_upload_per_worker", cfg.ParallelUpload, "must be 0 or more")
-	case cfg.ParallelFilesets < 0:
-		return nil, bad("ParallelFilesets", "parallel_filesets_per_worker", cfg.ParallelFilesets, "must be 0 or more")
-	case cfg.ImportTimeout < 0:
-		return nil, bad("ImportTimeout", "omero.import_timeout", cfg.ImportTimeout, "must be 0 (no limit) or positive")
-	case cfg.CallTimeout < 0:
-		return nil, bad("CallTimeout", "call timeout", cfg.CallTimeout, "must be 0 (default) or positive")
-	case cfg.ConnectRetries < 0:
-		return nil, bad("ConnectRetries", "connect retries", cfg.ConnectRetries, "must be 0 or more")
-	case cfg.ConnectBackoff < 0:
-		return nil, bad("ConnectBackoff", "connect backoff", cfg.ConnectBackoff, "must be 0 (default) or positive")
+	case cfg.AdminPassword == "" && !cfg.DryRun:
+		return nil, fmt.Errorf("%w: omero.password (env OMERO_PASSWORD) is empty: set the admin's password", ErrConfig)
+	case !filepath.IsAbs(cfg.LogDir):
+		return nil, fmt.Errorf("%w: log_dir must be an absolute path, got %q", ErrConfig, cfg.LogDir)
 	case cfg.KillGrace < 0:
-		return nil, bad("KillGrace", "kill grace", cfg.KillGrace, "must be 0 (default) or positive")
-	}
-	for i, kv := range cfg.Env {
-		k, _, ok := strings.Cut(kv, "=")
-		switch {
-		case !ok || !envNameRE.MatchString(k):
-			return nil, bad(fmt.Sprintf("Env[%d]", i), "omero.env", k, "write NAME=VALUE, NAME of letters, digits and '_'")
-		case secretEnv[k]:
-			return nil, bad(fmt.Sprintf("Env[%d]", i), "omero.env", k, "the admin password and the database URL reach the login call only; set them with omero.password / env OMERO_PASSWORD and the database settings")
-		}
-	}
-	for i, name := range cfg.PassEnv {
-		switch {
-		case !envNameRE.MatchString(name):
-			return nil, bad(fmt.Sprintf("PassEnv[%d]", i), "omero.pass_env", name, "name an environment variable: letters, digits and '_'")
-		case secretEnv[name]:
-			return nil, bad(fmt.Sprintf("PassEnv[%d]", i), "omero.pass_env", name, "the admin password and the database URL are never passed to the CLI")
-		}
-	}
-	if cfg.CallTimeout == 0 {
-		cfg.CallTimeout = 2 * time.Minute
-	}
-	if cfg.ConnectBackoff == 0 {
-		cfg.ConnectBackoff = 2 * time.Second
+		return nil, fmt.Errorf("%w: kill grace must be 0 (5 seconds) or positive, got %s", ErrConfig, cfg.KillGrace)
 	}
 	if cfg.KillGrace == 0 {
 		cfg.KillGrace = 5 * time.Second
@@ -207,7 +135,6 @@ func New(cfg Config, log *logrus.Entry) (*Client, error) {
 
 var (
 	safeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	keyRE      = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 )
 

@@ -44,14 +44,12 @@ func setup(t *testing.T, edit ...func(*Config)) *fixture {
 	d := omerotest.New(t)
 	d.Update(t, func(st *omerotest.State) { st.UserByName(omerotest.AdminUser).Password = testPassword })
 	root := t.TempDir()
-	cfg := Config{
-		CLI: d.Bin, Host: omerotest.Host, Port: d.Port, AdminUser: omerotest.AdminUser,
-		AdminPassword: testPassword, ManagedRepository: d.ManagedRepo,
-		LogDir: filepath.Join(root, "log"), SessionRoot: filepath.Join(root, "sessions"),
-		ParallelUpload: 2, SkipThumbnails: true, ImportTimeout: 30 * time.Second, CallTimeout: 20 * time.Second,
-		ConnectRetries: 2, ConnectBackoff: 10 * time.Millisecond, KillGrace: 500 * time.Millisecond,
-		Env: d.Env(),
-	}
+	cfg := DefaultConfig()
+	cfg.CLI, cfg.Host, cfg.Port, cfg.AdminUser, cfg.AdminPassword = d.Bin, omerotest.Host, d.Port, omerotest.AdminUser, testPassword
+	cfg.ManagedRepository, cfg.LogDir, cfg.SessionRoot = d.ManagedRepo, filepath.Join(root, "log"), filepath.Join(root, "sessions")
+	cfg.ImportConfig = ImportConfig{ParallelUpload: 2, ParallelFilesets: 1, SkipThumbnails: true}
+	cfg.ImportTimeout, cfg.CallTimeout, cfg.ConnectRetries, cfg.ConnectBackoff = 30*time.Second, 20*time.Second, 2, 10*time.Millisecond
+	cfg.KillGrace, cfg.Env = 500*time.Millisecond, d.Env()
 	for _, e := range edit {
 		e(&cfg)
 	}

@@ -73,8 +73,8 @@ func TestQuoteForBatch(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
-	good := Config{CLI: "omero", Host: "localhost", Port: 4064, AdminUser: "root", AdminPassword: "pw",
-		LogDir: "/var/log/adi", SessionRoot: "/var/lib/adi/sessions"}
+	good := DefaultConfig()
+	good.AdminPassword, good.LogDir, good.SessionRoot = "pw", "/var/log/adi", "/var/lib/adi/sessions"
 	if _, err := New(good, nil); err != nil {
 		t.Fatalf("good config: %v", err)
 	}
@@ -86,20 +86,22 @@ func TestNewValidates(t *testing.T) {
 		{"no cli", func(c *Config) { c.CLI = "" }, "omero.cli"},
 		{"no host", func(c *Config) { c.Host = "" }, "omero.host"},
 		{"host like a flag", func(c *Config) { c.Host = "-w" }, "omero.host"},
-		{"port", func(c *Config) { c.Port = 70000 }, `omero.port) = "70000"`},
+		{"port", func(c *Config) { c.Port = 70000 }, "omero.port: must be a port number, got 70000"},
 		{"admin", func(c *Config) { c.AdminUser = "" }, "omero.user"},
 		{"password", func(c *Config) { c.AdminPassword = "" }, "OMERO_PASSWORD"},
-		{"relative log dir", func(c *Config) { c.LogDir = "logs" }, `log_dir) = "logs"`},
-		{"relative session root", func(c *Config) { c.SessionRoot = "s" }, "SessionRoot"},
+		{"tmp root with a comma", func(c *Config) { c.LocalTmpRoot = "/tmp/a,b" }, `omero.local_tmp_root: must be a clean absolute path below / without ':' or ',', got "/tmp/a,b"`},
+		{"zero call timeout", func(c *Config) { c.CallTimeout = 0 }, `omero.call_timeout: must be a positive duration such as "30s", got "0s"`},
+		{"relative log dir", func(c *Config) { c.LogDir = "logs" }, `log_dir must be an absolute path, got "logs"`},
+		{"relative session root", func(c *Config) { c.SessionRoot = "s" }, `omero.session_dir: must be an absolute path, got "s"`},
 		{"relative repository", func(c *Config) { c.ManagedRepository = "OMERO" }, "omero.managed_repository"},
-		{"negative upload", func(c *Config) { c.ParallelUpload = -1 }, "parallel_upload_per_worker"},
+		{"negative upload", func(c *Config) { c.ParallelUpload = -1 }, "parallel_upload_per_worker: must be at least 1, got -1"},
 		{"negative timeout", func(c *Config) { c.ImportTimeout = -time.Second }, "omero.import_timeout"},
-		{"negative retries", func(c *Config) { c.ConnectRetries = -1 }, "ConnectRetries"},
-		{"bad env", func(c *Config) { c.Env = []string{"NOEQUALS"} }, `Env[0] (omero.env) = "NOEQUALS"`},
-		{"env name", func(c *Config) { c.Env = []string{"A=1", "BAD-NAME=x"} }, `Env[1] (omero.env) = "BAD-NAME"`},
-		{"password in env", func(c *Config) { c.Env = []string{"OMERO_PASSWORD=x"} }, `omero.env) = "OMERO_PASSWORD": the admin password`},
-		{"pass_env name", func(c *Config) { c.PassEnv = []string{"HTTP PROXY"} }, `PassEnv[0] (omero.pass_env) = "HTTP PROXY"`},
-		{"pass_env db url", func(c *Config) { c.PassEnv = []string{"INGEST_TRACKING_DB_URL"} }, `"INGEST_TRACKING_DB_URL": the admin password and the database URL`},
+		{"negative retries", func(c *Config) { c.ConnectRetries = -1 }, "omero.connect_retries"},
+		{"bad env", func(c *Config) { c.Env = []string{"NOEQUALS"} }, `omero.env[0]: must be NAME=VALUE with NAME of letters, digits and '_', got "NOEQUALS"`},
+		{"env name", func(c *Config) { c.Env = []string{"A=1", "BAD-NAME=x"} }, `omero.env[1]: must be NAME=VALUE with NAME of letters, digits and '_', got "BAD-NAME=x"`},
+		{"password in env", func(c *Config) { c.Env = []string{"OMERO_PASSWORD=x"} }, `omero.env[0]: OMERO_PASSWORD may not be set for the CLI: the admin password`},
+		{"pass_env name", func(c *Config) { c.PassEnv = []string{"HTTP PROXY"} }, `omero.pass_env[0]: must name an environment variable (letters, digits and '_'), got "HTTP PROXY"`},
+		{"pass_env db url", func(c *Config) { c.PassEnv = []string{"INGEST_TRACKING_DB_URL"} }, "omero.pass_env[0]: INGEST_TRACKING_DB_URL is never passed to the CLI"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -111,14 +113,16 @@ func TestNewValidates(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New(Config{CLI: "omero", Host: "h", Port: 1, AdminUser: "root", AdminPassword: "secret-pw", LogDir: "x", SessionRoot: "/s"}, nil); err == nil || strings.Contains(err.Error(), "secret-pw") {
+	bad := good
+	bad.AdminPassword, bad.LogDir, bad.Port = "secret-pw", "x", 0
+	if _, err := New(bad, nil); err == nil || strings.Contains(err.Error(), "secret-pw") {
 		t.Errorf("config errors must not show the password: %v", err)
 	}
 }
 
 func TestImportArgs(t *testing.T) {
-	base := Config{CLI: "/usr/bin/omero", Host: "omero.example", Port: 4064, AdminUser: "root", AdminPassword: "pw",
-		LogDir: "/log", SessionRoot: "/s"}
+	base := DefaultConfig()
+	base.CLI, base.Host, base.AdminPassword, base.LogDir, base.SessionRoot = "/usr/bin/omero", "omero.example", "pw", "/log", "/s"
 	s := &Session{Key: "KEY"}
 	req := ImportRequest{OrderUUID: "u1", Target: order.Target{Kind: "Dataset", ID: 151}, Paths: []string{"/data/a b.tif", "/data/c"}}
 	cases := []struct {
@@ -127,9 +131,9 @@ func TestImportArgs(t *testing.T) {
 		want string
 	}{
 		{"defaults", func(*Config, *ImportRequest) {},
-			"/usr/bin/omero import -s omero.example -p 4064 -k KEY --transfer=ln_s --output yaml --file /log/cli.u1.logs --errs /log/cli.u1.errs -d 151 /data/a b.tif /data/c"},
+			"/usr/bin/omero import -s omero.example -p 4064 -k KEY --transfer=ln_s --output yaml --file /log/cli.u1.logs --errs /log/cli.u1.errs --parallel-upload 2 --parallel-fileset 2 -d 151 /data/a b.tif /data/c"},
 		{"skip all wins", func(c *Config, _ *ImportRequest) { c.SkipAll, c.SkipChecksum = true, true },
-			"--errs /log/cli.u1.errs --skip all -d 151"},
+			"--parallel-fileset 2 --skip all -d 151"},
 		{"skips and parallelism", func(c *Config, r *ImportRequest) {
 			c.SkipChecksum, c.SkipUpgrade, c.ParallelUpload, c.ParallelFilesets, r.Depth = true, true, 3, 2, 6
 		}, "--parallel-upload 3 --parallel-fileset 2 --skip checksum --skip upgrade --depth 6 -d 151"},

@@ -42,20 +42,13 @@ import (
 	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/runner/child"
 	"github.com/omero-adi/omero-adi/runner/redirect"
+	"github.com/omero-adi/omero-adi/settings"
 )
 
-// Defaults of Config.
 const (
-	DefaultRuntime      = "podman"
-	DefaultTimeout      = 2 * time.Hour
-	DefaultLocalTmpRoot = "/OMERO/OMERO_inplace"
 	// DefaultProcessedFolder is the folder beside the originals where converted files go (the
-	// convention; Config.ProcessedFolder, env PROCESSED_DATA_FOLDER of the old service).
+	// convention; processed_folder, env PROCESSED_DATA_FOLDER of the old service).
 	DefaultProcessedFolder = ".processed"
-	// DefaultBindRetryAttempts and DefaultBindRetryDelay bound the retry of a container run that
-	// failed with the runtime's transient bind error (see Config.BindRetryAttempts).
-	DefaultBindRetryAttempts = 3
-	DefaultBindRetryDelay    = 2 * time.Second
 	// OrderLabel labels every container with the order's uuid (podman ps --filter label=…).
 	OrderLabel = "omero-adi.order"
 )
@@ -74,38 +67,6 @@ var (
 	ErrCollision = errors.New("preprocessing results collide")
 	ErrUnsafe    = errors.New("preprocessing output folder is unsafe")
 )
-
-// Config holds the preprocessing settings. The agent owns it; Runner copies it in New.
-type Config struct {
-	Runtime      string              // container engine binary; "podman" when empty
-	ExtraArgs    []string            // extra `podman run` flags, e.g. --runtime runc --network=none
-	UsernsMode   string              // "keep-id" gives --userns=keep-id; "" gives no flag
-	Timeout      time.Duration       // per container run; 0 means DefaultTimeout
-	Local        map[string][]string // image -> local command argv prefix, same arguments and JSON contract
-	LocalTmpRoot string              // parent of the per-order temp folders; DefaultLocalTmpRoot when empty
-	Env          []string            // extra KEY=VALUE for the child, on top of the filtered environment
-	// ProcessedFolder is the name of the folder beside the originals for the container's outputs
-	// and metadata.csv (DefaultProcessedFolder when empty); one relative name, see ValidFolderName.
-	ProcessedFolder string
-	// BindRetryAttempts is how often a container run is tried when the runtime fails with
-	// "statfs …: device or resource busy" (a CIFS/DFS share briefly busy while the bind mount is
-	// set up); BindRetryDelay is the wait before the second try, doubled after each further one.
-	// Zero means DefaultBindRetryAttempts and DefaultBindRetryDelay.
-	BindRetryAttempts int
-	BindRetryDelay    time.Duration
-}
-
-// ValidFolderName checks a processed-folder name: one relative path element, not "." or "..",
-// without ':' or ',' (they would break a bind mount) or glob characters (watch rules exclude it).
-func ValidFolderName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("must not be empty")
-	case name == "." || name == ".." || strings.ContainsAny(name, "/\\:,\n*?[]{}"):
-		return errors.New("must be one folder name (no '/', ':', ',' or glob characters, not '.' or '..')")
-	}
-	return nil
-}
 
 // Spec is what one order asks for: its preprocessing step, its uuid and its log.
 type Spec struct {
@@ -148,44 +109,12 @@ var envKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=`)
 
 // New validates cfg and starts nothing.
 func New(cfg Config, log *logrus.Entry) (*Runner, error) {
-	if cfg.Runtime == "" {
-		cfg.Runtime = DefaultRuntime
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, settings.Prefix("preprocessing", err))
 	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = DefaultTimeout
-	}
-	if cfg.LocalTmpRoot == "" {
-		cfg.LocalTmpRoot = DefaultLocalTmpRoot
-	}
-	if cfg.ProcessedFolder == "" {
-		cfg.ProcessedFolder = DefaultProcessedFolder
-	}
-	if cfg.BindRetryAttempts == 0 {
-		cfg.BindRetryAttempts = DefaultBindRetryAttempts
-	}
-	if cfg.BindRetryDelay == 0 {
-		cfg.BindRetryDelay = DefaultBindRetryDelay
-	}
-	if err := ValidFolderName(cfg.ProcessedFolder); err != nil {
-		return nil, fmt.Errorf("%w: processed_folder %q: %v", ErrConfig, cfg.ProcessedFolder, err)
-	}
-	if cfg.BindRetryAttempts < 0 || cfg.BindRetryDelay < 0 {
-		return nil, fmt.Errorf("%w: preprocessing.bind_retry_attempts %d, bind_retry_delay %s: must not be negative",
-			ErrConfig, cfg.BindRetryAttempts, cfg.BindRetryDelay)
-	}
-	if cfg.Timeout < 0 {
-		return nil, fmt.Errorf("%w: preprocessing.timeout %s: must be positive", ErrConfig, cfg.Timeout)
-	}
-	if !filepath.IsAbs(cfg.LocalTmpRoot) || filepath.Clean(cfg.LocalTmpRoot) != cfg.LocalTmpRoot || cfg.LocalTmpRoot == "/" || strings.ContainsAny(cfg.LocalTmpRoot, ":,\n") {
-		return nil, fmt.Errorf("%w: preprocessing.local_tmp_root %q: must be a clean absolute path below / without ':' or ','", ErrConfig, cfg.LocalTmpRoot)
-	}
-	if strings.ContainsAny(cfg.UsernsMode, " \t\n") {
-		return nil, fmt.Errorf("%w: preprocessing.userns_mode %q: must not contain spaces", ErrConfig, cfg.UsernsMode)
-	}
-	for i, a := range cfg.ExtraArgs {
-		if a == "" {
-			return nil, fmt.Errorf("%w: preprocessing.extra_args[%d]: empty argument", ErrConfig, i)
-		}
+	// Owned and checked elsewhere; New only insists that the agent filled them in.
+	if cfg.LocalTmpRoot == "" || cfg.ProcessedFolder == "" {
+		return nil, fmt.Errorf("%w: LocalTmpRoot (omero.local_tmp_root) and ProcessedFolder (processed_folder) must be set", ErrConfig)
 	}
 	for i, e := range cfg.Env {
 		if !envKey.MatchString(e) {
@@ -194,12 +123,6 @@ func New(cfg Config, log *logrus.Entry) (*Runner, error) {
 	}
 	local := make(map[string][]string, len(cfg.Local))
 	for image, argv := range cfg.Local {
-		if err := order.CheckImage(image); err != nil {
-			return nil, fmt.Errorf("%w: preprocessing.local %q: %v", ErrConfig, image, err)
-		}
-		if len(argv) == 0 || argv[0] == "" {
-			return nil, fmt.Errorf("%w: preprocessing.local %q: empty command", ErrConfig, image)
-		}
 		local[ImageName(image)] = append([]string(nil), argv...)
 	}
 	cfg.Local = nil

@@ -44,7 +44,7 @@ func setup(t *testing.T, m mode, timeout time.Duration, edits ...func(*Config)) 
 	t.Helper()
 	e := &env{data: t.TempDir(), tmpRoot: t.TempDir(), sums: map[string]string{}}
 	e.logPath = filepath.Join(t.TempDir(), "logs", "preprocessing.log")
-	cfg := Config{Timeout: timeout, LocalTmpRoot: e.tmpRoot, ExtraArgs: convtest.PodmanArgs()}
+	cfg := testConfig(e.tmpRoot, func(c *Config) { c.Timeout, c.ExtraArgs = timeout, convtest.PodmanArgs() })
 	if m == podmanMode {
 		e.image = convtest.Image(t)
 	} else {
@@ -140,34 +140,46 @@ func TestImageName(t *testing.T) {
 func TestNewRejectsBadConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		cfg  Config
+		edit func(*Config)
 		want string
 	}{
-		{"negative timeout", Config{Timeout: -time.Second}, "preprocessing.timeout"},
-		{"relative tmp root", Config{LocalTmpRoot: "tmp"}, `local_tmp_root "tmp"`},
-		{"root tmp root", Config{LocalTmpRoot: "/"}, `local_tmp_root "/"`},
-		{"colon in tmp root", Config{LocalTmpRoot: "/tmp/a:b"}, `local_tmp_root "/tmp/a:b"`},
-		{"userns with space", Config{UsernsMode: "keep id"}, "userns_mode"},
-		{"empty extra arg", Config{ExtraArgs: []string{"--network=none", ""}}, "extra_args[1]"},
-		{"bad env", Config{Env: []string{"NOEQUALS"}}, `env[0] "NOEQUALS"`},
-		{"empty local command", Config{Local: map[string][]string{"img": nil}}, `local "img": empty command`},
-		{"flag as image", Config{Local: map[string][]string{"-v": {"/bin/true"}}}, `local "-v"`},
-		{"processed folder with slash", Config{ProcessedFolder: "a/b"}, `processed_folder "a/b"`},
-		{"processed folder dot-dot", Config{ProcessedFolder: ".."}, `processed_folder ".."`},
-		{"processed folder with colon", Config{ProcessedFolder: "x:y"}, `processed_folder "x:y"`},
-		{"negative bind retries", Config{BindRetryAttempts: -1}, "bind_retry_attempts -1"},
+		{"no runtime", func(c *Config) { c.Runtime = "" }, "preprocessing.runtime: must name the container runtime"},
+		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, `preprocessing.timeout: must be a positive duration such as "2h", got "-1s"`},
+		{"bad userns", func(c *Config) { c.UsernsMode = "keep id" }, `preprocessing.userns_mode: must be empty or keep-id, got "keep id"`},
+		{"empty extra arg", func(c *Config) { c.ExtraArgs = []string{"--network=none", ""} }, "preprocessing.extra_args[1]: must not be empty"},
+		{"bad env", func(c *Config) { c.Env = []string{"NOEQUALS"} }, `env[0] "NOEQUALS"`},
+		{"empty local command", func(c *Config) { c.Local = map[string][]string{"img": nil} }, `preprocessing.local."img": must be a command`},
+		{"flag as image", func(c *Config) { c.Local = map[string][]string{"-v": {"/bin/true"}} }, `preprocessing.local."-v"`},
+		{"zero bind retries", func(c *Config) { c.BindRetryAttempts = 0 }, "preprocessing.bind_retry_attempts: must be at least 1, got 0"},
+		{"no tmp root", func(c *Config) { c.LocalTmpRoot = "" }, "omero.local_tmp_root"},
+		{"no processed folder", func(c *Config) { c.ProcessedFolder = "" }, "processed_folder"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := New(tc.cfg, nil)
+			_, err := New(testConfig(t.TempDir(), tc.edit), nil)
 			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("New: %v, want ErrConfig naming %s", err, tc.want)
 			}
 		})
 	}
+	for _, name := range []string{"a/b", "..", "x:y", "", "*"} {
+		if ValidFolderName(name) == nil {
+			t.Errorf("ValidFolderName(%q) = nil, want an error", name)
+		}
+	}
+}
+
+// testConfig is DefaultConfig with the agent's part filled in and edits applied.
+func testConfig(tmpRoot string, edits ...func(*Config)) Config {
+	cfg := DefaultConfig()
+	cfg.LocalTmpRoot = tmpRoot
+	for _, e := range edits {
+		e(&cfg)
+	}
+	return cfg
 }
 
 func TestRunRejectsBadSpec(t *testing.T) {
-	r, err := New(Config{LocalTmpRoot: t.TempDir()}, nil)
+	r, err := New(testConfig(t.TempDir()), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,10 +227,10 @@ func TestRunRejectsBadSpec(t *testing.T) {
 
 func TestCommand(t *testing.T) {
 	root := t.TempDir()
-	r, err := New(Config{
-		LocalTmpRoot: root, UsernsMode: "keep-id", ExtraArgs: []string{"--network=none"},
-		Local: map[string][]string{"docker.io/local/conv:1": {"/usr/bin/conv", "--quiet"}},
-	}, nil)
+	r, err := New(testConfig(root, func(c *Config) {
+		c.UsernsMode, c.ExtraArgs = "keep-id", []string{"--network=none"}
+		c.Local = map[string][]string{"docker.io/local/conv:1": {"/usr/bin/conv", "--quiet"}}
+	}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +255,7 @@ func TestCommand(t *testing.T) {
 	}
 
 	// processed_folder (PROCESSED_DATA_FOLDER) names the folder on the host and in the container.
-	r, err = New(Config{LocalTmpRoot: root, ProcessedFolder: "processed"}, nil)
+	r, err = New(testConfig(root, func(c *Config) { c.ProcessedFolder = "processed" }), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,8 +268,9 @@ func TestCommand(t *testing.T) {
 		t.Errorf("argv with processed_folder\n got %q\nwant %q", got, want)
 	}
 	spec.Container = "local/conv:1"
-	r, _ = New(Config{LocalTmpRoot: root, ProcessedFolder: "processed",
-		Local: map[string][]string{"docker.io/local/conv:1": {"/usr/bin/conv"}}}, nil)
+	r, _ = New(testConfig(root, func(c *Config) {
+		c.ProcessedFolder, c.Local = "processed", map[string][]string{"docker.io/local/conv:1": {"/usr/bin/conv"}}
+	}), nil)
 	got = r.Command(spec, "/d/g/x.lif")
 	want = []string{"/usr/bin/conv", "--inputfile", "/d/g/x.lif", "--outputfolder", "/d/g/processed/o1"}
 	if !reflect.DeepEqual(got, want) {
@@ -623,7 +636,7 @@ func TestStartFailure(t *testing.T) {
 	if err := os.WriteFile(in, []byte("a"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(Config{Runtime: "/nonexistent/podman", LocalTmpRoot: t.TempDir()}, nil)
+	r, err := New(testConfig(t.TempDir(), func(c *Config) { c.Runtime = "/nonexistent/podman" }), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -931,7 +944,7 @@ func BenchmarkRunPodman(b *testing.B) {
 
 func setupBench(b *testing.B) *env {
 	e := &env{data: b.TempDir(), tmpRoot: b.TempDir(), image: convtest.Image(b)}
-	r, err := New(Config{Timeout: time.Minute, LocalTmpRoot: e.tmpRoot, ExtraArgs: convtest.PodmanArgs()}, logrus.NewEntry(logrus.New()))
+	r, err := New(testConfig(e.tmpRoot, func(c *Config) { c.Timeout, c.ExtraArgs = time.Minute, convtest.PodmanArgs() }), logrus.NewEntry(logrus.New()))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -141,7 +141,7 @@ func runRescan(args []string) error {
 	}
 	set, err := rules.Compile([]rules.Rule{{
 		Name: "bench", Group: "Bench", Path: root, User: "bench", Include: []string{"**/*.tif"},
-		Settle: rules.Duration{Duration: time.Nanosecond}, Destination: "Dataset:1",
+		Settle: time.Nanosecond, Destination: "Dataset:1",
 	}}, filepath.Dir(root), nil)
 	if err != nil {
 		return err

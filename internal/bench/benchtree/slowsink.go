@@ -87,7 +87,7 @@ func runSlowSink(args []string) error {
 	}
 	rule := func(name string, settle time.Duration) rules.Rule {
 		return rules.Rule{Name: name, Group: "Bench", Path: filepath.Join(dir, name), User: "bench", Include: []string{"**/*.tif"},
-			Settle: rules.Duration{Duration: settle}, Destination: "Dataset:1"}
+			Settle: settle, Destination: "Dataset:1"}
 	}
 	set, err := rules.Compile([]rules.Rule{rule("orders", *settle), rule("events", time.Hour)}, dir, nil)
 	if err != nil {

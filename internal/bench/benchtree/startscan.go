@@ -73,7 +73,7 @@ destination = "Dataset:1"
 	}
 	set, err := rules.Compile([]rules.Rule{{
 		Name: "bench", Group: "Bench", Path: root, User: "bench", Include: []string{"**/*.tif"},
-		Settle: rules.Duration{Duration: unsettled}, Destination: "Dataset:1",
+		Settle: unsettled, Destination: "Dataset:1",
 	}}, filepath.Dir(root), nil)
 	if err != nil {
 		return err
