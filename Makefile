@@ -22,10 +22,11 @@ test-deps: ## install what the tests need (PostgreSQL server, podman, runc, bind
 test: test-deps lint ## lint, then every test with the race detector (real PostgreSQL, podman, bindfs)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-lint: ## go.mod/go.sum tidy, gofmt and go vet
+lint: ## go.mod/go.sum tidy, gofmt, go vet and staticcheck (pinned as a tool in go.mod)
 	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod or go.sum is not tidy: run go mod tidy"; $(GO) mod tidy -diff; exit 1; }
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 
 bench: test-deps build ## benchmarks and the harness that prints ratios against references
 	scripts/bench.sh

@@ -150,7 +150,12 @@ func (s *Store) CreateOrder(ctx context.Context, n NewOrder) (o Order, created b
 		b, _ := json.Marshal(n.FileNames)
 		fileNames = string(b)
 	}
-	existing, err := s.createOrder(ctx, n, string(files), fileNames)
+	var existing string
+	err = s.eng.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		existing, err = s.insertOrder(ctx, tx, n, string(files), fileNames)
+		return err
+	})
 	if err != nil {
 		return Order{}, false, fmt.Errorf("create order: %w", err)
 	}
@@ -169,18 +174,6 @@ func (s *Store) CreateOrder(ctx context.Context, n NewOrder) (o Order, created b
 	}
 	s.log.WithFields(map[string]any{"order": o.UUID, "source": o.Source}).Debug("order created")
 	return o, true, nil
-}
-
-// createOrder writes the order; it returns the uuid of the existing order of n.WatchKey instead
-// when there is one.
-func (s *Store) createOrder(ctx context.Context, n NewOrder, files string, fileNames any) (string, error) {
-	var existing string
-	err := s.eng.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		var err error
-		existing, err = s.insertOrder(ctx, tx, n, files, fileNames)
-		return err
-	})
-	return existing, err
 }
 
 // insertOrder writes the order in tx, or returns the uuid of the existing order of n.WatchKey.

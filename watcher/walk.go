@@ -194,7 +194,7 @@ type walker struct {
 // entry is a directory entry: a subdirectory or a non-empty regular file.
 type entry struct {
 	off, n      int32 // name in walker.names
-	dir, done   bool
+	dir         bool
 	size, mtime int64
 	h           uint64 // hash of the path
 }

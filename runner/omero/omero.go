@@ -1,5 +1,5 @@
-// Package omero drives the OMERO command-line client (`omero`, see
-// /work/shared/design/omero-cli.md): it logs in as the admin on behalf of a user in a group (one
+// Package omero drives the OMERO command-line client (`omero`; what this package relies on, and
+// where upstream implements it, is in docs/omero-cli.md): it logs in as the admin on behalf of a user in a group (one
 // session folder per order), runs in-place imports and reads their YAML output, finds the
 // templatePrefix of each fileset, and writes key-value annotations and image names.
 //

@@ -144,9 +144,6 @@ func ImageName(container string) string {
 	return "docker.io/" + container
 }
 
-// LocalTmpRoot returns the folder below which temp folders are made.
-func (r *Runner) LocalTmpRoot() string { return r.cfg.LocalTmpRoot }
-
 // RemoveTemp deletes a temp folder made by Run, refusing anything not below LocalTmpRoot.
 func (r *Runner) RemoveTemp(tmpDir string) error {
 	return redirect.RemoveTemp(r.cfg.LocalTmpRoot, tmpDir)

@@ -1,5 +1,5 @@
-// Command omero is a test double of the OMERO command-line client, built from
-// /work/shared/design/omero-cli.md: it implements the subcommands omero-adi calls (login, logout,
+// Command omero is a test double of the OMERO command-line client, following the upstream sources
+// that docs/omero-cli.md names: it implements the subcommands omero-adi calls (login, logout,
 // sessions key|open|login|logout, import, obj, hql, version) with the real client's flags, output
 // and exit codes, against a simulated server whose state is a JSON file named by the environment
 // variable OMERO_DOUBLE_STATE (see package world). It rejects what the real CLI rejects.

@@ -491,6 +491,7 @@ func shlexSplit(s string) ([]string, error) {
 				i++
 				cur.WriteRune(rs[i])
 			case r == '\\' && i+1 >= len(rs):
+				//lint:ignore ST1005 Python's shlex raises these very words, and the CLI prints them
 				return nil, errors.New("No escaped character")
 			default:
 				cur.WriteRune(r)
@@ -509,6 +510,7 @@ func shlexSplit(s string) ([]string, error) {
 				state, inWord = double, true
 			case r == '\\':
 				if i+1 >= len(rs) {
+					//lint:ignore ST1005 Python's shlex raises these very words, and the CLI prints them
 					return nil, errors.New("No escaped character")
 				}
 				i++
@@ -521,6 +523,7 @@ func shlexSplit(s string) ([]string, error) {
 		}
 	}
 	if state != plain {
+		//lint:ignore ST1005 Python's shlex raises these very words, and the CLI prints them
 		return nil, errors.New("No closing quotation")
 	}
 	if inWord {
