@@ -65,14 +65,14 @@ func ParseTarget(kind, id string) (Target, error) {
 			return t, invalid("destination_id", "%q names no %s; write name:NAME", id, t.Kind)
 		}
 		if hasControl(name) {
-			return t, invalid("destination_id", "%s: the %s name contains a line break or another control character", quoteShort(id), t.Kind)
+			return t, invalid("destination_id", "%s: the %s name contains a line break or another control character", quoteClip(id), t.Kind)
 		}
 		t.Name = name
 		return t, nil
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n <= 0 || strings.TrimLeft(v, "0123456789") != "" {
-		return t, invalid("destination_id", "%s is neither a positive %s id nor name:NAME", quoteShort(id), t.Kind)
+		return t, invalid("destination_id", "%s is neither a positive %s id nor name:NAME", quoteClip(id), t.Kind)
 	}
 	t.ID = n
 	return t, nil
@@ -180,15 +180,15 @@ func checkPath(field, f string) error {
 	case f == "":
 		return invalid(field, "is empty")
 	case len(f) > maxPath:
-		return invalid(field, "is a path of %d bytes, longer than any path can be (%d): %s; fix the row", len(f), maxPath, quoteShort(f))
+		return invalid(field, "is a path of %d bytes, longer than any path can be (%d): %s; fix the row", len(f), maxPath, quoteClip(f))
 	case !utf8.ValidString(f):
-		return invalid(field, "%s is not valid UTF-8: OMERO takes UTF-8 file names only; rename the file", quoteShort(f))
+		return invalid(field, "%s is not valid UTF-8: OMERO takes UTF-8 file names only; rename the file", quoteClip(f))
 	case hasControl(f):
-		return invalid(field, "%s contains a line break or another control character, which OMERO's importer cannot take; rename the file", quoteShort(f))
+		return invalid(field, "%s contains a line break or another control character, which OMERO's importer cannot take; rename the file", quoteClip(f))
 	case !filepath.IsAbs(f):
-		return invalid(field, "%s is not an absolute path; give the full path below the data root", quoteShort(f))
+		return invalid(field, "%s is not an absolute path; give the full path below the data root", quoteClip(f))
 	case hasDotDot(f):
-		return invalid(field, "%s contains \"..\"; give the path without it", quoteShort(f))
+		return invalid(field, "%s contains \"..\"; give the path without it", quoteClip(f))
 	}
 	return nil
 }
@@ -204,11 +204,17 @@ func hasDotDot(p string) bool {
 
 func hasControl(s string) bool { return strings.IndexFunc(s, unicode.IsControl) >= 0 }
 
-// quoteShort quotes s, cut to 200 bytes.
-func quoteShort(s string) string {
-	const max = 200
-	if len(s) > max {
-		return strconv.Quote(s[:max]) + "…"
+// Clip is s cut to at most n bytes, at a character boundary, with "…" appended when it was cut:
+// how a long value (a path, a column, a program's output) appears in a text for people.
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return strconv.Quote(s)
+	for i := 1; i < utf8.UTFMax && n > 0 && !utf8.RuneStart(s[n]); i++ {
+		n--
+	}
+	return s[:n] + "…"
 }
+
+// quoteClip quotes a value of an order for its description, cut to 200 bytes.
+func quoteClip(s string) string { return strconv.Quote(Clip(s, 200)) }

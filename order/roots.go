@@ -33,7 +33,7 @@ func ParseFiles(raw string) ([]string, error) {
 	}
 	var files []string
 	if err := json.Unmarshal([]byte(raw), &files); err != nil {
-		return nil, invalid("files", "is not a JSON list of paths (%v): %s", err, quoteShort(raw))
+		return nil, invalid("files", "is not a JSON list of paths (%v): %s", err, quoteClip(raw))
 	}
 	if len(files) == 0 {
 		return nil, invalid("files", "lists no file")
@@ -97,9 +97,9 @@ func checkFile(field, f string, roots []string) (real string, dir bool, err erro
 	real, err = filepath.EvalSymlinks(f)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return "", false, invalid(field, "%s does not exist (moved or deleted?); fix the path and retry", quoteShort(f))
+			return "", false, invalid(field, "%s does not exist (moved or deleted?); fix the path and retry", quoteClip(f))
 		}
-		return "", false, invalid(field, "%s cannot be resolved: %v", quoteShort(f), err)
+		return "", false, invalid(field, "%s cannot be resolved: %v", quoteClip(f), err)
 	}
 	inside := false
 	for _, r := range roots {
@@ -110,13 +110,13 @@ func checkFile(field, f string, roots []string) (real string, dir bool, err erro
 	}
 	if !inside {
 		if real != filepath.Clean(f) {
-			return "", false, invalid(field, "%s resolves to %s, outside the allowed roots %s; only files below them can be imported", quoteShort(f), quoteShort(real), strings.Join(roots, ", "))
+			return "", false, invalid(field, "%s resolves to %s, outside the allowed roots %s; only files below them can be imported", quoteClip(f), quoteClip(real), strings.Join(roots, ", "))
 		}
-		return "", false, invalid(field, "%s is outside the allowed roots %s; only files below them can be imported", quoteShort(f), strings.Join(roots, ", "))
+		return "", false, invalid(field, "%s is outside the allowed roots %s; only files below them can be imported", quoteClip(f), strings.Join(roots, ", "))
 	}
 	fi, err := os.Stat(real)
 	if err != nil {
-		return "", false, invalid(field, "%s cannot be read: %v", quoteShort(f), err)
+		return "", false, invalid(field, "%s cannot be read: %v", quoteClip(f), err)
 	}
 	if fi.IsDir() {
 		d, err := os.Open(real)
@@ -125,16 +125,16 @@ func checkFile(field, f string, roots []string) (real string, dir bool, err erro
 			d.Close()
 		}
 		if err != nil && err != io.EOF {
-			return "", false, invalid(field, "folder %s cannot be listed: %v; check its permissions", quoteShort(f), err)
+			return "", false, invalid(field, "folder %s cannot be listed: %v; check its permissions", quoteClip(f), err)
 		}
 		return real, true, nil
 	}
 	if !fi.Mode().IsRegular() {
-		return "", false, invalid(field, "%s is not a regular file or folder", quoteShort(f))
+		return "", false, invalid(field, "%s is not a regular file or folder", quoteClip(f))
 	}
 	fh, err := os.Open(real)
 	if err != nil {
-		return "", false, invalid(field, "%s cannot be read: %v; check its permissions", quoteShort(f), err)
+		return "", false, invalid(field, "%s cannot be read: %v; check its permissions", quoteClip(f), err)
 	}
 	fh.Close()
 	return real, false, nil

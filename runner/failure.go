@@ -119,10 +119,10 @@ func filesetList(ids []int64) string {
 func failureText(uuid string, err error) string {
 	var f *failure
 	desc := err.Error()
-	if !errors.As(err, &f) && !errors.Is(err, ErrInvalidOrder) {
+	if !errors.As(err, &f) && !errors.Is(err, order.ErrInvalid) {
 		desc = "unexpected error: " + desc
 	}
-	hint := retryHint(uuid, errors.Is(err, ErrInvalidOrder))
+	hint := retryHint(uuid, errors.Is(err, order.ErrInvalid))
 	if f != nil && f.imported {
 		hint = "The images are in OMERO (see the order's result): do not retry the order, that would import them again."
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/omero-adi/omero-adi/internal/omerotest"
 	"github.com/omero-adi/omero-adi/internal/pgtest"
 	"github.com/omero-adi/omero-adi/internal/testenv"
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // EnvSoak sets the fault suite's duration (a Go duration); make soak sets 10m. Without it the
@@ -822,7 +823,7 @@ func (s *suite) check() {
 	failures := 0
 	fail := func(o db.Order, format string, args ...any) {
 		failures++
-		t.Errorf("order %s (%s): %s\n\t%s", o.UUID, o.Stage, clip(fmt.Sprintf(format, args...), 400), s.context(ctx, o))
+		t.Errorf("order %s (%s): %s\n\t%s", o.UUID, o.Stage, order.Clip(fmt.Sprintf(format, args...), 400), s.context(ctx, o))
 	}
 	counts := map[string]int{}
 	honest := 0
@@ -985,7 +986,7 @@ func (s *suite) context(ctx context.Context, o db.Order) string {
 			to = e.At
 		}
 		agents[e.Worker] = true
-		lines = append(lines, fmt.Sprintf("%s %s %s: %s", e.At.Format("15:04:05.000"), e.Worker, e.Stage, clip(e.Description, 240)))
+		lines = append(lines, fmt.Sprintf("%s %s %s: %s", e.At.Format("15:04:05.000"), e.Worker, e.Stage, order.Clip(e.Description, 240)))
 	}
 	var during []string
 	s.mu.Lock()
@@ -1002,11 +1003,4 @@ func (s *suite) context(ctx context.Context, o db.Order) string {
 	sort.Strings(names)
 	b, _ := json.Marshal(lines)
 	return fmt.Sprintf("agents %v; faults during its life %v; history %s", names, during, b)
-}
-
-func clip(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }

@@ -191,7 +191,7 @@ func (e *env) cmdOrdersList(ctx context.Context, args []string) error {
 	fmt.Fprintln(tw, "UUID\tSTAGE\tGROUP\tUSER\tDESTINATION\tFILES\tUPDATED\tDESCRIPTION")
 	for _, o := range orders {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s:%s\t%d\t%s\t%s\n", o.UUID, o.Stage, o.Group, o.User,
-			o.DestinationType, o.DestinationID, countFiles(o), o.Timestamp.Local().Format("2006-01-02 15:04:05"), short(o.Description, 80))
+			o.DestinationType, o.DestinationID, countFiles(o), o.Timestamp.Local().Format("2006-01-02 15:04:05"), order.Clip(strings.ReplaceAll(o.Description, "\n", " "), 80))
 	}
 	return tw.Flush()
 }
@@ -358,12 +358,4 @@ func countFiles(o db.Order) int {
 		return 0
 	}
 	return len(files)
-}
-
-func short(s string, n int) string {
-	s = strings.ReplaceAll(s, "\n", " ")
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-1] + "…"
 }

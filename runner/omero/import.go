@@ -405,8 +405,5 @@ func firstLine(s string) string {
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		s = s[:i] + " …"
 	}
-	if len(s) > 80 {
-		s = s[:80] + "…"
-	}
-	return s
+	return order.Clip(s, 80)
 }

@@ -427,7 +427,7 @@ func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p pla
 	}
 	raws, err := parseResults(line)
 	if err != nil {
-		return nil, r.failure(ErrBadOutput, spec, p.file, fmt.Sprintf("its last output line %s: %v", clip(line, 200), err))
+		return nil, r.failure(ErrBadOutput, spec, p.file, fmt.Sprintf("its last output line %s: %v", strconv.Quote(order.Clip(line, 200)), err))
 	}
 	outs := make([]Output, 0, len(raws))
 	for i, raw := range raws {
@@ -500,7 +500,7 @@ func (r *Runner) removeContainer(log *logrus.Entry, name string) {
 		err = cmd.Run()
 	}
 	if err != nil {
-		log.WithError(err).WithFields(logrus.Fields{"container_name": name, "output": clip(out.String(), 500)}).Warn("could not remove container")
+		log.WithError(err).WithFields(logrus.Fields{"container_name": name, "output": strconv.Quote(order.Clip(out.String(), 500))}).Warn("could not remove container")
 	}
 }
 
@@ -729,13 +729,6 @@ func describe(stderr *child.Tail) string {
 		return ""
 	}
 	return fmt.Sprintf(" (last error output: %s)", strings.ReplaceAll(s, "\n", " | "))
-}
-
-func clip(s string, n int) string {
-	if len(s) > n {
-		s = s[:n] + "…"
-	}
-	return strconv.Quote(s)
 }
 
 // baseEnv is what a local command inherits; podmanEnv adds what podman itself needs. Nothing else
