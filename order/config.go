@@ -44,7 +44,7 @@ func (c Config) Validate() error {
 			switch {
 			case !filepath.IsAbs(r):
 				p.Add(key, "must be an absolute path, got %q", r)
-			case filepath.IsAbs(c.BaseDir) && !within(filepath.Clean(c.BaseDir), filepath.Clean(r)):
+			case filepath.IsAbs(c.BaseDir) && !Within(filepath.Clean(c.BaseDir), filepath.Clean(r)):
 				p.Add(key, "%q is outside base_dir %q", r, c.BaseDir)
 			}
 		}

@@ -49,7 +49,7 @@ func (p *Preprocessing) Check() error {
 		if err := checkMount("preprocessing.alt_output_folder", a); err != nil {
 			return err
 		}
-		if a == o || strings.HasPrefix(a, o+"/") || strings.HasPrefix(o, a+"/") {
+		if Within(o, a) || Within(a, o) {
 			return invalid("preprocessing.alt_output_folder", "%q overlaps output_folder %q; give two separate folders", a, o)
 		}
 	}

@@ -83,7 +83,7 @@ func (r Roots) resolve(group string) ([]string, error) {
 		if err != nil {
 			continue // a root that does not exist holds no file
 		}
-		if within(base, rg) {
+		if Within(base, rg) {
 			out = append(out, rg)
 		}
 	}
@@ -103,7 +103,7 @@ func checkFile(field, f string, roots []string) (real string, dir bool, err erro
 	}
 	inside := false
 	for _, r := range roots {
-		if within(r, real) {
+		if Within(r, real) {
 			inside = true
 			break
 		}
@@ -152,10 +152,16 @@ func invalidUTF8(s string) int {
 	return -1
 }
 
-// within reports whether path is root or lies below it; both are clean absolute paths.
-func within(root, path string) bool {
+// Within reports whether path is root or lies below it. It compares the paths as written: both
+// must be clean absolute paths, and callers resolve symlinks first where they matter.
+func Within(root, path string) bool {
 	if root == "/" {
 		return strings.HasPrefix(path, "/")
 	}
 	return path == root || strings.HasPrefix(path, root+"/")
+}
+
+// Below reports whether path lies strictly below root, as Within does but without root itself.
+func Below(root, path string) bool {
+	return path != root && Within(root, path)
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/bmatcuk/doublestar/v4"
 
-	"github.com/omero-adi/omero-adi/internal/fspath"
 	"github.com/omero-adi/omero-adi/order"
 )
 
@@ -145,7 +144,7 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 		bad("path", "%q is not an absolute path", r.Path)
 	case filepath.Clean(r.Path) != r.Path || strings.Contains(r.Path, "/../") || strings.HasSuffix(r.Path, "/.."):
 		bad("path", "%q is not a clean path (no \"..\", \".\", double or trailing slashes)", r.Path)
-	case !fspath.Within(dataRoot, r.Path):
+	case !order.Within(dataRoot, r.Path):
 		bad("path", "%q is outside the data root %q", r.Path, dataRoot)
 	default:
 		for _, p := range strings.Split(r.Path[1:], "/") {
@@ -171,7 +170,7 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 			c.nStatic++
 		}
 		c.static = "/" + joinLits(c.segs[:c.nStatic])
-		if c.nStatic < len(c.segs) && !fspath.Within(dataRoot, c.static) {
+		if c.nStatic < len(c.segs) && !order.Within(dataRoot, c.static) {
 			bad("path", "%q: a placeholder may not stand for a folder of the data root %q itself or above", r.Path, dataRoot)
 		}
 	}
@@ -300,7 +299,7 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 			}
 			inside := false
 			for _, root := range roots {
-				if filepath.IsAbs(root) && fspath.Within(filepath.Clean(root), folder) {
+				if filepath.IsAbs(root) && order.Within(filepath.Clean(root), folder) {
 					inside = true
 					break
 				}
@@ -531,7 +530,7 @@ func buildRoots(rs []*Compiled) []Root {
 	for _, p := range prefixes {
 		placed := false
 		for i := range roots {
-			if fspath.Within(roots[i].Path, p) {
+			if order.Within(roots[i].Path, p) {
 				roots[i].Rules = append(roots[i].Rules, byPrefix[p]...)
 				placed = true
 				break

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/omero-adi/omero-adi/internal/fspath"
 	"github.com/omero-adi/omero-adi/order"
 )
 
@@ -25,7 +24,7 @@ func (c *Compiled) Draft(m Match, files []string) (order.Draft, error) {
 		if !filepath.IsAbs(f) || filepath.Clean(f) != f {
 			return order.Draft{}, fmt.Errorf("%w: rule %s: file %q is not an absolute clean path", ErrDraft, c.Name, f)
 		}
-		if !fspath.Within(m.UnitPath, f) {
+		if !order.Within(m.UnitPath, f) {
 			return order.Draft{}, fmt.Errorf("%w: rule %s: file %q is outside the unit %s", ErrDraft, c.Name, f, m.UnitPath)
 		}
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/bmatcuk/doublestar/v4"
 
-	"github.com/omero-adi/omero-adi/internal/fspath"
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // Match says which rule claims a path and which unit the path belongs to.
@@ -66,7 +66,7 @@ func (m miss) better(o miss) miss {
 
 // match tries one rule.
 func (c *Compiled) match(path string) (Match, bool, miss) {
-	if !fspath.Within(c.static, path) {
+	if !order.Within(c.static, path) {
 		return Match{}, false, miss{why: fmt.Sprintf("not below %s (rule %s)", c.static, c.Name)}
 	}
 	rest := strings.Split(strings.TrimPrefix(path[len(c.static):], "/"), "/")
@@ -219,10 +219,10 @@ func (s *Set) Dir(path string) DirRole {
 }
 
 func (c *Compiled) dir(path string) (bool, *Match, miss) {
-	if fspath.Within(path, c.static) {
+	if order.Within(path, c.static) {
 		return true, nil, miss{} // on the way to the rule folder
 	}
-	if !fspath.Within(c.static, path) {
+	if !order.Within(c.static, path) {
 		return false, nil, miss{}
 	}
 	rest := strings.Split(strings.TrimPrefix(path[len(c.static):], "/"), "/")

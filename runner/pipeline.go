@@ -13,7 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/db"
-	"github.com/omero-adi/omero-adi/internal/fspath"
+	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/runner/child"
 	"github.com/omero-adi/omero-adi/runner/omero"
 	"github.com/omero-adi/omero-adi/runner/preprocess"
@@ -54,9 +54,9 @@ func (j *job) source(target string) (*item, string) {
 	for i := range j.items {
 		it := &j.items[i]
 		switch {
-		case it.output != nil && (fspath.Within(it.path, target) || fspath.Within(it.output.Processed, target)):
+		case it.output != nil && (order.Within(it.path, target) || order.Within(it.output.Processed, target)):
 			return it, it.origin
-		case fspath.Within(it.path, target):
+		case order.Within(it.path, target):
 			return it, filepath.Join(it.origin, strings.TrimPrefix(target, it.path))
 		}
 	}

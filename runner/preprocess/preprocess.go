@@ -38,7 +38,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
 
-	"github.com/omero-adi/omero-adi/internal/fspath"
 	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/runner/child"
 	"github.com/omero-adi/omero-adi/runner/redirect"
@@ -335,7 +334,7 @@ func makeProcessed(p plan) error {
 // collide checks that o does not share (or nest with) a result of an earlier file of the order.
 func collide(prev []Output, o Output) error {
 	overlap := func(a, b string) bool {
-		return a != "" && b != "" && (a == b || fspath.Below(a, b) || fspath.Below(b, a))
+		return a != "" && b != "" && (a == b || order.Below(a, b) || order.Below(b, a))
 	}
 	for _, q := range prev {
 		if overlap(q.Processed, o.Processed) || overlap(q.Alt, o.Alt) {
@@ -565,7 +564,7 @@ func toHost(p string, m mount) (host, rel string, err error) {
 		return "", "", errors.New("not an absolute path")
 	}
 	c := path.Clean(p)
-	if !fspath.Below(m.ctr, c) {
+	if !order.Below(m.ctr, c) {
 		return "", "", errors.New("outside the mount")
 	}
 	rel = strings.TrimPrefix(c, m.ctr+"/")
@@ -583,7 +582,7 @@ func inside(host, base string) error {
 	if err != nil {
 		return fmt.Errorf("the folder is not there: %w", err)
 	}
-	if !fspath.Below(realBase, real) {
+	if !order.Below(realBase, real) {
 		return fmt.Errorf("%w (%s)", errEscapes, real)
 	}
 	return nil

@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // Sentinel errors, checked with errors.Is.
@@ -143,7 +145,7 @@ func aliases(dirs map[string]string) ([]mapping, error) {
 			return nil, fmt.Errorf("%w: processed folder %q: want a clean absolute path", ErrInvalid, proc)
 		}
 		maps = append(maps, mapping{tmp, proc})
-		if real, err := filepath.EvalSymlinks(tmp); err == nil && real != tmp {
+		if real, err := filepath.EvalSymlinks(tmp); err == nil && real != tmp && real != "/" {
 			maps = append(maps, mapping{real, proc})
 		}
 	}
@@ -164,8 +166,8 @@ func redirectLink(link string, maps []mapping) (bool, *LinkError) {
 	abs = filepath.Clean(abs)
 	var newTarget string
 	for _, m := range maps {
-		if strings.HasPrefix(abs, m.tmp+string(filepath.Separator)) {
-			newTarget = filepath.Join(m.processed, strings.TrimPrefix(abs, m.tmp+string(filepath.Separator)))
+		if order.Below(m.tmp, abs) {
+			newTarget = filepath.Join(m.processed, abs[len(m.tmp)+1:])
 			break
 		}
 	}
@@ -219,7 +221,7 @@ func RemoveTemp(root, tmpDir string) error {
 	if !filepath.IsAbs(root) || filepath.Clean(root) != root || root == "/" {
 		return fmt.Errorf("%w: temp root %q: want a clean absolute path below /", ErrRefused, root)
 	}
-	if !filepath.IsAbs(tmpDir) || filepath.Clean(tmpDir) != tmpDir || !strings.HasPrefix(tmpDir, root+string(filepath.Separator)) {
+	if !filepath.IsAbs(tmpDir) || filepath.Clean(tmpDir) != tmpDir || !order.Below(root, tmpDir) {
 		return fmt.Errorf("%w: %q is not a folder below the temp root %s", ErrRefused, tmpDir, root)
 	}
 	fi, err := os.Lstat(tmpDir)
@@ -240,7 +242,7 @@ func RemoveTemp(root, tmpDir string) error {
 	if err != nil {
 		return fmt.Errorf("remove temp folder: %w", err)
 	}
-	if real := filepath.Join(realParent, filepath.Base(tmpDir)); !strings.HasPrefix(real, realRoot+string(filepath.Separator)) {
+	if real := filepath.Join(realParent, filepath.Base(tmpDir)); realRoot == "/" || !order.Below(realRoot, real) {
 		return fmt.Errorf("%w: %s resolves to %s, outside the temp root %s", ErrRefused, tmpDir, real, realRoot)
 	}
 	if err := os.RemoveAll(tmpDir); err != nil {
