@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -386,7 +385,7 @@ func filesetIDs(res omero.ImportResult) []int64 {
 	return ids
 }
 
-// filesetSources reads, for every fileset the import created, the client paths its
+// filesetSources asks redirect, for every fileset the import created, for the client paths its
 // ManagedRepository links point to, below the templatePrefixes Prepare read (perr: its error).
 func (r *Runner) filesetSources(res omero.ImportResult, prefixes map[int64]string, perr error) (map[int64]fileset, error) {
 	out := map[int64]fileset{}
@@ -400,17 +399,12 @@ func (r *Runner) filesetSources(res omero.ImportResult, prefixes map[int64]strin
 			errs = append(errs, fmt.Sprintf("fileset %d has no templatePrefix", id))
 			continue
 		}
-		links, err := readLinks(filepath.Join(r.cfg.ManagedRepo, prefix))
+		targets, err := redirect.Targets(r.cfg.ManagedRepo, prefix)
 		if err != nil {
 			errs = append(errs, err.Error())
 			continue
 		}
-		fs := fileset{prefix: prefix}
-		for _, l := range links {
-			fs.targets = append(fs.targets, l.target)
-		}
-		sort.Strings(fs.targets)
-		out[id] = fs
+		out[id] = fileset{prefix: prefix, targets: targets}
 	}
 	if len(errs) > 0 {
 		return out, errors.New(strings.Join(errs, "; "))
@@ -421,32 +415,4 @@ func (r *Runner) filesetSources(res omero.ImportResult, prefixes map[int64]strin
 type fileset struct {
 	prefix  string
 	targets []string // absolute client paths the fileset's links point to
-}
-
-type link struct{ path, target string }
-
-// readLinks lists the symlinks below dir with their absolute targets.
-func readLinks(dir string) ([]link, error) {
-	var out []link
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.Type()&os.ModeSymlink == 0 {
-			return nil
-		}
-		t, err := os.Readlink(p)
-		if err != nil {
-			return err
-		}
-		if !filepath.IsAbs(t) {
-			t = filepath.Join(filepath.Dir(p), t)
-		}
-		out = append(out, link{path: p, target: filepath.Clean(t)})
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read links below %s: %w", dir, err)
-	}
-	return out, nil
 }

@@ -1,4 +1,5 @@
-// Package redirect repoints OMERO ManagedRepository symlinks from the local temp copy of
+// Package redirect owns what the agent reads and changes below OMERO's ManagedRepository: it
+// lists where a fileset's symlinks point (Targets), repoints them from the local temp copy of
 // preprocessed files to the same files in .processed on the share (preprocessing.md), and removes
 // the temp folder afterwards.
 //
@@ -83,15 +84,13 @@ func (e *Error) Is(target error) bool { return target == ErrIncomplete }
 // a second call changes nothing. It returns how many links it changed, and an *Error listing
 // those it could not change (the caller then keeps the temp folders).
 func Redirect(managedRepo string, prefixes []string, dirs map[string]string) (changed int, err error) {
-	if !filepath.IsAbs(managedRepo) {
-		return 0, fmt.Errorf("%w: ManagedRepository %q is not an absolute path", ErrInvalid, managedRepo)
-	}
 	if len(prefixes) == 0 {
 		return 0, fmt.Errorf("%w: no templatePrefix given", ErrInvalid)
 	}
-	for _, p := range prefixes {
-		if !filepath.IsLocal(filepath.Clean(p)) {
-			return 0, fmt.Errorf("%w: templatePrefix %q must be a relative path inside the ManagedRepository", ErrInvalid, p)
+	roots := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		if roots[i], err = prefixDir(managedRepo, p); err != nil {
+			return 0, err
 		}
 	}
 	maps, err := aliases(dirs)
@@ -99,8 +98,7 @@ func Redirect(managedRepo string, prefixes []string, dirs map[string]string) (ch
 		return 0, err
 	}
 	var failed []LinkError
-	for _, p := range prefixes {
-		root := filepath.Join(managedRepo, filepath.Clean(p))
+	for _, root := range roots {
 		werr := filepath.WalkDir(root, func(link string, d fs.DirEntry, err error) error {
 			if err != nil {
 				failed = append(failed, LinkError{Link: link, Err: fmt.Errorf("cannot read: %w", err)})
@@ -125,6 +123,57 @@ func Redirect(managedRepo string, prefixes []string, dirs map[string]string) (ch
 		return changed, &Error{Links: failed}
 	}
 	return changed, nil
+}
+
+// Targets lists the targets of the symlinks below <managedRepo>/<prefix>, made absolute and
+// clean, sorted: the client paths the files of the fileset with that templatePrefix came from.
+func Targets(managedRepo, prefix string) ([]string, error) {
+	dir, err := prefixDir(managedRepo, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	err = filepath.WalkDir(dir, func(link string, d fs.DirEntry, err error) error {
+		if err != nil || d.Type()&fs.ModeSymlink == 0 {
+			return err
+		}
+		_, abs, err := readLink(link)
+		if err == nil {
+			out = append(out, abs)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read links below %s: %w", dir, err)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// prefixDir is the folder of a templatePrefix (relative to the ManagedRepository, as OMERO
+// reports it) below managedRepo.
+func prefixDir(managedRepo, prefix string) (string, error) {
+	if !filepath.IsAbs(managedRepo) {
+		return "", fmt.Errorf("%w: ManagedRepository %q is not an absolute path", ErrInvalid, managedRepo)
+	}
+	if !filepath.IsLocal(filepath.Clean(prefix)) {
+		return "", fmt.Errorf("%w: templatePrefix %q must be a relative path inside the ManagedRepository", ErrInvalid, prefix)
+	}
+	return filepath.Join(managedRepo, filepath.Clean(prefix)), nil
+}
+
+// readLink returns a link's target as written and made absolute (relative to the link's folder)
+// and clean.
+func readLink(link string) (target, abs string, err error) {
+	target, err = os.Readlink(link)
+	if err != nil {
+		return "", "", err
+	}
+	abs = target
+	if !filepath.IsAbs(abs) {
+		abs = filepath.Join(filepath.Dir(link), abs)
+	}
+	return target, filepath.Clean(abs), nil
 }
 
 // mapping is one temp folder (as written, or symlinks resolved) and its processed folder.
@@ -155,15 +204,10 @@ func aliases(dirs map[string]string) ([]mapping, error) {
 
 // redirectLink repoints one link when it points into a temp folder; it reports whether it did.
 func redirectLink(link string, maps []mapping) (bool, *LinkError) {
-	target, err := os.Readlink(link)
+	target, abs, err := readLink(link)
 	if err != nil {
 		return false, &LinkError{Link: link, Err: err}
 	}
-	abs := target
-	if !filepath.IsAbs(abs) {
-		abs = filepath.Join(filepath.Dir(link), abs)
-	}
-	abs = filepath.Clean(abs)
 	var newTarget string
 	for _, m := range maps {
 		if order.Below(m.tmp, abs) {

@@ -3,6 +3,7 @@ package redirect
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -439,5 +440,41 @@ func BenchmarkRedirect(b *testing.B) {
 		if err != nil || changed != n {
 			b.Fatalf("Redirect: %d, %v", changed, err)
 		}
+	}
+}
+
+// TestTargets lists where a fileset's links point: absolute, clean, sorted, relative links
+// resolved against their folder; files that are not links are left out.
+func TestTargets(t *testing.T) {
+	tr := newTree(t)
+	tr.result(t, "b.tif", "b")
+	tr.result(t, "z/a.tif", "a")
+	tr.link(t, prefixA, "b.tif", filepath.Join(tr.tmp, "b.tif"))
+	rel, err := filepath.Rel(filepath.Join(tr.repo, prefixA, "sub"), filepath.Join(tr.tmp, "z", "a.tif"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.link(t, prefixA, "sub/a.tif", rel)
+	write(t, filepath.Join(tr.repo, prefixA, "import.log"), "not a link")
+	tr.link(t, prefixB, "other.tif", "/elsewhere/other.tif")
+
+	got, err := Targets(tr.repo, prefixA)
+	want := []string{filepath.Join(tr.tmp, "b.tif"), filepath.Join(tr.tmp, "z", "a.tif")}
+	if err != nil || strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("Targets = %q, %v; want %q", got, err, want)
+	}
+	for _, tc := range []struct {
+		name, repo, prefix string
+		want               error
+	}{
+		{"missing prefix", tr.repo, "nobody_1/2024-01/01/00-00-00.000/", fs.ErrNotExist},
+		{"escaping prefix", tr.repo, "../etc", ErrInvalid},
+		{"relative repo", "ManagedRepository", prefixA, ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := Targets(tc.repo, tc.prefix); !errors.Is(err, tc.want) {
+				t.Fatalf("Targets: %v, want %v", err, tc.want)
+			}
+		})
 	}
 }
