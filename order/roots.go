@@ -97,7 +97,7 @@ func checkFile(field, f string, roots []string) (real string, dir bool, err erro
 	real, err = filepath.EvalSymlinks(f)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return "", false, invalid(field, "%s does not exist (moved or deleted?); fix the path and retry", quoteClip(f))
+			return "", false, invalid(field, "%s does not exist (moved or deleted?); fix the path", quoteClip(f))
 		}
 		return "", false, invalid(field, "%s cannot be resolved: %v", quoteClip(f), err)
 	}

@@ -33,16 +33,13 @@ func describeOMERO(what string, err error) error {
 }
 
 // describePreprocessing turns a failed preprocessing run into the order's description: what went
-// wrong, with which container on which file, and where the container's output is.
+// wrong, with which container on which file, and where the container's output is (a
+// *preprocess.Error says all that).
 func describePreprocessing(p *order.Preprocessing, err error) error {
 	var pe *preprocess.Error
 	switch {
 	case errors.As(err, &pe):
-		desc := fmt.Sprintf("%v: container %s on file %s: %s", pe.Err, pe.Container, pe.File, pe.Detail)
-		if pe.LogPath != "" {
-			desc += "; the container's output is in " + pe.LogPath
-		}
-		return failf("%s.", desc)
+		return failf("%v.", pe)
 	case errors.Is(err, preprocess.ErrSpec):
 		return failf("imports_preprocessing row %d cannot be used: %v.", p.ID, err)
 	default:

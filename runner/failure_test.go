@@ -94,9 +94,7 @@ func TestBadOrdersFail(t *testing.T) {
 			if !strings.Contains(o.Description, c.want) {
 				t.Errorf("%s: description %q does not contain %q", c.name, o.Description, c.want)
 			}
-			if !strings.Contains(o.Description, "retry") {
-				t.Errorf("%s: description %q does not say how to retry", c.name, o.Description)
-			}
+			checkRetryHint(t, c.name, o.Description)
 			if len(o.Description) > 2000 {
 				t.Errorf("%s: description of %d bytes, want it bounded", c.name, len(o.Description))
 			}
@@ -115,6 +113,20 @@ func TestBadOrdersFail(t *testing.T) {
 			t.Errorf("bad orders reached the import")
 		}
 	})
+}
+
+// checkRetryHint checks that a failed order's description says how to retry once: the runner
+// adds the hint, the components' own text (cause and fix) adds none.
+func checkRetryHint(t *testing.T, name, desc string) {
+	t.Helper()
+	if n := strings.Count(desc, "omero-adi orders retry"); n != 1 {
+		t.Errorf("%s: description %q names the retry command %d times, want once", name, desc, n)
+	}
+	for _, dup := range []string{"retry the order", "to retry", "and retry"} {
+		if strings.Contains(desc, dup) {
+			t.Errorf("%s: description %q has a retry hint of its own (%q) besides the runner's", name, desc, dup)
+		}
+	}
 }
 
 // A failed order is retried with the documented UPDATE, without restarting the runner.
@@ -175,6 +187,7 @@ func TestOMEROFailures(t *testing.T) {
 			if !strings.Contains(strings.ToLower(o.Description), strings.ToLower(c.want)) {
 				t.Errorf("description %q does not contain %q", o.Description, c.want)
 			}
+			checkRetryHint(t, c.name, o.Description)
 		})
 	}
 }

@@ -343,12 +343,13 @@ func TestPreprocessingFailures(t *testing.T) {
 	for i, c := range cases {
 		o := e.expect(ids[i], db.StageFailed, 40*time.Second)
 		t.Logf("%s: %s", c.fail, o.Description)
-		want := append([]string{"preprocessing", image, files[i], "preprocessing." + ids[i] + ".log", "retry"}, c.want...)
+		want := append([]string{"preprocessing", image, files[i], "preprocessing." + ids[i] + ".log"}, c.want...)
 		for _, w := range want {
 			if !strings.Contains(o.Description, w) {
 				t.Errorf("%s: description %q lacks %q", c.fail, o.Description, w)
 			}
 		}
+		checkRetryHint(t, c.fail, o.Description)
 	}
 	checkSums(t, before)
 	assertNoTemp(t, e)

@@ -143,7 +143,7 @@ func (c *Client) Import(ctx context.Context, s *Session, req ImportRequest) (Imp
 	// The importer writes the ids of what it imported to the --file log and cannot tell when that
 	// fails: on a full log_dir the images would reach OMERO while the order saw nothing.
 	if err := probeSpace(logs, logProbe); err != nil {
-		return ImportResult{}, fmt.Errorf("%w: log_dir cannot take the import's logs (%v); free space there, then retry the order — nothing was imported", ErrCall, err)
+		return ImportResult{}, fmt.Errorf("%w: log_dir cannot take the import's logs (%v); nothing was imported: free space there", ErrCall, err)
 	}
 	argv := c.ImportArgs(s, req)
 	log := c.log.WithFields(logrus.Fields{"order": req.OrderUUID, "target": req.Target.String(), "paths": len(req.Paths)})
@@ -197,16 +197,16 @@ func (c *Client) Import(ctx context.Context, s *Session, req ImportRequest) (Imp
 		return result, nil
 	case outage:
 		ie.Sentinel, ie.Server = ErrConnection, net.JoinHostPort(c.cfg.Host, strconv.Itoa(c.cfg.Port))
-		ie.Advice = fmt.Sprintf("the session could not be joined and the server's port did not answer (attempts: %d); nothing was imported: check that OMERO.server is running, then retry the order", attempts)
+		ie.Advice = fmt.Sprintf("the session could not be joined and the server's port did not answer (attempts: %d); nothing was imported: check that OMERO.server is running", attempts)
 	case res.code == exitBadKey:
 		ie.Sentinel = ErrLogin
-		ie.Advice = "the session key was rejected (the session expired or was closed); retry the order"
+		ie.Advice = "the session key was rejected (the session expired or was closed)"
 	case hint != "":
 		ie.Sentinel = ErrImport
 		ie.Advice = hint
 	default:
 		ie.Sentinel = ErrImport
-		ie.Advice = fmt.Sprintf("see %s for the cause, fix it and retry the order", errs)
+		ie.Advice = fmt.Sprintf("see %s for the cause and fix it", errs)
 	}
 	log.WithFields(logrus.Fields{"exit": res.code, "filesets": len(filesets)}).Warn("OMERO import failed")
 	return result, ie
@@ -218,10 +218,10 @@ const errsScanMax = 16 << 20
 // hints are causes the CLI or the importer names somewhere in a long log, with what to do.
 func (c *Client) hints() []struct{ text, advice string } {
 	return []struct{ text, advice string }{
-		{"You likely do not have access to the ManagedRepository", fmt.Sprintf("in-place import needs write access to the ManagedRepository at %s (omero.managed_repository) with the same path as the server; fix the mount or permissions and retry the order", c.repoName())},
-		{"No JAR files found under", "the OMERO.java importer jars are missing: fetch them with `omero import --fetch-jars VERSION` where the agent runs (the container image does this at build time; check with `omero-adi doctor`), then retry the order"},
-		{"downloads.openmicroscopy.org/omero/", "the importer tried to download the OMERO.java jars because none were found: fetch them with `omero import --fetch-jars VERSION` where the agent runs (check with `omero-adi doctor`), then retry the order"},
-		{"java.lang.OutOfMemoryError", "the Java importer ran out of memory; import fewer or smaller files per order, then retry the order"},
+		{"You likely do not have access to the ManagedRepository", fmt.Sprintf("in-place import needs write access to the ManagedRepository at %s (omero.managed_repository) with the same path as the server; fix the mount or permissions", c.repoName())},
+		{"No JAR files found under", "the OMERO.java importer jars are missing: fetch them with `omero import --fetch-jars VERSION` where the agent runs (the container image does this at build time; check with `omero-adi doctor`)"},
+		{"downloads.openmicroscopy.org/omero/", "the importer tried to download the OMERO.java jars because none were found: fetch them with `omero import --fetch-jars VERSION` where the agent runs (check with `omero-adi doctor`)"},
+		{"java.lang.OutOfMemoryError", "the Java importer ran out of memory; import fewer or smaller files per order"},
 	}
 }
 

@@ -238,7 +238,7 @@ func (c *Client) waitRetry(ctx context.Context, log *logrus.Entry, code, attempt
 
 // unreachable is the error of an outage: the server's port did not answer.
 func (c *Client) unreachable(attempts int, res callResult) error {
-	return fmt.Errorf("%w at %s:%d (attempts: %d)%s; check that OMERO.server is running and that omero.host/omero.port (env OMERO_HOST, OMERO_PORT) point at it, then retry the order",
+	return fmt.Errorf("%w at %s:%d (attempts: %d)%s; check that OMERO.server is running and that omero.host/omero.port (env OMERO_HOST, OMERO_PORT) point at it",
 		ErrConnection, c.cfg.Host, c.cfg.Port, attempts, detail(res))
 }
 

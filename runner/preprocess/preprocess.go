@@ -325,7 +325,7 @@ func makeProcessed(p plan) error {
 			return fmt.Errorf("create %s folder: %w", filepath.Base(filepath.Dir(p.processed)), err)
 		}
 		if !fi.IsDir() {
-			return fmt.Errorf("%w: %s is a %s, not a folder (a symlink there could make the agent write and import elsewhere); remove it and retry the order", ErrUnsafe, d, fi.Mode().Type())
+			return fmt.Errorf("%w: %s is a %s, not a folder (a symlink there could make the agent write and import elsewhere); remove it", ErrUnsafe, d, fi.Mode().Type())
 		}
 	}
 	return nil
@@ -414,7 +414,7 @@ func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p pla
 				what = r.cfg.Runtime + " could not run the container"
 			}
 			if p.local == nil && bindBusy(err, stderr) {
-				fix = fmt.Sprintf("the share stayed busy through %d attempts (preprocessing.bind_retry_attempts); retry the order later", r.cfg.BindRetryAttempts)
+				fix = fmt.Sprintf("the share stayed busy through %d attempts (preprocessing.bind_retry_attempts); wait until it is idle", r.cfg.BindRetryAttempts)
 			}
 			return nil, r.failure(ErrExit, spec, p.file, fmt.Sprintf("%s with status %d%s; %s", what, exit.ExitCode(), describe(stderr), fix))
 		}
@@ -593,7 +593,8 @@ func (r *Runner) failure(sentinel error, spec Spec, file, detail string) error {
 	return &Error{Err: sentinel, Container: spec.Container, File: file, LogPath: spec.LogPath, Detail: detail}
 }
 
-// Error is a failed preprocessing run; its text is written for an order's description.
+// Error is a failed preprocessing run; its text, written for an order's description, says what
+// went wrong and what to fix (the runner adds how to retry).
 type Error struct {
 	Err       error // one of the sentinel errors
 	Container string
@@ -608,7 +609,6 @@ func (e *Error) Error() string {
 	if e.LogPath != "" {
 		fmt.Fprintf(&b, "; the container's output is in %s", e.LogPath)
 	}
-	b.WriteString("; then set the order back to Import Pending to retry")
 	return b.String()
 }
 
