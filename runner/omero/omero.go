@@ -34,6 +34,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/order"
+	"github.com/omero-adi/omero-adi/retry"
 	"github.com/omero-adi/omero-adi/settings"
 )
 
@@ -191,25 +192,29 @@ func (c *Client) Login(ctx context.Context, orderUUID, user, group string) (*Ses
 	script := cliLine(login) + "\n" + cliLine([]string{"sessions", "key"}) + "\n"
 	env := []string{"OMERO_SESSIONDIR=" + dir, "OMERO_PASSWORD=" + c.cfg.AdminPassword}
 	var res callResult
-	for attempt := 0; ; attempt++ {
+	attempts, q := 0, new(retry.Quiet)
+	err := retry.Do(ctx, c.connectPolicy(log, q), func(attempt int) error {
+		attempts = attempt
 		var err error
 		res, err = c.run(ctx, call{args: []string{"load"}, env: env, stdin: strings.NewReader(script), timeout: c.cfg.CallTimeout})
-		if err != nil {
+		switch {
+		case err != nil:
+			return retry.Stop(err)
+		case res.code == exitRefused || res.code == exitUnknownHost:
+			return unreachableError{res.code}
+		}
+		return nil // a refused login is not retried: loginError explains it
+	})
+	if err != nil {
+		if _, spent := err.(unreachableError); !spent {
 			removeDir(dir)
 			return nil, fmt.Errorf("log in: %w", err)
 		}
-		if res.code == 0 {
-			break
-		}
-		if (res.code == exitRefused || res.code == exitUnknownHost) && attempt < c.cfg.ConnectRetries {
-			if err := c.waitRetry(ctx, log, res.code, attempt); err != nil {
-				removeDir(dir)
-				return nil, fmt.Errorf("log in: %w", err)
-			}
-			continue
-		}
+		c.gaveUp(log, q, attempts, res.code)
+	}
+	if res.code != 0 {
 		removeDir(dir)
-		return nil, c.loginError(res, user, group, attempt+1)
+		return nil, c.loginError(res, user, group, attempts)
 	}
 	for _, line := range strings.Split(string(res.stdout), "\n") {
 		if line = strings.TrimSpace(line); keyRE.MatchString(line) {
@@ -224,16 +229,35 @@ func (c *Client) Login(ctx context.Context, orderUUID, user, group string) (*Ses
 	return s, nil
 }
 
-// waitRetry logs an unreachable server (Warn the first time) and waits before attempt+1.
-func (c *Client) waitRetry(ctx context.Context, log *logrus.Entry, code, attempt int) error {
-	wait := backoff(c.cfg.ConnectBackoff, attempt)
-	entry := log.WithFields(logrus.Fields{"exit": code, "attempt": attempt + 1, "wait": wait})
-	if attempt == 0 {
-		entry.Warn("OMERO server unreachable, retrying")
-	} else {
-		entry.Debug("OMERO server unreachable, retrying")
+// connectPolicy retries a call that found the server unreachable ConnectRetries times, after
+// ConnectBackoff, doubled for each further retry up to maxConnectBackoff. The first wait of a
+// call is logged at Warn on q, the others at Debug.
+func (c *Client) connectPolicy(log *logrus.Entry, q *retry.Quiet) retry.Policy {
+	return retry.Policy{
+		Attempts: c.cfg.ConnectRetries + 1,
+		Initial:  c.cfg.ConnectBackoff,
+		Max:      maxConnectBackoff,
+		Retrying: func(attempt int, wait time.Duration, err error) {
+			var u unreachableError
+			errors.As(err, &u)
+			q.Failed(log.WithFields(logrus.Fields{"exit": u.code, "attempt": attempt, "wait": wait}), "OMERO server unreachable, retrying")
+		},
 	}
-	return sleepCtx(ctx, wait)
+}
+
+// maxConnectBackoff bounds the wait between two tries of a call that found the server unreachable.
+const maxConnectBackoff = 5 * time.Minute
+
+// gaveUp logs that a call found the server unreachable through all its attempts.
+func (c *Client) gaveUp(log *logrus.Entry, q *retry.Quiet, attempts, code int) {
+	q.GaveUp(log.WithFields(logrus.Fields{"exit": code, "attempts": attempts}), "OMERO server unreachable, giving up")
+}
+
+// unreachableError is a try that found the server unreachable (exit code): connectPolicy retries it.
+type unreachableError struct{ code int }
+
+func (e unreachableError) Error() string {
+	return fmt.Sprintf("OMERO server unreachable (exit %d)", e.code)
 }
 
 // unreachable is the error of an outage: the server's port did not answer.
@@ -262,22 +286,26 @@ const probeTimeout = 5 * time.Second
 // returns the last result and the number of attempts; outage reports whether that result was an
 // outage.
 func (c *Client) joined(ctx context.Context, log *logrus.Entry, mk func() (call, error)) (res callResult, attempts int, outage bool, err error) {
-	for attempt := 0; ; attempt++ {
+	q := new(retry.Quiet)
+	err = retry.Do(ctx, c.connectPolicy(log, q), func(attempt int) error {
 		cl, err := mk()
 		if err != nil {
-			return res, attempt, false, err
+			return retry.Stop(err)
 		}
-		res, err = c.run(ctx, cl)
-		if err != nil || res.code != exitBadKey || c.reachable(ctx) {
-			return res, attempt + 1, false, err
+		attempts = attempt
+		if res, err = c.run(ctx, cl); err != nil {
+			return retry.Stop(err)
 		}
-		if attempt >= c.cfg.ConnectRetries {
-			return res, attempt + 1, true, nil
+		if res.code != exitBadKey || c.reachable(ctx) {
+			return nil
 		}
-		if err := c.waitRetry(ctx, log, res.code, attempt); err != nil {
-			return res, attempt + 1, true, err
-		}
+		return unreachableError{res.code}
+	})
+	if _, spent := err.(unreachableError); spent {
+		c.gaveUp(log, q, attempts, res.code)
+		return res, attempts, true, nil
 	}
+	return res, attempts, errors.As(err, new(unreachableError)), err
 }
 
 func (c *Client) loginError(res callResult, user, group string, attempts int) error {
@@ -319,25 +347,6 @@ func (c *Client) Close(ctx context.Context, s *Session) {
 		s.loggedOut = true
 	}
 	removeDir(s.Dir)
-}
-
-func backoff(base time.Duration, attempt int) time.Duration {
-	d := base
-	for i := 0; i < attempt && d < 5*time.Minute; i++ {
-		d *= 2
-	}
-	return min(d, 5*time.Minute)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // detail formats what a call printed for an error message: the end of stderr, or stdout when
