@@ -39,6 +39,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/order"
+	"github.com/omero-adi/omero-adi/retry"
 	"github.com/omero-adi/omero-adi/runner/child"
 	"github.com/omero-adi/omero-adi/runner/redirect"
 	"github.com/omero-adi/omero-adi/settings"
@@ -344,6 +345,13 @@ func collide(prev []Output, o Output) error {
 	return nil
 }
 
+// bindBusyError is a container run that failed because the runtime found the bind source
+// busy: runOne retries it.
+type bindBusyError struct{ err error }
+
+func (e bindBusyError) Error() string { return e.err.Error() }
+func (e bindBusyError) Unwrap() error { return e.err }
+
 // runOne runs the container for one file and returns its mapped results.
 func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p plan) ([]Output, error) {
 	argv, pm, am := r.argv(spec, p)
@@ -365,32 +373,36 @@ func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p pla
 		stderr *child.Tail
 	)
 	start := time.Now()
-	delay := r.cfg.BindRetryDelay
-	for attempt := 1; ; attempt++ {
+	// BIOMERO.importer 1.4 retries a busy bind source too (DataProcessor._run_podman_command): a
+	// CIFS/DFS share can be briefly busy while podman sets up the bind mount.
+	q := new(retry.Quiet)
+	policy := retry.Policy{Attempts: r.cfg.BindRetryAttempts, Initial: r.cfg.BindRetryDelay,
+		Retrying: func(attempt int, wait time.Duration, _ error) {
+			q.Failed(log.WithFields(logrus.Fields{"attempt": attempt, "max_attempts": r.cfg.BindRetryAttempts, "delay": wait}),
+				"container runtime found the bind source busy; retrying")
+			r.removeContainer(log, p.name)
+			fmt.Fprintf(shared, "# bind source busy; retrying in %s (attempt %d of %d)\n", wait, attempt+1, r.cfg.BindRetryAttempts)
+		}}
+	var werr error
+	err = retry.Do(runCtx, policy, func(int) error {
 		stdout, stderr = lastLine{}, &child.Tail{Max: tailMax + 1}
-		cmd, werr := r.command(runCtx, log, argv, p, shared, &stdout, stderr)
-		if werr != nil {
-			return nil, r.failure(ErrStart, spec, p.file, werr.Error())
+		cmd, cerr := r.command(runCtx, log, argv, p, shared, &stdout, stderr)
+		if cerr != nil {
+			werr = cerr
+			return retry.Stop(cerr)
 		}
-		err = cmd.Run()
-		if err == nil || p.local != nil || attempt >= r.cfg.BindRetryAttempts || runCtx.Err() != nil || !bindBusy(err, stderr) {
-			break
+		err := cmd.Run()
+		if err == nil || p.local != nil || runCtx.Err() != nil || !bindBusy(err, stderr) {
+			return retry.Stop(err)
 		}
-		// BIOMERO.importer 1.4 retries this too (DataProcessor._run_podman_command): a CIFS/DFS share
-		// can be briefly busy while podman sets up the bind mount.
-		entry := log.WithFields(logrus.Fields{"attempt": attempt, "max_attempts": r.cfg.BindRetryAttempts, "delay": delay})
-		if attempt == 1 {
-			entry.Warn("container runtime found the bind source busy; retrying")
-		} else {
-			entry.Debug("container runtime found the bind source busy; retrying")
-		}
-		r.removeContainer(log, p.name)
-		fmt.Fprintf(shared, "# bind source busy; retrying in %s (attempt %d of %d)\n", delay, attempt+1, r.cfg.BindRetryAttempts)
-		select {
-		case <-runCtx.Done():
-		case <-time.After(delay):
-		}
-		delay *= 2
+		return bindBusyError{err}
+	})
+	if werr != nil {
+		return nil, r.failure(ErrStart, spec, p.file, werr.Error())
+	}
+	if b, spent := err.(bindBusyError); spent {
+		q.GaveUp(log.WithField("attempts", r.cfg.BindRetryAttempts), "container runtime found the bind source busy; giving up")
+		err = b.err
 	}
 	log = log.WithField("duration", time.Since(start).Round(time.Millisecond))
 	if runCtx.Err() != nil {
