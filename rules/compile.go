@@ -122,21 +122,45 @@ func Compile(rules []Rule, dataRoot string, groupRoots map[string][]string) (*Se
 	return s, nil
 }
 
+// compileOne checks rule r (rules[i]) against the data root and the groups' roots and compiles
+// it, one step per part of the rule; it returns every problem found.
 func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) (*Compiled, []error) {
 	var errs []error
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, &RuleError{i, r.Name, key, fmt.Sprintf(format, args...)})
 	}
 	c := &Compiled{Rule: r, Index: i}
+	checkName(r, bad)
+	hasUser, hasGroup := c.compilePath(r, dataRoot, bad)
+	c.compileGroup(r, hasGroup, bad)
+	c.compileUser(r, hasUser, bad)
+	c.compilePatterns(r, bad)
+	c.compileUnit(r, bad)
+	if msg := c.parseDestination(); msg != "" {
+		bad("destination", "%s", msg)
+	}
+	c.compilePreprocessing(r, bad)
+	c.checkGroupRoots(r, groupRoots, bad)
+	return c, errs
+}
 
+// complain records one problem of a rule: the key and what is wrong with it.
+type complain func(key, format string, args ...any)
+
+// checkName checks that the rule has a name fit for logs and order descriptions.
+func checkName(r Rule, bad complain) {
 	if r.Name == "" {
 		bad("name", "required")
 	} else if strings.TrimSpace(r.Name) != r.Name || strings.ContainsAny(r.Name, "/\x00\n") {
 		bad("name", "bad name %q (no slashes, newlines or surrounding spaces)", r.Name)
 	}
+}
 
-	// path template
-	hasUser, hasGroup := false, false
+// compilePath checks the path template (absolute, clean, inside the data root, placeholders
+// {user} and {group} as whole segments, each at most once, none standing for the data root or
+// above) and splits it into c's segments and static prefix. It reports which placeholders the
+// path captures.
+func (c *Compiled) compilePath(r Rule, dataRoot string, bad complain) (hasUser, hasGroup bool) {
 	switch {
 	case r.Path == "":
 		bad("path", "required")
@@ -174,8 +198,12 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 			bad("path", "%q: a placeholder may not stand for a folder of the data root %q itself or above", r.Path, dataRoot)
 		}
 	}
+	return hasUser, hasGroup
+}
 
-	// group
+// compileGroup checks the group (a literal OMERO group, or "{group}" captured from the path with
+// the allowed groups listed) and collects the allowed groups.
+func (c *Compiled) compileGroup(r Rule, hasGroup bool, bad complain) {
 	switch {
 	case r.Group == "":
 		bad("group", "required")
@@ -203,8 +231,11 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 		}
 		c.groups[g] = true
 	}
+}
 
-	// user
+// compileUser checks the user (a literal OMERO user, or captured from the path as {user} with
+// the allowed users listed) and collects the allowed users.
+func (c *Compiled) compileUser(r Rule, hasUser bool, bad complain) {
 	switch {
 	case hasUser && r.User != "":
 		bad("user", "%q set, but path %q also captures {user}: use one of the two", r.User, r.Path)
@@ -226,8 +257,10 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 		}
 		c.users[u] = true
 	}
+}
 
-	// patterns
+// compilePatterns checks the include and exclude patterns; no include means every file ("**").
+func (c *Compiled) compilePatterns(r Rule, bad complain) {
 	if len(r.Include) == 0 {
 		c.Include = []string{"**"}
 	}
@@ -241,8 +274,11 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 			bad("exclude", "%s %q", msg, p)
 		}
 	}
+}
 
-	// unit, settle, marker
+// compileUnit checks the unit (file by default, or folder), the settle time (DefaultSettle when
+// unset) and the marker, which only a folder unit may have.
+func (c *Compiled) compileUnit(r Rule, bad complain) {
 	switch r.Unit {
 	case "":
 		c.Unit = UnitFile
@@ -264,13 +300,11 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 			bad("marker", "bad file name %q", r.Marker)
 		}
 	}
+}
 
-	// destination
-	if msg := c.parseDestination(); msg != "" {
-		bad("destination", "%s", msg)
-	}
-
-	// preprocessing
+// compilePreprocessing copies the rule's preprocessing step, with the default input file, and
+// checks it as an order's step is checked.
+func (c *Compiled) compilePreprocessing(r Rule, bad complain) {
 	if pp := r.Preprocessing; pp != nil {
 		c.Preprocessing = pp.Copy()
 		if c.Preprocessing.InputFile == "" {
@@ -281,8 +315,11 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 			bad(fe.Field, "%s", fe.Msg)
 		}
 	}
+}
 
-	// group roots: the watched folder must lie inside one of the group's roots
+// checkGroupRoots checks that the watched folder lies inside one of the roots of its group (of
+// each allowed group, for "{group}"); a group without roots is not restricted.
+func (c *Compiled) checkGroupRoots(r Rule, groupRoots map[string][]string, bad complain) {
 	if c.static != "" && r.Group != "" {
 		groups := []string{r.Group}
 		if r.Group == "{group}" {
@@ -309,10 +346,8 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 			}
 		}
 	}
-	return c, errs
 }
 
-// fillGroup returns the static prefix of the template with {group} = g.
 func (c *Compiled) fillGroup(g string) string {
 	var b strings.Builder
 	for _, s := range c.segs {
