@@ -368,13 +368,29 @@ func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p pla
 	runCtx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	shared := &lockedWriter{w: logw}
-	var (
-		stdout lastLine
-		stderr *child.Tail
-	)
 	start := time.Now()
-	// BIOMERO.importer 1.4 retries a busy bind source too (DataProcessor._run_podman_command): a
-	// CIFS/DFS share can be briefly busy while podman sets up the bind mount.
+	line, stderr, err := r.runContainer(runCtx, log, spec, argv, p, shared)
+	if fe := (*Error)(nil); errors.As(err, &fe) {
+		return nil, err // the command could not be built
+	}
+	log = log.WithField("duration", time.Since(start).Round(time.Millisecond))
+	if runCtx.Err() != nil {
+		return nil, r.stopped(ctx, log, spec, p, shared)
+	}
+	if err != nil {
+		return nil, r.runError(spec, p, argv[0], stderr, err)
+	}
+	return r.results(log, spec, p, pm, am, line, stderr)
+}
+
+// runContainer runs the container (or its local command) until it does not fail with the
+// runtime's busy bind source, at most BindRetryAttempts times, and returns the last results line
+// of its standard output, the end of its stderr and its error. BIOMERO.importer 1.4 retries a busy
+// bind source too (DataProcessor._run_podman_command): a CIFS/DFS share can be briefly busy while
+// podman sets up the bind mount. A command that cannot be built is returned as the file's
+// *Error.
+func (r *Runner) runContainer(runCtx context.Context, log *logrus.Entry, spec Spec, argv []string, p plan, shared io.Writer) (line string, stderr *child.Tail, err error) {
+	var stdout lastLine
 	q := new(retry.Quiet)
 	policy := retry.Policy{Attempts: r.cfg.BindRetryAttempts, Initial: r.cfg.BindRetryDelay,
 		Retrying: func(attempt int, wait time.Duration, _ error) {
@@ -398,41 +414,51 @@ func (r *Runner) runOne(ctx context.Context, log *logrus.Entry, spec Spec, p pla
 		return bindBusyError{err}
 	})
 	if werr != nil {
-		return nil, r.failure(ErrStart, spec, p.file, werr.Error())
+		return "", stderr, r.failure(ErrStart, spec, p.file, werr.Error())
 	}
 	if b, spent := err.(bindBusyError); spent {
 		q.GaveUp(log.WithField("attempts", r.cfg.BindRetryAttempts), "container runtime found the bind source busy; giving up")
 		err = b.err
 	}
-	log = log.WithField("duration", time.Since(start).Round(time.Millisecond))
-	if runCtx.Err() != nil {
-		if p.local == nil {
-			r.removeContainer(log, p.name)
-		}
-		if ctx.Err() != nil {
-			fmt.Fprintf(shared, "# stopped: %v\n", ctx.Err())
-			return nil, fmt.Errorf("preprocess %s: %w", p.file, ctx.Err())
-		}
-		fmt.Fprintf(shared, "# stopped after the timeout of %s\n", r.cfg.Timeout)
-		return nil, r.failure(ErrTimeout, spec, p.file, fmt.Sprintf("it ran longer than the timeout of %s and was stopped; raise preprocessing.timeout if the file needs longer, or check the container", r.cfg.Timeout))
+	return stdout.last(), stderr, err
+}
+
+// stopped is the error of a run that the order's cancellation or the timeout ended; it removes
+// the container and notes the stop in the preprocessing log.
+func (r *Runner) stopped(ctx context.Context, log *logrus.Entry, spec Spec, p plan, shared io.Writer) error {
+	if p.local == nil {
+		r.removeContainer(log, p.name)
 	}
-	if err != nil {
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			what, fix := "it exited", "fix the cause"
-			if p.local == nil && exit.ExitCode() >= 125 && exit.ExitCode() <= 127 {
-				// podman's own codes: 125 podman failed (image not found or not pullable, bad flag
-				// or mount), 126 entrypoint not executable, 127 entrypoint not found.
-				what = r.cfg.Runtime + " could not run the container"
-			}
-			if p.local == nil && bindBusy(err, stderr) {
-				fix = fmt.Sprintf("the share stayed busy through %d attempts (preprocessing.bind_retry_attempts); wait until it is idle", r.cfg.BindRetryAttempts)
-			}
-			return nil, r.failure(ErrExit, spec, p.file, fmt.Sprintf("%s with status %d%s; %s", what, exit.ExitCode(), describe(stderr), fix))
-		}
-		return nil, r.failure(ErrStart, spec, p.file, fmt.Sprintf("could not start %s: %v; install it or map the container to a local command in preprocessing.local", argv[0], err))
+	if ctx.Err() != nil {
+		fmt.Fprintf(shared, "# stopped: %v\n", ctx.Err())
+		return fmt.Errorf("preprocess %s: %w", p.file, ctx.Err())
 	}
-	line := stdout.last()
+	fmt.Fprintf(shared, "# stopped after the timeout of %s\n", r.cfg.Timeout)
+	return r.failure(ErrTimeout, spec, p.file, fmt.Sprintf("it ran longer than the timeout of %s and was stopped; raise preprocessing.timeout if the file needs longer, or check the container", r.cfg.Timeout))
+}
+
+// runError is the error of a run that exited with a non-zero status (telling the runtime's own
+// failures and a share that stayed busy apart from the container's) or did not start.
+func (r *Runner) runError(spec Spec, p plan, program string, stderr *child.Tail, err error) error {
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		what, fix := "it exited", "fix the cause"
+		if p.local == nil && exit.ExitCode() >= 125 && exit.ExitCode() <= 127 {
+			// podman's own codes: 125 podman failed (image not found or not pullable, bad flag
+			// or mount), 126 entrypoint not executable, 127 entrypoint not found.
+			what = r.cfg.Runtime + " could not run the container"
+		}
+		if p.local == nil && bindBusy(err, stderr) {
+			fix = fmt.Sprintf("the share stayed busy through %d attempts (preprocessing.bind_retry_attempts); wait until it is idle", r.cfg.BindRetryAttempts)
+		}
+		return r.failure(ErrExit, spec, p.file, fmt.Sprintf("%s with status %d%s; %s", what, exit.ExitCode(), describe(stderr), fix))
+	}
+	return r.failure(ErrStart, spec, p.file, fmt.Sprintf("could not start %s: %v; install it or map the container to a local command in preprocessing.local", program, err))
+}
+
+// results parses the results line a run printed last and maps each result from the container's
+// mounts back to the order's folders.
+func (r *Runner) results(log *logrus.Entry, spec Spec, p plan, pm, am mount, line string, stderr *child.Tail) ([]Output, error) {
 	if line == "" {
 		return nil, r.failure(ErrNoOutput, spec, p.file, "its standard output had no results line (the last line must be a JSON list of results)"+describe(stderr))
 	}
