@@ -130,35 +130,14 @@ func checkRequest(req ImportRequest) error {
 // cancellation or after ImportTimeout. It returns what was created; on failure the error is an
 // *ImportError (or ErrTimeout / ctx.Err()) and the result holds the filesets that finished first.
 func (c *Client) Import(ctx context.Context, s *Session, req ImportRequest) (ImportResult, error) {
-	if err := checkRequest(req); err != nil {
+	logs, errs, err := c.checkImport(s, req)
+	if err != nil {
 		return ImportResult{}, err
 	}
-	if s == nil || s.Key == "" {
-		return ImportResult{}, fmt.Errorf("%w: import without a session", ErrRequest)
-	}
-	if err := os.MkdirAll(c.cfg.LogDir, 0o755); err != nil {
-		return ImportResult{}, fmt.Errorf("create log_dir: %w", err)
-	}
-	logs, errs := c.LogFiles(req.OrderUUID)
-	// The importer writes the ids of what it imported to the --file log and cannot tell when that
-	// fails: on a full log_dir the images would reach OMERO while the order saw nothing.
-	if err := probeSpace(logs, logProbe); err != nil {
-		return ImportResult{}, fmt.Errorf("%w: log_dir cannot take the import's logs (%v); nothing was imported: free space there", ErrCall, err)
-	}
-	argv := c.ImportArgs(s, req)
 	log := c.log.WithFields(logrus.Fields{"order": req.OrderUUID, "target": req.Target.String(), "paths": len(req.Paths)})
 	log.Info("OMERO import started")
 	start := time.Now()
-	// An outage before the import joined the session (exit 11, port closed) imported nothing and
-	// is retried; the logs of a failed attempt are replaced by the next one's.
-	res, attempts, outage, runErr := c.joined(ctx, log, func() (call, error) {
-		for _, f := range []string{logs, errs} {
-			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return call{}, fmt.Errorf("remove old import log: %w", err)
-			}
-		}
-		return call{args: argv[1:], env: []string{"OMERO_SESSIONDIR=" + s.Dir}, timeout: c.cfg.ImportTimeout, secret: s.Key}, nil
-	})
+	res, attempts, outage, runErr := c.runImport(ctx, log, s, c.ImportArgs(s, req), logs, errs)
 
 	// The ids are on stdout, or in the --file log when the CLI writes stdout there.
 	out := append(readBounded(logs, maxStdout), '\n')
@@ -173,7 +152,54 @@ func (c *Client) Import(ctx context.Context, s *Session, req ImportRequest) (Imp
 		}
 		return result, runErr
 	}
-	ie := &ImportError{ExitCode: res.code, Partial: result, ErrsFile: errs, Tail: joinTail(res.stderr, fileTail(errs))}
+	if ie := c.importError(s, res, filesets, parseErr, attempts, outage, logs, errs); ie != nil {
+		log.WithFields(logrus.Fields{"exit": res.code, "filesets": len(filesets)}).Warn("OMERO import failed")
+		return result, ie
+	}
+	log.WithFields(logrus.Fields{"filesets": len(filesets), "took": time.Since(start)}).Info("OMERO import finished")
+	return result, nil
+}
+
+// checkImport checks the request and the session, and that log_dir exists and has room for the
+// import's logs; it returns their paths.
+func (c *Client) checkImport(s *Session, req ImportRequest) (logs, errs string, err error) {
+	if err := checkRequest(req); err != nil {
+		return "", "", err
+	}
+	if s == nil || s.Key == "" {
+		return "", "", fmt.Errorf("%w: import without a session", ErrRequest)
+	}
+	if err := os.MkdirAll(c.cfg.LogDir, 0o755); err != nil {
+		return "", "", fmt.Errorf("create log_dir: %w", err)
+	}
+	logs, errs = c.LogFiles(req.OrderUUID)
+	// The importer writes the ids of what it imported to the --file log and cannot tell when that
+	// fails: on a full log_dir the images would reach OMERO while the order saw nothing.
+	if err := probeSpace(logs, logProbe); err != nil {
+		return "", "", fmt.Errorf("%w: log_dir cannot take the import's logs (%v); nothing was imported: free space there", ErrCall, err)
+	}
+	return logs, errs, nil
+}
+
+// runImport runs the import's argv as a call that joins the session. An outage before the import
+// joined the session (exit 11, port closed) imported nothing and is retried; the logs of a failed
+// attempt are replaced by the next one's.
+func (c *Client) runImport(ctx context.Context, log *logrus.Entry, s *Session, argv []string, logs, errs string) (res callResult, attempts int, outage bool, err error) {
+	return c.joined(ctx, log, func() (call, error) {
+		for _, f := range []string{logs, errs} {
+			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return call{}, fmt.Errorf("remove old import log: %w", err)
+			}
+		}
+		return call{args: argv[1:], env: []string{"OMERO_SESSIONDIR=" + s.Dir}, timeout: c.cfg.ImportTimeout, secret: s.Key}, nil
+	})
+}
+
+// importError tells what went wrong with an import that ran to its end (nil: it created the
+// filesets it reports): output that cannot be read, a record of the ids that went missing, nothing
+// imported, an outage, a rejected session key, a cause known from the logs, or another exit.
+func (c *Client) importError(s *Session, res callResult, filesets []Fileset, parseErr error, attempts int, outage bool, logs, errs string) *ImportError {
+	ie := &ImportError{ExitCode: res.code, Partial: ImportResult{Filesets: filesets}, ErrsFile: errs, Tail: joinTail(res.stderr, fileTail(errs))}
 	if ie.Tail == "" {
 		ie.Tail = joinTail(lastBytes(res.stdout, stderrTail))
 	}
@@ -193,8 +219,7 @@ func (c *Client) Import(ctx context.Context, s *Session, req ImportRequest) (Imp
 		ie.Sentinel = ErrNoImport
 		ie.Advice = fmt.Sprintf("the importer exited without an Image or Plate; check that the files are in a format OMERO reads and are not excluded, see %s", errs)
 	case res.code == 0:
-		log.WithFields(logrus.Fields{"filesets": len(filesets), "took": time.Since(start)}).Info("OMERO import finished")
-		return result, nil
+		return nil
 	case outage:
 		ie.Sentinel, ie.Server = ErrConnection, net.JoinHostPort(c.cfg.Host, strconv.Itoa(c.cfg.Port))
 		ie.Advice = fmt.Sprintf("the session could not be joined and the server's port did not answer (attempts: %d); nothing was imported: check that OMERO.server is running", attempts)
@@ -208,8 +233,7 @@ func (c *Client) Import(ctx context.Context, s *Session, req ImportRequest) (Imp
 		ie.Sentinel = ErrImport
 		ie.Advice = fmt.Sprintf("see %s for the cause and fix it", errs)
 	}
-	log.WithFields(logrus.Fields{"exit": res.code, "filesets": len(filesets)}).Warn("OMERO import failed")
-	return result, ie
+	return ie
 }
 
 // errsScanMax bounds how much of the --errs file is searched for known causes.
