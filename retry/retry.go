@@ -119,13 +119,15 @@ func (s *stop) Unwrap() error { return s.err }
 // (one streak shared by every caller).
 type Quiet struct{ failing atomic.Bool }
 
-// Failed logs one failure with msg on entry: at Warn if it starts a streak, else at Debug.
-func (q *Quiet) Failed(entry *logrus.Entry, msg string) {
+// Failed logs one failure with msg on entry: at Warn if it starts a streak, else at Debug. It
+// reports whether it started one.
+func (q *Quiet) Failed(entry *logrus.Entry, msg string) (first bool) {
 	if q.failing.CompareAndSwap(false, true) {
 		entry.Warn(msg)
-	} else {
-		entry.Debug(msg)
+		return true
 	}
+	entry.Debug(msg)
+	return false
 }
 
 // GaveUp logs at Error that the failing thing is not retried any more, and ends the streak.

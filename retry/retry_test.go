@@ -182,7 +182,9 @@ func TestQuiet(t *testing.T) {
 			for _, s := range c.steps {
 				switch s {
 				case fail:
-					q.Failed(logrus.NewEntry(l), "down")
+					if first := q.Failed(logrus.NewEntry(l), "down"); first != (len(hook.AllEntries()) > 0 && hook.LastEntry().Level == logrus.WarnLevel) {
+						t.Errorf("Failed reported first=%v for a %s entry", first, hook.LastEntry().Level)
+					}
 				case gaveUp:
 					q.GaveUp(logrus.NewEntry(l), "gave up")
 				case reset:

@@ -8,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/retry"
 	"github.com/omero-adi/omero-adi/runner/omero"
 	"github.com/omero-adi/omero-adi/runner/preprocess"
 )
@@ -43,9 +44,13 @@ var (
 // writeTimeout bounds one try of a database write of an order.
 const writeTimeout = 15 * time.Second
 
-// maxWriteBackoff bounds the wait between tries of an order's final writes while the database is
-// away, so the outcome lands soon after it is back (well within one lease).
-const maxWriteBackoff = 2 * time.Second
+// firstWriteBackoff is the wait after the first failed try of an order's final writes; it
+// doubles up to maxWriteBackoff (and a quarter of the lease), so the outcome lands soon after the
+// database is back (well within one lease).
+const (
+	firstWriteBackoff = 100 * time.Millisecond
+	maxWriteBackoff   = 2 * time.Second
+)
 
 // outcome is what a running order has to leave in the database besides its stage: the ids its
 // import created and history events that could not be written when they happened (database away).
@@ -150,38 +155,30 @@ func (r *Runner) saveOutcome(ctx context.Context, lease db.Lease, out *outcome) 
 // does not answer. Meanwhile the runner claims nothing. It gives up only when the shutdown grace
 // period is over.
 func (r *Runner) retryWrites(work context.Context, log *logrus.Entry, write func(context.Context) error) error {
-	backoff := 100 * time.Millisecond
-	waiting := false
-	defer func() {
-		if waiting {
-			r.writing.Add(-1)
-		}
-	}()
-	for {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(work), writeTimeout)
-		err := write(ctx)
-		cancel()
-		r.reached(err)
-		if err == nil || errors.Is(err, db.ErrLeaseLost) {
-			if waiting {
-				log.Info("database answers again: order outcome recorded")
+	var q retry.Quiet
+	policy := retry.Policy{Initial: firstWriteBackoff, Max: min(maxWriteBackoff, r.cfg.Lease/4),
+		Retrying: func(_ int, _ time.Duration, err error) {
+			if q.Failed(log.WithError(err), "record order outcome: the database does not answer; keeping the outcome and retrying") {
+				r.writing.Add(1)
 			}
-			return err
+		}}
+	err := retry.Do(work, policy, func(int) error {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(work), writeTimeout)
+		defer cancel()
+		err := write(ctx)
+		r.reached(err)
+		if errors.Is(err, db.ErrLeaseLost) {
+			return retry.Stop(err)
 		}
-		if !waiting {
-			waiting = true
-			r.writing.Add(1)
-			log.WithError(err).Warn("record order outcome: the database does not answer; keeping the outcome and retrying")
-		} else {
-			log.WithError(err).Debug("record order outcome")
+		return err
+	})
+	if q.Reset() {
+		r.writing.Add(-1)
+		if err == nil || errors.Is(err, db.ErrLeaseLost) {
+			log.Info("database answers again: order outcome recorded")
 		}
-		select {
-		case <-work.Done():
-			return err
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, maxWriteBackoff, r.cfg.Lease/4)
 	}
+	return err
 }
 
 // leaseLost handles an order that is no longer this worker's. Nothing of its stage is written;
@@ -230,7 +227,7 @@ func (r *Runner) heartbeat(ctx context.Context, lease db.Lease, cancel context.C
 	every := min(r.cfg.Lease/3, maxBeat)
 	t := time.NewTimer(every)
 	defer t.Stop()
-	warned := false
+	var q retry.Quiet
 	for {
 		select {
 		case <-ctx.Done():
@@ -255,18 +252,13 @@ func (r *Runner) heartbeat(ctx context.Context, lease db.Lease, cancel context.C
 				return
 			}
 			// The lease is still valid until it expires; the next beat tries again.
-			if !warned {
-				log.WithError(err).Warn("renew lease")
-				warned = true
-			} else {
-				log.WithError(err).Debug("renew lease")
-			}
+			q.Failed(log.WithError(err), "renew lease")
 		case cancelRequested:
 			log.Info("cancel requested: stopping the order")
 			cancel(errCancelRequested)
 			return
 		default:
-			warned = false
+			q.Reset()
 		}
 	}
 }
