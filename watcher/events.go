@@ -159,12 +159,7 @@ func (w *Watcher) watchError(err error) {
 	if errors.Is(err, fsnotify.ErrEventOverflow) {
 		w.overflow++
 		entry := w.log.WithField("hint", "raise fs.inotify.max_queued_events")
-		if !w.overLog {
-			w.overLog = true
-			entry.Warn("inotify event queue overflowed, rescanning")
-		} else {
-			entry.Debug("inotify event queue overflowed, rescanning")
-		}
+		w.overLog.Failed(entry, "inotify event queue overflowed, rescanning") // never reset: Warn once per run
 	} else {
 		w.log.WithError(err).Warn("inotify error, rescanning")
 	}

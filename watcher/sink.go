@@ -8,6 +8,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/omero-adi/omero-adi/retry"
 	"github.com/omero-adi/omero-adi/rules"
 )
 
@@ -205,32 +206,23 @@ func (w *Watcher) handOver(ctx context.Context, c *cand, buf []byte, st *ScanSta
 }
 
 // sinkFailed schedules a candidate the Sink failed on for another observation and hand-over,
-// backing off up to maxRetryDelay. The first failure after a success is a warning, the others
-// Debug. Caller holds mu.
+// after its settle time (at least a second), doubled for each further failure in a row up to
+// maxRetryDelay. The first failure after a success is a warning, the others Debug. Caller holds mu.
 func (w *Watcher) sinkFailed(c *cand, entry *logrus.Entry) {
-	if !w.sinkDown {
-		w.sinkDown = true
-		entry.Warn("cannot hand a unit to the database; retrying every unit until it answers")
-	} else {
-		entry.Debug("cannot hand a unit to the database; retrying")
-	}
+	w.sinkDown.Failed(entry, "cannot hand a unit to the database; retrying every unit until it answers")
 	c.root.errors++
 	c.root.lastErr = "hand over " + c.path + ": " + fmt.Sprint(entry.Data[logrus.ErrorKey])
 	c.touched = false
 	if c.fails < 16 {
 		c.fails++
 	}
-	d := max(c.settle(), time.Second)
-	for i := uint8(1); i < c.fails && d < maxRetryDelay; i++ {
-		d *= 2
-	}
-	w.schedule(c, w.now()+int64(min(d, maxRetryDelay)))
+	backoff := retry.Policy{Initial: max(c.settle(), time.Second), Max: maxRetryDelay}
+	w.schedule(c, w.now()+int64(backoff.Delay(int(c.fails))))
 }
 
 // sinkAnswers notes a successful hand-over (logged once after failures). Caller holds mu.
 func (w *Watcher) sinkAnswers() {
-	if w.sinkDown {
-		w.sinkDown = false
+	if w.sinkDown.Reset() {
 		w.log.Info("the database answers again")
 	}
 }

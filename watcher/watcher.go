@@ -58,6 +58,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/sirupsen/logrus"
 
+	"github.com/omero-adi/omero-adi/retry"
 	"github.com/omero-adi/omero-adi/rules"
 	"github.com/omero-adi/omero-adi/settings"
 )
@@ -203,8 +204,8 @@ type Watcher struct {
 	fsw      *fsnotify.Watcher
 	warned   map[string]bool
 	limitLog bool
-	overLog  bool
-	sinkDown bool // the last hand-over failed
+	overLog  retry.Quiet
+	sinkDown retry.Quiet // a streak of failed hand-overs: logged once, ended by a success
 	settled  int64
 	overflow int64
 	rng      *rand.Rand
