@@ -54,8 +54,9 @@ func (p Policy) Delay(attempt int) time.Duration {
 // policy's attempts are spent, or ctx ends. The first try is always made, even when ctx has
 // ended already; ctx only ends the waits between tries.
 //
-// It returns nil; the error given to Stop (or the error that wraps a Stop); the last error once the attempts are spent; or, when
-// ctx ends before the next try, an error that wraps both ctx.Err() and the last error of try.
+// It returns nil; the error given to Stop (or the error that wraps a Stop); the last error once
+// the attempts are spent; or, when ctx ends before the next try, an error that wraps both
+// ctx.Err() and the last error of try.
 func Do(ctx context.Context, p Policy, try func(attempt int) error) error {
 	for attempt := 1; ; attempt++ {
 		err := try(attempt)

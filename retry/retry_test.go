@@ -34,9 +34,6 @@ func TestDelay(t *testing.T) {
 			}
 		})
 	}
-	if Stop(nil) != nil {
-		t.Error("Stop(nil) is not nil")
-	}
 	if d := (Policy{Initial: time.Hour}).Delay(200); d <= 0 {
 		t.Errorf("Delay(200) overflowed to %s", d)
 	}
@@ -99,6 +96,12 @@ func TestDo(t *testing.T) {
 				t.Errorf("waits %v, want %v", waits, c.wantWaits)
 			}
 		})
+	}
+}
+
+func TestStopNil(t *testing.T) {
+	if err := Stop(nil); err != nil {
+		t.Errorf("Stop(nil) = %v, want nil", err)
 	}
 }
 
