@@ -247,7 +247,7 @@ func (r *Runner) saveResult(ctx context.Context, j *job, ids db.Result) error {
 func (r *Runner) redirect(j *job, res omero.ImportResult, sources map[int64]fileset, serr error) error {
 	n, err := r.redirectLinks(j, res, sources, serr)
 	if err != nil {
-		done := summary(j, resultOf(res))
+		done := summary(j, createdIDs(res))
 		if errors.Is(err, redirect.ErrIncomplete) {
 			return &failure{imported: true, desc: fmt.Sprintf("%s, but %v %s", done, err, j.pre.TempDir)}
 		}
@@ -360,14 +360,15 @@ func (r *Runner) dryRun(j *job) string {
 
 // resultOf is what an import created, with the temp folder it read from.
 func (j *job) resultOf(res omero.ImportResult) db.Result {
-	out := resultOf(res)
+	out := createdIDs(res)
 	if j.pre != nil {
 		out.TempDir = j.pre.TempDir
 	}
 	return out
 }
 
-func resultOf(res omero.ImportResult) db.Result {
+// createdIDs lists the filesets, images and plates an import created.
+func createdIDs(res omero.ImportResult) db.Result {
 	var out db.Result
 	for _, fs := range res.Filesets {
 		out.Filesets = append(out.Filesets, fs.ID)
