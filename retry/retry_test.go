@@ -40,9 +40,9 @@ func TestDelay(t *testing.T) {
 }
 
 var (
-	errBusy = errors.New("busy")
-	errBad  = errors.New("bad")
-	wrapped = fmt.Errorf("run: %w", Stop(errBad))
+	errBusy    = errors.New("busy")
+	errBad     = errors.New("bad")
+	errWrapped = fmt.Errorf("run: %w", Stop(errBad))
 )
 
 func TestDo(t *testing.T) {
@@ -60,7 +60,7 @@ func TestDo(t *testing.T) {
 		{"attempts spent", 3, nil, 3, errBusy, []time.Duration{us, 2 * us}},
 		{"one attempt: no retry", 1, nil, 1, errBusy, nil},
 		{"permanent error stops at once", 5, []error{errBusy, Stop(errBad)}, 2, errBad, []time.Duration{us}},
-		{"wrapped permanent error stops too", 5, []error{wrapped}, 1, wrapped, nil},
+		{"errWrapped permanent error stops too", 5, []error{errWrapped}, 1, errWrapped, nil},
 		{"unbounded until success", 0, []error{errBusy, errBusy, errBusy, errBusy, errBusy, nil}, 6, nil, []time.Duration{us, 2 * us, 4 * us, 8 * us, 8 * us}},
 	}
 	for _, c := range cases {
