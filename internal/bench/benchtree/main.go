@@ -148,7 +148,7 @@ func runRescan(args []string) error {
 	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	w, err := watcher.New(watcher.Config{Mode: watcher.ModePoll}, set, knownSink{}, logrus.NewEntry(log))
+	w, err := watcher.New(watchConfig(watcher.ModePoll), set, knownSink{}, logrus.NewEntry(log))
 	if err != nil {
 		return err
 	}
@@ -218,4 +218,11 @@ func median(ds []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[len(s)/2]
+}
+
+// watchConfig is the watcher's default settings in the given mode.
+func watchConfig(mode string) watcher.Config {
+	c := watcher.DefaultConfig()
+	c.Mode = mode
+	return c
 }

@@ -96,7 +96,7 @@ func runSlowSink(args []string) error {
 	sink := &slowSink{delay: *delay, done: map[string]time.Time{}}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	w, err := watcher.New(watcher.Config{Mode: watcher.ModeEvents}, set, sink, logrus.NewEntry(log))
+	w, err := watcher.New(watchConfig(watcher.ModeEvents), set, sink, logrus.NewEntry(log))
 	if err != nil {
 		return err
 	}

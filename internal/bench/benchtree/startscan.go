@@ -163,7 +163,7 @@ destination = "Dataset:1"
 func agentStartScan(set *rules.Set, root string, files int) (time.Duration, error) {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	w, err := watcher.New(watcher.Config{Mode: watcher.ModeEvents}, set, knownSink{}, logrus.NewEntry(log))
+	w, err := watcher.New(watchConfig(watcher.ModeEvents), set, knownSink{}, logrus.NewEntry(log))
 	if err != nil {
 		return 0, err
 	}
