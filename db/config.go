@@ -30,8 +30,6 @@ func (c Config) Validate() error {
 	if _, _, err := ParseURL(c.IngestTrackingDB); err != nil {
 		p.Add("ingest_tracking_db", "%v", err)
 	}
-	if c.LegacyPendingMaxAge <= 0 {
-		p.Add("legacy_pending_max_age", "must be a positive duration such as \"240h\", got %q", c.LegacyPendingMaxAge)
-	}
+	p.Positive("legacy_pending_max_age", c.LegacyPendingMaxAge, "240h")
 	return p.Err()
 }

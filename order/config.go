@@ -2,8 +2,9 @@ package order
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
-	"sort"
+	"slices"
 
 	"github.com/omero-adi/omero-adi/settings"
 )
@@ -33,12 +34,7 @@ func (c Config) Validate() error {
 	if !filepath.IsAbs(c.BaseDir) {
 		p.Add("base_dir", "must be an absolute path, got %q", c.BaseDir)
 	}
-	groups := make([]string, 0, len(c.Groups))
-	for g := range c.Groups {
-		groups = append(groups, g)
-	}
-	sort.Strings(groups)
-	for _, g := range groups {
+	for _, g := range slices.Sorted(maps.Keys(c.Groups)) {
 		for i, r := range c.Groups[g].Roots {
 			key := fmt.Sprintf("groups.%s.roots[%d]", g, i)
 			switch {

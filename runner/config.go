@@ -78,14 +78,10 @@ func (c Config) Validate() error {
 			p.Add(n.key, "must be at least 1, got %d", n.v)
 		}
 	}
-	for _, d := range []struct {
-		key string
-		v   time.Duration
-	}{{"poll_interval", c.PollInterval}, {"lease", c.Lease}, {"retry_backoff", c.RetryBackoff}, {"shutdown_timeout", c.ShutdownTimeout}} {
-		if d.v <= 0 {
-			p.Add(d.key, "must be a positive duration such as \"30s\", got %q", d.v)
-		}
-	}
+	p.Positive("poll_interval", c.PollInterval, "5s")
+	p.Positive("lease", c.Lease, "60s")
+	p.Positive("retry_backoff", c.RetryBackoff, "1m")
+	p.Positive("shutdown_timeout", c.ShutdownTimeout, "30s")
 	if c.Lease > 0 && c.Lease < minLease {
 		p.Add("lease", "must be at least %s so heartbeats can renew it, got %q", minLease, c.Lease)
 	}

@@ -92,6 +92,13 @@ func (p *Problems) Include(prefix string, err error) {
 	}
 }
 
+// Positive records a problem with key unless d is positive; example is a sensible value ("30s").
+func (p *Problems) Positive(key string, d time.Duration, example string) {
+	if d <= 0 {
+		p.Add(key, "must be a positive duration such as %q, got %q", example, d)
+	}
+}
+
 // Err returns nil without problems, else an *Error listing them.
 func (p *Problems) Err() error { return p.ErrIn("") }
 

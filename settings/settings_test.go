@@ -76,8 +76,10 @@ func TestProblems(t *testing.T) {
 	all.Include("omero", comp.Err())
 	all.Include("", errors.New("rules[0] (r).include: bad pattern"))
 	all.Include("watch", nil)
+	all.Positive("lease", time.Second, "60s") // positive: no problem
+	all.Positive("lease", 0, "60s")
 	err := all.ErrIn("invalid settings")
-	want := "invalid settings: max_workers: must be at least 1, got 0; omero.port: must be a port number, got 70000; omero.env[1]: bad; rules[0] (r).include: bad pattern"
+	want := `invalid settings: max_workers: must be at least 1, got 0; omero.port: must be a port number, got 70000; omero.env[1]: bad; rules[0] (r).include: bad pattern; lease: must be a positive duration such as "60s", got "0s"`
 	if err == nil || err.Error() != want {
 		t.Fatalf("got  %v\nwant %s", err, want)
 	}

@@ -105,14 +105,8 @@ func (c Config) Validate() error {
 	if !settings.OneOf(c.Mode, ModeAuto, ModeEvents, ModePoll) {
 		p.Add("mode", "must be auto, events or poll, got %q", c.Mode)
 	}
-	for _, d := range []struct {
-		key string
-		v   time.Duration
-	}{{"rescan_interval", c.RescanInterval}, {"poll_interval", c.PollInterval}} {
-		if d.v <= 0 {
-			p.Add(d.key, "must be a positive duration such as \"30s\", got %q", d.v)
-		}
-	}
+	p.Positive("rescan_interval", c.RescanInterval, "1h")
+	p.Positive("poll_interval", c.PollInterval, "30s")
 	return p.Err()
 }
 

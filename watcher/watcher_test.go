@@ -33,7 +33,7 @@ func TestNewValidates(t *testing.T) {
 		{"defaults", Config{}, set, sink, ""},
 		{"poll", Config{Mode: "poll", PollInterval: time.Second}, set, sink, ""},
 		{"bad mode", Config{Mode: "inotify"}, set, sink, `watch.mode: must be auto, events or poll, got "inotify"`},
-		{"negative rescan", Config{RescanInterval: -time.Second}, set, sink, `watch.rescan_interval: must be a positive duration such as "30s", got "-1s"`},
+		{"negative rescan", Config{RescanInterval: -time.Second}, set, sink, `watch.rescan_interval: must be a positive duration such as "1h", got "-1s"`},
 		{"negative poll", Config{PollInterval: -1}, set, sink, `watch.poll_interval: must be a positive duration such as "30s", got "-1ns"`},
 		{"no rules", Config{}, nil, sink, "no rule set"},
 		{"no sink", Config{}, set, nil, "no sink"},

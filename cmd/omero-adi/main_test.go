@@ -199,7 +199,7 @@ func TestBadSettings(t *testing.T) {
 		{"negative duration", "poll_interval = \"-1s\"\n", "poll_interval"},
 		{"number for a duration", "lease = 60\n", `lease: write a duration as a string such as "30s", not a number`},
 		{"number for a table duration", "[omero]\ncall_timeout = 300\n", "omero.call_timeout: write a duration as a string"},
-		{"zero call timeout", "[omero]\ncall_timeout = \"0s\"\n", `omero.call_timeout: must be a positive duration such as "30s", got "0s"`},
+		{"zero call timeout", "[omero]\ncall_timeout = \"0s\"\n", `omero.call_timeout: must be a positive duration such as "5m", got "0s"`},
 		{"bad watch mode", "[watch]\nmode = \"inotify\"\n", `watch.mode: must be auto, events or poll, got "inotify"`},
 		{"bad tmp root", "[omero]\nlocal_tmp_root = \"/tmp/a,b\"\n", `omero.local_tmp_root: must be a clean absolute path`},
 		{"bad log level", "log_level = \"loud\"\n", `log_level: must be one of`},

@@ -112,14 +112,8 @@ func (c Config) Validate() error {
 	if r := c.LocalTmpRoot; !filepath.IsAbs(r) || filepath.Clean(r) != r || r == "/" || strings.ContainsAny(r, ":,\n") {
 		p.Add("local_tmp_root", "must be a clean absolute path below / without ':' or ',', got %q", r)
 	}
-	for _, d := range []struct {
-		key string
-		v   time.Duration
-	}{{"import_timeout", c.ImportTimeout}, {"call_timeout", c.CallTimeout}} {
-		if d.v <= 0 {
-			p.Add(d.key, "must be a positive duration such as \"30s\", got %q", d.v)
-		}
-	}
+	p.Positive("import_timeout", c.ImportTimeout, "6h")
+	p.Positive("call_timeout", c.CallTimeout, "5m")
 	if c.ConnectRetries < 0 {
 		p.Add("connect_retries", "must be at least 0, got %d", c.ConnectRetries)
 	}

@@ -90,7 +90,7 @@ func TestNewValidates(t *testing.T) {
 		{"admin", func(c *Config) { c.AdminUser = "" }, "omero.user"},
 		{"password", func(c *Config) { c.AdminPassword = "" }, "OMERO_PASSWORD"},
 		{"tmp root with a comma", func(c *Config) { c.LocalTmpRoot = "/tmp/a,b" }, `omero.local_tmp_root: must be a clean absolute path below / without ':' or ',', got "/tmp/a,b"`},
-		{"zero call timeout", func(c *Config) { c.CallTimeout = 0 }, `omero.call_timeout: must be a positive duration such as "30s", got "0s"`},
+		{"zero call timeout", func(c *Config) { c.CallTimeout = 0 }, `omero.call_timeout: must be a positive duration such as "5m", got "0s"`},
 		{"relative log dir", func(c *Config) { c.LogDir = "logs" }, `log_dir must be an absolute path, got "logs"`},
 		{"relative session root", func(c *Config) { c.SessionRoot = "s" }, `omero.session_dir: must be an absolute path, got "s"`},
 		{"relative repository", func(c *Config) { c.ManagedRepository = "OMERO" }, "omero.managed_repository"},

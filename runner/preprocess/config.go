@@ -3,7 +3,8 @@ package preprocess
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,15 +60,8 @@ func (c Config) Validate() error {
 	if !settings.OneOf(c.UsernsMode, "", "keep-id") {
 		p.Add("userns_mode", "must be empty or keep-id, got %q (env PODMAN_USERNS_MODE)", c.UsernsMode)
 	}
-	if c.Timeout <= 0 {
-		p.Add("timeout", "must be a positive duration such as \"2h\", got %q", c.Timeout)
-	}
-	images := make([]string, 0, len(c.Local))
-	for image := range c.Local {
-		images = append(images, image)
-	}
-	sort.Strings(images)
-	for _, image := range images {
+	p.Positive("timeout", c.Timeout, "2h")
+	for _, image := range slices.Sorted(maps.Keys(c.Local)) {
 		key := fmt.Sprintf("local.%q", image)
 		if err := order.CheckImage(image); err != nil {
 			p.Add(key, "%v", err)
@@ -79,9 +73,7 @@ func (c Config) Validate() error {
 	if c.BindRetryAttempts < 1 {
 		p.Add("bind_retry_attempts", "must be at least 1, got %d", c.BindRetryAttempts)
 	}
-	if c.BindRetryDelay <= 0 {
-		p.Add("bind_retry_delay", "must be a positive duration such as \"2s\", got %q", c.BindRetryDelay)
-	}
+	p.Positive("bind_retry_delay", c.BindRetryDelay, "2s")
 	return p.Err()
 }
 
