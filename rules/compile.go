@@ -76,6 +76,18 @@ func (s *Set) Rules() []*Compiled { return s.rules }
 // Roots returns the folders to watch; no root lies inside another.
 func (s *Set) Roots() []Root { return s.roots }
 
+// ZarrModes maps the name of every rule that sets `zarr` to its mode; the runner looks an order's
+// source up in it.
+func (s *Set) ZarrModes() map[string]order.ZarrMode {
+	out := map[string]order.ZarrMode{}
+	for _, c := range s.rules {
+		if c.Zarr != "" {
+			out[c.Name], _ = order.ParseZarrMode(c.Zarr)
+		}
+	}
+	return out
+}
+
 // Compile validates every rule against the data root and the groups' allowed roots (group -> roots;
 // a group without an entry is not restricted) and returns the set. All problems are reported,
 // joined; each is a *RuleError naming the rule and the key and wraps ErrInvalid.
@@ -139,6 +151,7 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 	if msg := c.parseDestination(); msg != "" {
 		bad("destination", "%s", msg)
 	}
+	checkZarr(r, bad)
 	c.compilePreprocessing(r, bad)
 	c.checkGroupRoots(r, groupRoots, bad)
 	return c, errs
@@ -298,6 +311,15 @@ func (c *Compiled) compileUnit(r Rule, bad complain) {
 		}
 		if !validSegment(r.Marker) {
 			bad("marker", "bad file name %q", r.Marker)
+		}
+	}
+}
+
+// checkZarr checks the rule's zarr mode; empty leaves the [omero] zarr setting in charge.
+func checkZarr(r Rule, bad complain) {
+	if r.Zarr != "" {
+		if _, err := order.ParseZarrMode(r.Zarr); err != nil {
+			bad("zarr", "%v", err)
 		}
 	}
 }

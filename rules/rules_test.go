@@ -204,6 +204,18 @@ func TestIgnoredName(t *testing.T) {
 	}
 }
 
+func TestZarrModes(t *testing.T) {
+	set, err := Compile([]Rule{with(func(r *Rule) { r.Zarr = "Import" }),
+		with(func(r *Rule) { r.Name = "other"; r.Path = "/data/demo/facility/in"; r.Users = nil; r.User = "alice" })}, "/data", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := set.ZarrModes()
+	if len(got) != 1 || got["demo-confocal"] != order.ZarrImport {
+		t.Errorf("ZarrModes() = %v, want only demo-confocal: import (a rule without zarr uses [omero] zarr)", got)
+	}
+}
+
 func TestCompileErrors(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -254,6 +266,9 @@ func TestCompileErrors(t *testing.T) {
 		{"empty name destination", []Rule{with(func(r *Rule) { r.Destination = "Dataset:name:" })}, `"Dataset:name:": "name:" names no Dataset`},
 		{"unknown destination placeholder", []Rule{with(func(r *Rule) { r.Destination = "Dataset:name:{date}" })}, `unknown placeholder {date}`},
 		{"valid name destination", []Rule{with(func(r *Rule) { r.Destination = "Dataset:name:{user}-{dir}" })}, ""},
+		{"zarr register", []Rule{with(func(r *Rule) { r.Zarr = "register" })}, ""},
+		{"zarr refuse", []Rule{with(func(r *Rule) { r.Zarr = "refuse" })}, ""},
+		{"bad zarr", []Rule{with(func(r *Rule) { r.Zarr = "link" })}, `rules[0] (demo-confocal).zarr: "link" is none of register, import, refuse`},
 		{"valid screen", []Rule{with(func(r *Rule) { r.Destination = "screen:7" })}, ""},
 		{"preprocessing without container", []Rule{with(func(r *Rule) { r.Preprocessing = &order.Preprocessing{OutputFolder: "/data"} })}, `.preprocessing.container: required`},
 		{"preprocessing without output folder", []Rule{with(func(r *Rule) { r.Preprocessing = &order.Preprocessing{Container: "img"} })}, `.preprocessing.output_folder: required`},
