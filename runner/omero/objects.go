@@ -95,24 +95,31 @@ type Prepared struct {
 // line per fileset first, then `aK = new MapAnnotation ns=NS` and `new KindAnnotationLink
 // parent=TARGET child@=aK` per target). What ran before a failure is returned with the error.
 func (c *Client) Prepare(ctx context.Context, s *Session, filesetIDs []int64, ns string, targets []string) (Prepared, error) {
+	out, _, err := c.prepare(ctx, s, filesetIDs, ns, targets, nil)
+	return out, err
+}
+
+// prepare is Prepare with more reads (one output line each) at the end of the batch; it also
+// returns their output lines.
+func (c *Client) prepare(ctx context.Context, s *Session, filesetIDs []int64, ns string, targets, reads []string) (Prepared, []string, error) {
 	out := Prepared{Prefixes: map[int64]string{}, Annotations: map[string]string{}}
 	ids := append([]int64(nil), filesetIDs...)
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	var uniq []int64
 	for i, id := range ids {
 		if id <= 0 {
-			return out, fmt.Errorf("%w: fileset id %d", ErrRequest, id)
+			return out, nil, fmt.Errorf("%w: fileset id %d", ErrRequest, id)
 		}
 		if i == 0 || id != ids[i-1] {
 			uniq = append(uniq, id)
 		}
 	}
 	if len(targets) > 0 && (ns == "" || strings.ContainsAny(ns, "\x00\n\r")) {
-		return out, fmt.Errorf("%w: annotation namespace %q: must be one non-empty line", ErrRequest, ns)
+		return out, nil, fmt.Errorf("%w: annotation namespace %q: must be one non-empty line", ErrRequest, ns)
 	}
 	for _, t := range targets {
 		if !targetRE.MatchString(t) {
-			return out, fmt.Errorf("%w: annotation target %q: use Image:ID or Plate:ID", ErrRequest, t)
+			return out, nil, fmt.Errorf("%w: annotation target %q: use Image:ID or Plate:ID", ErrRequest, t)
 		}
 	}
 	var actions []string
@@ -124,8 +131,9 @@ func (c *Client) Prepare(ctx context.Context, s *Session, filesetIDs []int64, ns
 		actions = append(actions, fmt.Sprintf("a%d = new MapAnnotation %s", i, quote("ns="+ns)),
 			fmt.Sprintf("new %sAnnotationLink parent=%s child@=a%d", kind, t, i))
 	}
+	actions = append(actions, reads...)
 	if len(actions) == 0 {
-		return out, nil
+		return out, nil, nil
 	}
 	lines, err := c.batch(ctx, s, "read fileset templatePrefix and create annotations", "batch-prepare", actions, false)
 	for i, id := range uniq {
@@ -134,7 +142,7 @@ func (c *Client) Prepare(ctx context.Context, s *Session, filesetIDs []int64, ns
 		}
 		p := strings.TrimSpace(lines[i])
 		if p == "" || strings.HasPrefix(p, "/") || !strings.HasSuffix(p, "/") || path.Clean(p)+"/" != p || strings.HasPrefix(p, "../") {
-			return out, fmt.Errorf("read fileset templatePrefix: %w: Fileset:%d has prefix %q, expected a relative folder like user_5/2024-01/15/10-30-00.123/", ErrCall, id, p)
+			return out, nil, fmt.Errorf("read fileset templatePrefix: %w: Fileset:%d has prefix %q, expected a relative folder like user_5/2024-01/15/10-30-00.123/", ErrCall, id, p)
 		}
 		out.Prefixes[id] = p
 	}
@@ -145,11 +153,15 @@ func (c *Client) Prepare(ctx context.Context, s *Session, filesetIDs []int64, ns
 		}
 		ann, link := strings.TrimSpace(lines[n]), strings.TrimSpace(lines[n+1])
 		if !annRE.MatchString(ann) || !linkRE.MatchString(link) {
-			return out, fmt.Errorf("create annotation of %s: %w: unexpected output %q, %q", t, ErrCall, ann, link)
+			return out, nil, fmt.Errorf("create annotation of %s: %w: unexpected output %q, %q", t, ErrCall, ann, link)
 		}
 		out.Annotations[t] = ann
 	}
-	return out, err
+	var extra []string
+	if n := len(uniq) + 2*len(targets); len(lines) > n {
+		extra = lines[n:]
+	}
+	return out, extra, err
 }
 
 // Write is what Finish writes: the key-value pairs of each annotation, in order, and new names.

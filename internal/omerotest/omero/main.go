@@ -1,6 +1,7 @@
 // Command omero is a test double of the OMERO command-line client, following the upstream sources
 // that docs/omero-cli.md names: it implements the subcommands omero-adi calls (login, logout,
-// sessions key|open|login|logout, import, obj, hql, version) with the real client's flags, output
+// sessions key|open|login|logout, import, obj, hql, version, and zarr import of omero-cli-zarr, see
+// zarr.go) with the real client's flags, output
 // and exit codes, against a simulated server whose state is a JSON file named by the environment
 // variable OMERO_DOUBLE_STATE (see package world). It rejects what the real CLI rejects.
 //
@@ -137,8 +138,10 @@ func dispatch(statePath string, args []string) error {
 		return cmdObj(statePath, rest)
 	case "hql":
 		return cmdHQL(statePath, rest)
+	case "zarr":
+		return cmdZarr(statePath, rest)
 	case "version":
-		fmt.Println("5.19.4-double")
+		fmt.Println("5.21.0-double")
 		return nil
 	default:
 		return usageError("omero", fmt.Sprintf("argument subcommand: invalid choice: '%s'", sub))

@@ -13,7 +13,7 @@ import (
 	"github.com/omero-adi/omero-adi/internal/omerotest/world"
 )
 
-var objCommands = []string{"new", "update", "null", "map-get", "map-set", "get", "list-get"}
+var objCommands = []string{"new", "update", "null", "map-get", "map-set", "get", "list-get", "ext-info-get"}
 
 // txCmd is one obj action: "[DEST = ] action Class[:id] field=value …".
 type txCmd struct {
@@ -90,7 +90,7 @@ func cmdObj(statePath string, args []string) error {
 	// everything before it changes the state) and ends the batch; what ran before stays.
 	readOnly := true
 	for _, c := range cmds {
-		readOnly = readOnly && (c.args[0] == "get" || c.args[0] == "map-get")
+		readOnly = readOnly && (c.args[0] == "get" || c.args[0] == "map-get" || c.args[0] == "ext-info-get")
 	}
 	vars := map[string]string{}
 	var rows []string
@@ -317,9 +317,42 @@ func runAction(st *world.State, s *world.Session, c txCmd, vars map[string]strin
 			}
 		}
 		return "None", nil
+	case "ext-info-get":
+		return extInfoGet(st, kind, id, c.args)
 	default:
 		return "", die(100, "Unknown command: %s (not supported by the double)", action)
 	}
+}
+
+// extInfoGet is omero-py ≥ 5.21 plugins/obj.py ExtInfoGetTxAction: the object is read in any
+// group (omero.group -1); without an ExternalInfo it dies 346; with FIELD it prints that field,
+// else every field as "name=value" lines (and, as ctx.out adds a newline, an empty line).
+func extInfoGet(st *world.State, kind string, id int64, args []string) (string, error) {
+	var info *world.ExtInfo
+	if kind == "Image" {
+		for _, img := range st.Images {
+			if img.ID == id {
+				info = img.ExtInfo
+			}
+		}
+	}
+	if info == nil {
+		return "", die(346, "No ExternalInfo found: %s:%d", kind, id)
+	}
+	fields := []string{"id", "entityId", "entityType", "lsid", "uuid"}
+	values := map[string]string{"id": strconv.FormatInt(id, 10), "entityId": strconv.FormatInt(info.EntityID, 10),
+		"entityType": info.EntityType, "lsid": info.Lsid, "uuid": ""}
+	if len(args) == 3 {
+		if !contains(fields, args[2]) {
+			return "", die(335, "usage: ext-info-get OBJ [%s]", strings.Join(fields, "|"))
+		}
+		return values[args[2]], nil
+	}
+	var b strings.Builder
+	for _, f := range fields {
+		b.WriteString(f + "=" + values[f] + "\n")
+	}
+	return b.String(), nil
 }
 
 func capitalize(s string) string {

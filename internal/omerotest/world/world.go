@@ -47,8 +47,11 @@ type State struct {
 	// Retain, when positive, keeps only the newest Retain sessions, filesets, images, plates,
 	// annotations and links (older ones are forgotten, as if deleted on the server): load tests
 	// that run thousands of orders set it so each call stays cheap. Zero keeps everything.
-	Retain  int     `json:"retain,omitempty"`
-	Failure Failure `json:"failure"`
+	Retain int `json:"retain,omitempty"`
+	// ZarrRoots, when set, are the folders the server's omero-zarr-pixel-buffer can read: a Zarr
+	// registered from elsewhere gives an image whose pixels it cannot read (PixelsUnreadable).
+	ZarrRoots []string `json:"zarr_roots,omitempty"`
+	Failure   Failure  `json:"failure"`
 	// HangPIDs are the processes a hanging import left running (itself and its child), so tests can
 	// check that a timeout killed them all.
 	HangPIDs []int `json:"hang_pids"`
@@ -113,6 +116,17 @@ type Image struct {
 	GroupID   int64  `json:"group_id"`
 	DatasetID int64  `json:"dataset_id,omitempty"`
 	PlateID   int64  `json:"plate_id,omitempty"`
+	// ExtInfo is set on images registered from a Zarr (omero zarr import).
+	ExtInfo *ExtInfo `json:"ext_info,omitempty"`
+	// PixelsUnreadable marks a registered image whose Zarr lies outside ZarrRoots.
+	PixelsUnreadable bool `json:"pixels_unreadable,omitempty"`
+}
+
+// ExtInfo is an object's ExternalInfo.
+type ExtInfo struct {
+	EntityID   int64  `json:"entity_id"`
+	EntityType string `json:"entity_type"`
+	Lsid       string `json:"lsid"`
 }
 
 // Plate is an imported plate (screen imports).
@@ -192,6 +206,8 @@ type Failure struct {
 	// AsRoot makes every call refuse to run as if started by root: "FATAL: Running … as root …" on
 	// stdout, nothing on stderr, exit 1.
 	AsRoot bool `json:"as_root"`
+	// NoZarrPlugin makes `omero zarr` an unknown subcommand, as without omero-cli-zarr installed.
+	NoZarrPlugin bool `json:"no_zarr_plugin,omitempty"`
 }
 
 // ErrNoState means the state file path is not set or does not exist.
