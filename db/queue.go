@@ -232,22 +232,27 @@ func isHeld(held []Lease, uuid, owner string, attempt int64) bool {
 	return false
 }
 
-// storedResult reads a stored result: its filesets named ("Fileset 12", "Filesets 12, 13"; "" when
-// none) and its temp folder.
+// storedResult reads a stored result: its filesets named ("Fileset 12", "Filesets 12, 13"), or
+// without filesets its images ("Images 7, 8": a registered Zarr), "" when none; and its temp folder.
 func storedResult(raw string) (filesets, tempDir string) {
 	var r Result
 	if raw == "" || json.Unmarshal([]byte(raw), &r) != nil {
 		return "", ""
 	}
-	if len(r.Filesets) == 0 {
+	kind, list := "Fileset", r.Filesets
+	if len(list) == 0 {
+		// A registered OME-Zarr creates images without a fileset.
+		kind, list = "Image", r.Images
+	}
+	if len(list) == 0 {
 		return "", r.TempDir
 	}
-	ids := make([]string, len(r.Filesets))
-	for i, id := range r.Filesets {
+	ids := make([]string, len(list))
+	for i, id := range list {
 		ids[i] = strconv.FormatInt(id, 10)
 	}
 	if len(ids) == 1 {
-		return "Fileset " + ids[0], r.TempDir
+		return kind + " " + ids[0], r.TempDir
 	}
-	return "Filesets " + strings.Join(ids, ", "), r.TempDir
+	return kind + "s " + strings.Join(ids, ", "), r.TempDir
 }

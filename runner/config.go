@@ -46,6 +46,10 @@ type Config struct {
 	Registerer  prometheus.Registerer `toml:"-"` // where the metrics go; nil: not registered
 	// RecoverInterval is how often expired leases are recovered; 0 means Lease/2.
 	RecoverInterval time.Duration `toml:"-"`
+	// Zarr is what orders do with OME-Zarr folders ([omero] zarr; "" is order.ZarrRegister), and
+	// ZarrRules the modes of the rules that set one, by rule name (an order's source).
+	Zarr      order.ZarrMode            `toml:"-"`
+	ZarrRules map[string]order.ZarrMode `toml:"-"`
 }
 
 // DefaultConfig returns the runner's defaults.

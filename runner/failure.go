@@ -134,6 +134,10 @@ func cancelledText(uuid string) string {
 // lostAfterImportText is the history event of an order whose import reached OMERO after this
 // worker lost its lease.
 func lostAfterImportText(res db.Result) string {
+	if len(res.Filesets) == 0 {
+		return fmt.Sprintf("registered as %s, but the order was recovered meanwhile (this worker lost its lease): "+
+			"the images are in OMERO; do not retry the order, that would register them again", objectList(res))
+	}
 	return fmt.Sprintf("imported as %s (%s), but the order was recovered meanwhile (this worker lost its lease): "+
 		"the images are in OMERO; do not retry the order, that would import them again",
 		filesetList(res.Filesets), objectList(res))

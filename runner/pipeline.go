@@ -73,6 +73,16 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 		return "", err
 	}
 	j := &job{checked: c, log: log, lease: o.Lease(), out: out}
+	// A Zarr registered in place takes the import's place (see zarr.go).
+	if zarrs, err := r.zarrPlan(j); err != nil || zarrs != nil {
+		switch {
+		case err != nil:
+			return "", err
+		case r.cfg.DryRun:
+			return r.zarrDryRun(j, zarrs), nil
+		}
+		return r.register(ctx, j, zarrs)
+	}
 	if r.cfg.DryRun {
 		return r.dryRun(j), nil
 	}

@@ -185,7 +185,7 @@ func (r *Runner) retryWrites(work context.Context, log *logrus.Entry, write func
 // if its import reached OMERO, the order's history says so, so the images do not vanish from view.
 func (r *Runner) leaseLost(work context.Context, o db.Order, out *outcome, log *logrus.Entry) {
 	r.m.finished.WithLabelValues("lease_lost").Inc()
-	if len(out.result.Filesets) == 0 {
+	if len(out.result.Filesets) == 0 && len(out.result.Images) == 0 {
 		log.Warn("lease lost: another worker or recovery owns the order now; dropping it")
 		return
 	}

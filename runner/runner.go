@@ -39,6 +39,7 @@ type Runner struct {
 	cfg   Config
 	store Store
 	imp   Importer
+	reg   Registrar // imp, when it can register OME-Zarr; else nil
 	pre   Preprocessor
 	log   *logrus.Entry
 	m     *metrics
@@ -77,8 +78,9 @@ func New(cfg Config, store Store, imp Importer, pre Preprocessor, log *logrus.En
 	if err != nil {
 		return nil, fmt.Errorf("runner: register metrics: %w", err)
 	}
+	reg, _ := imp.(Registrar)
 	return &Runner{
-		cfg: cfg, store: store, imp: imp, pre: pre, m: m,
+		cfg: cfg, store: store, imp: imp, reg: reg, pre: pre, m: m,
 		log:  log.WithField("component", "runner"),
 		wake: make(chan struct{}, 1),
 		held: map[string]*held{},
