@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/rules"
 	"github.com/omero-adi/omero-adi/runner"
 	"github.com/omero-adi/omero-adi/runner/omero"
@@ -106,9 +107,11 @@ type Agent struct {
 	log  *logrus.Logger
 	reg  *prometheus.Registry
 
-	set   *rules.Set         // the watch rules; nil when this agent does not watch
-	omero *omero.Client      // nil when this agent does not run orders
-	pre   *preprocess.Runner // nil when this agent does not run orders
+	set *rules.Set // the watch rules; nil when this agent does not watch
+	// zarrRules are the zarr modes of the rules that set one, by rule name (runner.Config.ZarrRules).
+	zarrRules map[string]order.ZarrMode
+	omero     *omero.Client      // nil when this agent does not run orders
+	pre       *preprocess.Runner // nil when this agent does not run orders
 
 	// Set by Run.
 	store   *db.Store
@@ -142,7 +145,7 @@ func New(cfg Config, role string, log *logrus.Logger) (*Agent, error) {
 			return nil, settings.Errorf("", "%v", err)
 		}
 	}
-	if role != RoleRunner {
+	if role != RoleRunner || len(cfg.Rules) > 0 {
 		set, err := cfg.RuleSet()
 		if err != nil {
 			return nil, settings.Errorf("", "%v", err)
@@ -150,7 +153,8 @@ func New(cfg Config, role string, log *logrus.Logger) (*Agent, error) {
 		if len(set.Rules()) == 0 && role == RoleWatcher {
 			return nil, settings.Errorf("rules", "--role watcher needs at least one [[rules]] entry")
 		}
-		if len(set.Rules()) > 0 {
+		a.zarrRules = set.ZarrModes() // a runner reads its orders' rules by name
+		if len(set.Rules()) > 0 && role != RoleRunner {
 			a.set = set
 		}
 	}
@@ -191,6 +195,7 @@ func (a *Agent) start(ctx context.Context) error {
 		rc := cfg.RunnerConfig
 		rc.Worker, rc.Roots, rc.Registerer = WorkerName(cfg), cfg.DataConfig.Roots(), a.reg
 		rc.ManagedRepo, rc.DryRun = cfg.Omero.ManagedRepository, cfg.Omero.DryRun
+		rc.Zarr, rc.ZarrRules = order.ZarrMode(cfg.Omero.Zarr), a.zarrRules
 		a.runner, err = runner.New(rc, store, a.omero, a.pre, a.log.WithField("component", "runner"))
 		if err != nil {
 			return err

@@ -106,7 +106,7 @@ func Defaults() Config {
 // EnvOverrides lists the environment variables that win over the settings file.
 var EnvOverrides = []string{
 	"INGEST_TRACKING_DB_URL", "OMERO_HOST", "OMERO_PORT", "OMERO_USER", "OMERO_PASSWORD",
-	"PODMAN_USERNS_MODE", "PROCESSED_DATA_FOLDER", "ADI_LOG_LEVEL",
+	"PODMAN_USERNS_MODE", "PROCESSED_DATA_FOLDER", "ADI_LOG_LEVEL", "USE_REGISTER_ZARR",
 }
 
 // ErrSettings marks errors in the settings (file, environment or rules): exit code 2.
@@ -187,6 +187,13 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	set("PODMAN_USERNS_MODE", &c.Preprocessing.UsernsMode)
 	set("PROCESSED_DATA_FOLDER", &c.ProcessedFolder)
 	set("ADI_LOG_LEVEL", &c.LogLevel)
+	if v := getenv("USE_REGISTER_ZARR"); v != "" {
+		m, err := order.ParseRegisterZarr(v)
+		if err != nil {
+			return settings.Errorf("env USE_REGISTER_ZARR", "%v", err)
+		}
+		c.Omero.Zarr = string(m)
+	}
 	if v := getenv("OMERO_PORT"); v != "" {
 		p, err := strconv.Atoi(v)
 		if err != nil {

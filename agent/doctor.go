@@ -14,6 +14,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/order"
+	"github.com/omero-adi/omero-adi/runner/omero"
 )
 
 // Check is one finding of Doctor: Err is nil when the check passed; Fix says what to do otherwise.
@@ -25,7 +27,7 @@ type Check struct {
 
 // Doctor checks what an agent with these settings needs on this host: the database, the data
 // root and log_dir, the omero CLI, the ManagedRepository, the OMERO server (it opens and closes an
-// admin session), the container runtime, the watch rules and the inotify limit. It changes
+// admin session), the CLI's zarr plugin where Zarrs are registered, the container runtime, the watch rules and the inotify limit. It changes
 // nothing but a probe file in the folders it must write to.
 func Doctor(ctx context.Context, cfg Config) []Check {
 	var out []Check
@@ -60,6 +62,9 @@ func Doctor(ctx context.Context, cfg Config) []Check {
 			}
 			check(name, err,
 				"check that OMERO.server runs, omero.host/omero.port (env OMERO_HOST, OMERO_PORT), and the admin's password (OMERO_PASSWORD)")
+			if registersZarr(cfg) {
+				out = append(out, zarrPlugin(ctx, client))
+			}
 		}
 	}
 	if needsContainers(cfg) {
@@ -79,6 +84,35 @@ func Doctor(ctx context.Context, cfg Config) []Check {
 		}
 	}
 	return out
+}
+
+// registersZarr reports whether any order may register an OME-Zarr: omero.zarr or a rule's zarr
+// is "register".
+func registersZarr(cfg Config) bool {
+	if cfg.Omero.Zarr == string(order.ZarrRegister) {
+		return true
+	}
+	for _, r := range cfg.Rules {
+		if m, err := order.ParseZarrMode(r.Zarr); err == nil && r.Zarr != "" && m == order.ZarrRegister {
+			return true
+		}
+	}
+	return false
+}
+
+// zarrPlugin is the check of the omero CLI's zarr plugin (omero-cli-zarr), named with its version.
+func zarrPlugin(ctx context.Context, client *omero.Client) Check {
+	version, err := client.ZarrPlugin(ctx)
+	name := "omero zarr plugin (omero-cli-zarr"
+	switch {
+	case err != nil:
+		name += ")"
+	case version == "":
+		name += ", version unknown)"
+	default:
+		name += " " + version + ")"
+	}
+	return Check{Name: name, Err: err, Fix: omero.ZarrPluginAdvice + ", or set omero.zarr (and the rules' zarr) to \"import\" or \"refuse\" where no Zarr is registered"}
 }
 
 // needsContainers reports whether a rule's preprocessing runs a container (not a local command).

@@ -368,6 +368,16 @@ func TestDoctorReachesOMERO(t *testing.T) {
 	if len(st.Sessions) != 2 || st.PasswordInArgv {
 		t.Errorf("doctor's sessions: %+v (password in argv: %v)", st.Sessions, st.PasswordInArgv)
 	}
+	if !strings.Contains(out, "ok    omero zarr plugin (omero-cli-zarr, version unknown)") {
+		t.Errorf("doctor does not report the zarr plugin:\n%s", out)
+	}
+	// Without omero-cli-zarr, Zarr orders cannot be registered (omero.zarr = "register" by default).
+	d.SetFailure(t, omerotest.Failure{NoZarrPlugin: true})
+	out, errs, code = cli(t, f.env, "--config", f.config, "doctor")
+	if code != 1 || !strings.Contains(out, "FAIL  omero zarr plugin (omero-cli-zarr)") || !strings.Contains(out, "pip install omero-cli-zarr") {
+		t.Errorf("doctor without the zarr plugin: exit %d\n%s%s", code, out, errs)
+	}
+	d.SetFailure(t, omerotest.Failure{})
 
 	d.Down(t)
 	out, errs, code = cli(t, f.env, "--config", f.config, "doctor")

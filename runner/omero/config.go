@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/settings"
 )
 
@@ -56,6 +57,9 @@ type Config struct {
 	ConnectBackoff    time.Duration `toml:"connect_backoff"`    // wait before the first retry, doubled each time
 	SessionRoot       string        `toml:"session_dir"`        // each order's OMERO_SESSIONDIR is SessionRoot/<uuid>
 	DryRun            bool          `toml:"dry_run"`            // the runner logs commands and imports nothing
+	// Zarr is what orders do with OME-Zarr folders: register (in place, omero zarr import), import
+	// (omero import) or refuse (order.ZarrMode); a rule's zarr wins. Env USE_REGISTER_ZARR.
+	Zarr string `toml:"zarr"`
 	// Env is extra environment for every call (NAME=VALUE). The child environment is otherwise
 	// PATH, HOME, LANG, LC_ALL, TMPDIR, OMERODIR, XDG_CACHE_HOME, OMERO_* and JAVA_* of this
 	// process, plus the variables PassEnv names.
@@ -82,6 +86,7 @@ func DefaultConfig() Config {
 		ConnectRetries:    3,
 		ConnectBackoff:    5 * time.Second,
 		SessionRoot:       filepath.Join(os.TempDir(), "omero-adi-sessions"),
+		Zarr:              string(order.ZarrRegister),
 		ImportConfig:      DefaultImportConfig(),
 	}
 }
@@ -114,6 +119,9 @@ func (c Config) Validate() error {
 	}
 	p.Positive("import_timeout", c.ImportTimeout, "6h")
 	p.Positive("call_timeout", c.CallTimeout, "5m")
+	if _, err := order.ParseZarrMode(c.Zarr); err != nil || c.Zarr == "" {
+		p.Add("zarr", "must be register, import or refuse, got %q (env USE_REGISTER_ZARR: true or false)", c.Zarr)
+	}
 	if c.ConnectRetries < 0 {
 		p.Add("connect_retries", "must be at least 0, got %d", c.ConnectRetries)
 	}
