@@ -32,7 +32,7 @@ func (c *Compiled) Draft(m Match, files []string) (order.Draft, error) {
 		Group:         m.Vars[varGroup],
 		User:          m.Vars[varUser],
 		Target:        c.dest,
-		Files:         append([]string(nil), files...),
+		Files:         zarrFolders(files),
 		Source:        c.Name,
 		Description:   c.Description,
 		Preprocessing: c.Preprocessing.Copy(),
@@ -51,6 +51,23 @@ func (c *Compiled) Draft(m Match, files []string) (order.Draft, error) {
 		return order.Draft{}, fmt.Errorf("%w: rule %s: unit %s: %w", ErrDraft, c.Name, m.UnitPath, err)
 	}
 	return d, nil
+}
+
+// zarrFolders lists files with every file inside an OME-Zarr replaced by the Zarr's folder (once,
+// where its first file was): an order names a Zarr, never its thousands of chunks.
+func zarrFolders(files []string) []string {
+	out := make([]string, 0, len(files))
+	seen := map[string]bool{}
+	for _, f := range files {
+		if root, ok := order.ZarrRoot(f); ok {
+			f = root
+		}
+		if !seen[f] {
+			seen[f] = true
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func ruleName(c *Compiled) string {

@@ -105,6 +105,13 @@ func (c *Compiled) match(path string) (Match, bool, miss) {
 			return m, true, miss{}
 		}
 	} else {
+		// A Zarr's chunks are written over minutes: one order per chunk would be thousands.
+		for i, r := range rel[:len(rel)-1] {
+			if order.IsZarrName(r) {
+				return Match{}, false, miss{why: fmt.Sprintf("inside the OME-Zarr %q: rule %s has file units; a Zarr is one unit with unit = \"folder\"",
+					strings.Join(rel[:i+1], "/"), c.Name), score: reached}
+			}
+		}
 		m.UnitPath = path
 		if len(rel) > 1 {
 			vars[varDir] = rel[0]

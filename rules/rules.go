@@ -19,6 +19,11 @@
 // the folder unit's name, or for a file the first folder of its relative path; a file directly in
 // the rule folder gets the rule folder's own name), {user} and {group}.
 //
+// OME-Zarr: a file-unit rule claims no file inside a folder whose name ends in ".zarr" (its chunks
+// would make one order each); with unit = "folder" a Zarr is (or lies in) a unit, and the unit's
+// order names the Zarr's folder instead of the files below it. The rule's `zarr` key says what the
+// runner does with it.
+//
 // Hidden names (leading "."; this covers ".processed" and rsync's ".name.XXXXXX"), "*.part",
 // "*.tmp" and "~$*" are never part of a unit, at any depth.
 package rules

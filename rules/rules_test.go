@@ -638,3 +638,38 @@ func TestSelects(t *testing.T) {
 		})
 	}
 }
+
+// A Zarr is one unit of a folder rule, and its order names the Zarr's folder; a file rule claims
+// none of its chunks.
+func TestZarrUnits(t *testing.T) {
+	s := mustCompile(t,
+		with(func(r *Rule) { r.Include = []string{"**/*"} }),
+		Rule{Name: "zarrs", Group: "Demo", Path: "/data/demo/zarrs", User: "robot", Unit: "folder", Include: []string{"*/**"}, Destination: "Dataset:1", Zarr: "register"},
+	)
+	if _, ok, why := s.Match("/data/demo/alice/dropbox/run/x.ome.zarr/0/0/0.0"); ok || !strings.Contains(why, `inside the OME-Zarr "run/x.ome.zarr"`) {
+		t.Errorf("a chunk in a file rule: claimed %v (%s)", ok, why)
+	}
+	if _, ok, _ := s.Match("/data/demo/alice/dropbox/run/x.tif"); !ok {
+		t.Error("a plain file beside is not claimed")
+	}
+	m, ok, why := s.Match("/data/demo/zarrs/x.zarr/0/0/0.0")
+	if !ok || m.UnitPath != "/data/demo/zarrs/x.zarr" {
+		t.Fatalf("match %+v, %v (%s); want the unit x.zarr", m, ok, why)
+	}
+	d, err := m.Rule.Draft(m, []string{"/data/demo/zarrs/x.zarr/.zattrs", "/data/demo/zarrs/x.zarr/0/.zattrs", "/data/demo/zarrs/x.zarr/0/0/0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Files) != 1 || d.Files[0] != "/data/demo/zarrs/x.zarr" {
+		t.Errorf("draft files %q, want the Zarr folder only", d.Files)
+	}
+	// A plain folder unit holding a Zarr names it once, beside its other files.
+	m, _, _ = s.Match("/data/demo/zarrs/exp1/a.tif")
+	d, err = m.Rule.Draft(m, []string{"/data/demo/zarrs/exp1/a.tif", "/data/demo/zarrs/exp1/y.zarr/.zattrs", "/data/demo/zarrs/exp1/y.zarr/0/0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"/data/demo/zarrs/exp1/a.tif", "/data/demo/zarrs/exp1/y.zarr"}; !reflect.DeepEqual(d.Files, want) {
+		t.Errorf("draft files %q, want %q", d.Files, want)
+	}
+}
