@@ -7,12 +7,14 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/internal/omerotest"
 	"github.com/omero-adi/omero-adi/runner"
 	"github.com/omero-adi/omero-adi/runner/omero"
 )
@@ -265,7 +267,8 @@ func cpuTime() time.Duration {
 
 // BenchmarkCLIStarts: omero CLI processes started per order, through the double (a process per
 // call, as with the real CLI, each about a second of Python and a session join on a real host),
-// for an order of 1 file, of 10 files, and of one 384-image plate imported into a Screen.
+// for an order of 1 file, of 10 files, of one 384-image plate imported into a Screen, and of one
+// OME-Zarr registered into a Dataset.
 func BenchmarkCLIStarts(b *testing.B) {
 	cases := []struct {
 		name      string
@@ -277,6 +280,8 @@ func BenchmarkCLIStarts(b *testing.B) {
 		{"1-file", []string{"one.tif"}, "151", "Dataset", 1},
 		{"10-files", []string{"f0.tif", "f1.tif", "f2.tif", "f3.tif", "f4.tif", "f5.tif", "f6.tif", "f7.tif", "f8.tif", "f9.tif"}, "151", "Dataset", 10},
 		{"384-image-plate", []string{"wells__series_384.plate"}, "201", "Screen", 384},
+		// An OME-Zarr registered in place (omero zarr import), a bioformats2raw.layout of 2 series.
+		{"zarr-registered", []string{"cells.ome.zarr/"}, "151", "Dataset", 2},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
@@ -286,7 +291,12 @@ func BenchmarkCLIStarts(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				var paths []string
 				for _, f := range c.files {
-					paths = append(paths, e.file(fmt.Sprintf("demo/alice/%d/%s", i, f), "pixels"))
+					rel := fmt.Sprintf("demo/alice/%d/%s", i, f)
+					if strings.HasSuffix(f, "/") {
+						paths = append(paths, e.zarr(rel, omerotest.ZarrSeries))
+						continue
+					}
+					paths = append(paths, e.file(rel, "pixels"))
 				}
 				before := len(e.double.State(b).Calls)
 				t0 := time.Now()
