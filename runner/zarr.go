@@ -18,7 +18,7 @@ import (
 type Registrar interface {
 	RegisterArgs(s *omero.Session, req omero.RegisterRequest, zarr string) []string
 	Register(ctx context.Context, s *omero.Session, req omero.RegisterRequest) (omero.RegisterResult, error)
-	PrepareImages(ctx context.Context, s *omero.Session, images []int64, ns string, targets []string) (omero.Prepared, map[int64]omero.ExtInfo, error)
+	PrepareImages(ctx context.Context, s *omero.Session, p omero.ImagesPrep) (omero.PreparedImages, error)
 	ZarrPluginVersion() string
 }
 
@@ -105,11 +105,17 @@ func (r *Runner) register(ctx context.Context, j *job, zarrs []string) (string, 
 				"(\"Plate import not yet supported\"): nothing was created from it%s", what, z.Path, r.zarrTool(), reachedNote(ids))}
 		}
 	}
-	targets := make([]string, len(ids.Images))
-	for i, id := range ids.Images {
-		targets[i] = "Image:" + strconv.FormatInt(id, 10)
+	p := omero.ImagesPrep{Images: ids.Images, NS: r.cfg.AnnotationNamespace}
+	for _, id := range ids.Images {
+		p.Targets = append(p.Targets, "Image:"+strconv.FormatInt(id, 10))
 	}
-	prep, info, perr := r.reg.PrepareImages(ctx, sess, ids.Images, r.cfg.AnnotationNamespace, targets)
+	for _, z := range res.Zarrs {
+		if !z.Linked && j.Target.Name != "" {
+			// As omero import -T Dataset:name:NAME, a missing Dataset is created.
+			p.NewDataset, p.Unlinked = j.Target.Name, append(p.Unlinked, z.Images...)
+		}
+	}
+	prep, perr := r.reg.PrepareImages(ctx, sess, p)
 	w := omero.Write{Values: map[string][][2]string{}}
 	stamp := time.Now().UTC().Format("2006-01-02 15:04:05")
 	var missing, unconfirmed, unlinked []string
@@ -126,11 +132,11 @@ func (r *Runner) register(ctx context.Context, j *job, zarrs []string) (string, 
 			if i < len(z.Lsids) {
 				want = z.Lsids[i]
 			}
-			if got, ok := info[id]; !ok || got.EntityType != omero.ZarrEntityType || got.Lsid != want || !order.Within(z.Path, got.Lsid) {
+			if got, ok := prep.ExtInfo[id]; !ok || got.EntityType != omero.ZarrEntityType || got.Lsid != want || !order.Within(z.Path, got.Lsid) {
 				unconfirmed = append(unconfirmed, fmt.Sprintf("%s (ExternalInfo %q at %q, want %q at %q)", t, got.EntityType, got.Lsid, omero.ZarrEntityType, want))
 			}
 		}
-		if !z.Linked {
+		if !z.Linked && prep.Dataset == 0 {
 			unlinked = append(unlinked, z.Path)
 		}
 	}
@@ -140,7 +146,11 @@ func (r *Runner) register(ctx context.Context, j *job, zarrs []string) (string, 
 	if err := r.imp.Finish(ctx, sess, w); err != nil {
 		r.event(ctx, j, fmt.Sprintf("writing the annotations failed: %v", err))
 	}
-	done := fmt.Sprintf("registered %s from %s into %s with %s", plural(len(ids.Images), "image"), plural(len(zarrs), "OME-Zarr"), j.Target, r.zarrTool())
+	into := j.Target.String()
+	if prep.Dataset != 0 {
+		into += fmt.Sprintf(" (created: Dataset %d)", prep.Dataset)
+	}
+	done := fmt.Sprintf("registered %s from %s into %s with %s", plural(len(ids.Images), "image"), plural(len(zarrs), "OME-Zarr"), into, r.zarrTool())
 	switch {
 	case len(unconfirmed) > 0:
 		detail := ""
@@ -150,8 +160,12 @@ func (r *Runner) register(ctx context.Context, j *job, zarrs []string) (string, 
 		return "", &failure{imported: true, desc: fmt.Sprintf("%s (%s), but reading their ExternalInfo back did not confirm %s%s: "+
 			"the server reads a registered image's pixels through it; check the images in OMERO", done, objectList(ids), strings.Join(unconfirmed, ", "), detail)}
 	case len(unlinked) > 0:
-		return "", &failure{imported: true, desc: fmt.Sprintf("%s (%s), but %s linked them to no %s (\"Target not found\"): they are orphaned images of user %q; "+
-			"create the Dataset or fix the order's destination, then link the images in OMERO", done, objectList(ids), r.zarrTool(), j.Target, o.User)}
+		detail := ""
+		if perr != nil && p.NewDataset != "" {
+			detail = fmt.Sprintf(", and creating it failed (%v)", perr)
+		}
+		return "", &failure{imported: true, desc: fmt.Sprintf("%s (%s), but %s linked them to no %s (\"Target not found\")%s: they are orphaned images of user %q; "+
+			"link them to the Dataset in OMERO", done, objectList(ids), r.zarrTool(), j.Target, detail, o.User)}
 	}
 	return done + " (" + objectList(ids) + ")", nil
 }

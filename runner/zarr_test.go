@@ -86,7 +86,8 @@ func TestZarrOrders(t *testing.T) {
 		stage      string
 		desc       string // in the description
 		images     int
-		imports    int // omero import runs
+		imports    int    // omero import runs
+		dataset    string // the name of the Dataset the images are in, when not 151
 		noCLIStart bool
 	}{
 		{name: "web plugin shape: a bioformats2raw folder", layout: omerotest.ZarrSeries, files: []string{"Z"}, destID: "151",
@@ -94,9 +95,11 @@ func TestZarrOrders(t *testing.T) {
 		{name: "a path inside the Zarr", layout: omerotest.ZarrImageV3, files: []string{"Z/0/c/0/0"}, destID: "151",
 			stage: db.StageCompleted, desc: "registered 1 image", images: 1},
 		{name: "by name", layout: omerotest.ZarrImage, files: []string{"Z"}, destID: "name:second",
-			stage: db.StageCompleted, desc: `into Dataset named "second"`, images: 1},
-		{name: "by a name that does not exist", layout: omerotest.ZarrImage, files: []string{"Z"}, destID: "name:nowhere",
-			stage: db.StageFailed, desc: "linked them to no Dataset named \"nowhere\" (\"Target not found\")", images: 1},
+			stage: db.StageCompleted, desc: `into Dataset named "second"`, images: 1, dataset: "second"},
+		{name: "by a new name", layout: omerotest.ZarrImage, files: []string{"Z"}, destID: "name:new",
+			stage: db.StageCompleted, desc: `into Dataset named "new" (created: Dataset `, images: 1, dataset: "new"},
+		{name: "by an id that does not exist", layout: omerotest.ZarrImage, files: []string{"Z"}, destID: "999",
+			stage: db.StageFailed, desc: "linked them to no Dataset 999 (\"Target not found\")", images: 1},
 		{name: "import mode", cfg: func(c *runner.Config) { c.Zarr = order.ZarrImport }, layout: omerotest.ZarrImage, files: []string{"Z"}, destID: "151",
 			stage: db.StageCompleted, desc: "imported 1 image", images: 1, imports: 1},
 		{name: "refuse mode", cfg: func(c *runner.Config) { c.Zarr = order.ZarrRefuse }, layout: omerotest.ZarrImage, files: []string{"Z"}, destID: "151",
@@ -158,6 +161,21 @@ func TestZarrOrders(t *testing.T) {
 				t.Errorf("result %+v, want %d images", o.Result, c.images)
 			}
 			st := e.double.State(t)
+			if c.stage == db.StageCompleted && c.imports == 0 {
+				in := map[int64]string{}
+				for _, d := range st.Datasets {
+					in[d.ID] = d.Name
+				}
+				want := c.dataset
+				if want == "" {
+					want = "first"
+				}
+				for _, img := range st.Images {
+					if in[img.DatasetID] != want || img.ExtInfo == nil {
+						t.Errorf("image %+v: want it in the Dataset named %q, with an ExternalInfo", img, want)
+					}
+				}
+			}
 			if len(st.Imports) != c.imports {
 				t.Errorf("%d imports, want %d", len(st.Imports), c.imports)
 			}

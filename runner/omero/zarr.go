@@ -223,29 +223,75 @@ type ExtInfo struct {
 	EntityType, Lsid string
 }
 
-// PrepareImages is Prepare for registered images: in the one batch it reads each image's
-// ExternalInfo (`ext-info-get Image:N entityType` and `… lsid`, omero-py ≥ 5.21 plugins/obj.py
-// ExtInfoGetTxAction) after creating the annotations, so that a missing ExternalInfo (the action
-// dies 346 "No ExternalInfo found") leaves the annotations made.
-func (c *Client) PrepareImages(ctx context.Context, s *Session, images []int64, ns string, targets []string) (Prepared, map[int64]ExtInfo, error) {
-	ids := append([]int64(nil), images...)
+// ImagesPrep is what PrepareImages does in its batch.
+type ImagesPrep struct {
+	Images  []int64  // registered images whose ExternalInfo is read back
+	NS      string   // annotation namespace
+	Targets []string // what gets a MapAnnotation ("Image:N")
+	// NewDataset, when set, is the name of a Dataset to create and link Unlinked to: omero-cli-zarr
+	// links --target-by-name to an existing Dataset only ("Target not found").
+	NewDataset string
+	Unlinked   []int64
+}
+
+// PreparedImages is what PrepareImages read and created.
+type PreparedImages struct {
+	Prepared
+	ExtInfo map[int64]ExtInfo
+	Dataset int64 // the Dataset created for NewDataset; 0 when none
+}
+
+// PrepareImages is Prepare for registered images, in one batch: the MapAnnotations and their
+// links, then (with NewDataset) `d = new Dataset name=NAME` and a `new DatasetImageLink
+// parent@=d child=Image:N` per unlinked image, then each image's ExternalInfo (`ext-info-get
+// Image:N entityType` and `… lsid`, omero-py ≥ 5.21 plugins/obj.py ExtInfoGetTxAction). The reads
+// come last: a missing ExternalInfo ends the batch (346 "No ExternalInfo found") after everything
+// else was made. What ran before a failure is returned with the error.
+func (c *Client) PrepareImages(ctx context.Context, s *Session, p ImagesPrep) (PreparedImages, error) {
+	out := PreparedImages{ExtInfo: map[int64]ExtInfo{}}
+	ids := append([]int64(nil), p.Images...)
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	var reads []string
-	for _, id := range ids {
-		if id <= 0 {
-			return Prepared{}, nil, fmt.Errorf("%w: image id %d", ErrRequest, id)
+	var extra []string
+	if p.NewDataset != "" && len(p.Unlinked) > 0 {
+		if strings.ContainsAny(p.NewDataset, "\x00\n\r") {
+			return out, fmt.Errorf("%w: dataset name %q: must be one line", ErrRequest, p.NewDataset)
 		}
-		reads = append(reads, fmt.Sprintf("ext-info-get Image:%d entityType", id), fmt.Sprintf("ext-info-get Image:%d lsid", id))
+		extra = append(extra, "d = new Dataset "+quote("name="+p.NewDataset))
+		for _, id := range p.Unlinked {
+			extra = append(extra, fmt.Sprintf("new DatasetImageLink parent@=d child=Image:%d", id))
+		}
 	}
-	out, lines, err := c.prepare(ctx, s, nil, ns, targets, reads)
-	info := map[int64]ExtInfo{}
+	links := len(extra)
+	for _, id := range append(ids, p.Unlinked...) {
+		if id <= 0 {
+			return out, fmt.Errorf("%w: image id %d", ErrRequest, id)
+		}
+	}
+	for _, id := range ids {
+		extra = append(extra, fmt.Sprintf("ext-info-get Image:%d entityType", id), fmt.Sprintf("ext-info-get Image:%d lsid", id))
+	}
+	prep, lines, err := c.prepare(ctx, s, nil, p.NS, p.Targets, extra)
+	out.Prepared = prep
+	if links > 0 && len(lines) >= links {
+		ds, ok := strings.CutPrefix(strings.TrimSpace(lines[0]), "Dataset:")
+		id, perr := strconv.ParseInt(ds, 10, 64)
+		if !ok || perr != nil || id <= 0 {
+			return out, fmt.Errorf("create dataset %q: %w: unexpected output %q", p.NewDataset, ErrCall, lines[0])
+		}
+		out.Dataset = id
+	}
+	if len(lines) > links {
+		lines = lines[links:]
+	} else {
+		lines = nil
+	}
 	for i, id := range ids {
 		if 2*i+1 >= len(lines) {
 			break
 		}
-		info[id] = ExtInfo{EntityType: strings.TrimSpace(lines[2*i]), Lsid: strings.TrimSpace(lines[2*i+1])}
+		out.ExtInfo[id] = ExtInfo{EntityType: strings.TrimSpace(lines[2*i]), Lsid: strings.TrimSpace(lines[2*i+1])}
 	}
-	return out, info, err
+	return out, err
 }
 
 // ZarrPlugin reports whether the CLI has the zarr subcommand (`omero zarr --help`, exit 0) and

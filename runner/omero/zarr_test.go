@@ -82,12 +82,13 @@ func TestRegister(t *testing.T) {
 				return
 			}
 			// The annotation batch confirms the ExternalInfo.
-			prep, info, err := f.c.PrepareImages(context.Background(), s, z.Images, "biomero.import", []string{"Image:" + strconv.FormatInt(z.Images[0], 10)})
+			prep, err := f.c.PrepareImages(context.Background(), s, ImagesPrep{Images: z.Images, NS: "biomero.import", Targets: []string{"Image:" + strconv.FormatInt(z.Images[0], 10)}})
 			if err != nil {
 				t.Fatal(err)
 			}
+			info := prep.ExtInfo
 			if len(prep.Annotations) != 1 || len(info) != len(z.Images) {
-				t.Fatalf("prepared %+v, ext info %+v", prep, info)
+				t.Fatalf("prepared %+v", prep)
 			}
 			for i, id := range z.Images {
 				if got := info[id]; got.EntityType != ZarrEntityType || got.Lsid != lsids[i] {
@@ -122,9 +123,9 @@ func TestExtInfoMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	img := res.Filesets[0].Images[0]
-	_, info, err := f.c.PrepareImages(context.Background(), s, []int64{img}, "biomero.import", nil)
-	if err == nil || !strings.Contains(err.Error(), "No ExternalInfo found: Image:") || len(info) != 0 {
-		t.Fatalf("err = %v, info %+v; want the CLI's 346 refusal", err, info)
+	prep, err := f.c.PrepareImages(context.Background(), s, ImagesPrep{Images: []int64{img}})
+	if err == nil || !strings.Contains(err.Error(), "No ExternalInfo found: Image:") || len(prep.ExtInfo) != 0 {
+		t.Fatalf("err = %v, prepared %+v; want the CLI's 346 refusal", err, prep)
 	}
 }
 

@@ -209,7 +209,7 @@ func groupOf[T any](xs []T, id int64, idGroup func(T) (int64, int64)) (int64, bo
 }
 
 var knownClasses = []string{"Image", "Plate", "Fileset", "MapAnnotation", "Dataset", "Screen",
-	"ImageAnnotationLink", "PlateAnnotationLink"}
+	"ImageAnnotationLink", "PlateAnnotationLink", "DatasetImageLink"}
 
 func runAction(st *world.State, s *world.Session, c txCmd, vars map[string]string, rows []string) (string, error) {
 	action := c.args[0]
@@ -490,6 +490,55 @@ func objNew(st *world.State, s *world.Session, kind string, args []string, vars 
 		l := world.Link{ID: st.NewID(), Kind: kind, Parent: values["parent"], Child: values["child"], GroupID: s.GroupID}
 		st.Links = append(st.Links, l)
 		return fmt.Sprintf("%s:%d", kind, l.ID), nil
+	case "Dataset":
+		for _, f := range fields {
+			if f.name != "name" && f.name != "description" {
+				return "", die(1, "AttributeError: 'DatasetI' object has no attribute 'set%s'", capitalize(f.name))
+			}
+			values[f.name] = f.value
+		}
+		if values["name"] == "" {
+			return "", die(336, "Failed to create Dataset - ValidationException: name is required")
+		}
+		d := world.Container{ID: st.NewID(), Name: values["name"], GroupID: s.GroupID, OwnerID: s.UserID}
+		st.Datasets = append(st.Datasets, d)
+		return fmt.Sprintf("Dataset:%d", d.ID), nil
+	case "DatasetImageLink":
+		// An Image is in one Dataset in the double's world (Image.DatasetID).
+		for _, f := range fields {
+			if f.name != "parent" && f.name != "child" {
+				return "", die(1, "AttributeError: 'DatasetImageLinkI' object has no attribute 'set%s'", capitalize(f.name))
+			}
+			values[f.name] = f.value
+		}
+		pm, cm := proxyRE.FindStringSubmatch(values["parent"]), proxyRE.FindStringSubmatch(values["child"])
+		if pm == nil || pm[1] != "Dataset" || cm == nil || cm[1] != "Image" {
+			return "", die(333, "ClientError: want parent=Dataset:ID child=Image:ID, not %q, %q", values["parent"], values["child"])
+		}
+		did, _ := strconv.ParseInt(pm[2], 10, 64)
+		iid, _ := strconv.ParseInt(cm[2], 10, 64)
+		for _, pc := range []struct {
+			kind string
+			id   int64
+		}{{"Dataset", did}, {"Image", iid}} {
+			gid, ok := objGroup(st, pc.kind, pc.id)
+			if !ok {
+				return "", die(336, "Failed to create %s - ValidationException: %s:%d does not exist", kind, pc.kind, pc.id)
+			}
+			if gid != s.GroupID {
+				return "", die(336, "Failed to create %s - SecurityViolation: %s:%d is in another group", kind, pc.kind, pc.id)
+			}
+		}
+		for i := range st.Images {
+			if st.Images[i].ID == iid {
+				if st.Images[i].DatasetID == did {
+					return "", die(336, "Failed to create %s - ValidationException: duplicate link", kind)
+				}
+				st.Images[i].DatasetID = did
+			}
+		}
+		id := st.NewID()
+		return fmt.Sprintf("%s:%d", kind, id), nil
 	default:
 		return "", die(103, "required arguments: the double cannot create a %s", kind)
 	}
