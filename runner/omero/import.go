@@ -106,21 +106,27 @@ func (c *Client) ImportArgs(s *Session, req ImportRequest) []string {
 }
 
 func checkRequest(req ImportRequest) error {
-	if err := checkUUID(req.OrderUUID); err != nil {
-		return err
-	}
-	if _, err := order.ParseTarget(req.Target.Kind, req.Target.IDColumn()); err != nil {
-		return fmt.Errorf("%w: target: %v", ErrRequest, err)
-	}
-	switch {
-	case len(req.Paths) == 0:
-		return fmt.Errorf("%w: no path to import", ErrRequest)
-	case req.Depth < 0:
+	if req.Depth < 0 {
 		return fmt.Errorf("%w: depth %d: must be 0 (default) or positive", ErrRequest, req.Depth)
 	}
-	for _, p := range req.Paths {
+	return checkPaths(req.OrderUUID, req.Target, "path", req.Paths)
+}
+
+// checkPaths checks what an import and a registration share: the order's uuid, the target, and
+// paths (what names them in errors), at least one, absolute, without NUL or line breaks.
+func checkPaths(uuid string, t order.Target, what string, paths []string) error {
+	if err := checkUUID(uuid); err != nil {
+		return err
+	}
+	if _, err := order.ParseTarget(t.Kind, t.IDColumn()); err != nil {
+		return fmt.Errorf("%w: target: %v", ErrRequest, err)
+	}
+	if len(paths) == 0 {
+		return fmt.Errorf("%w: no %s to import", ErrRequest, what)
+	}
+	for _, p := range paths {
 		if !filepath.IsAbs(p) || strings.ContainsAny(p, "\x00\n\r") {
-			return fmt.Errorf("%w: path %q: must be absolute, without NUL or line breaks", ErrRequest, p)
+			return fmt.Errorf("%w: %s %q: must be absolute, without NUL or line breaks", ErrRequest, what, p)
 		}
 	}
 	return nil

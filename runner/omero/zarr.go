@@ -84,24 +84,10 @@ func zarrImportLine(t order.Target, zarr string) []string {
 }
 
 func checkRegister(req RegisterRequest) error {
-	if err := checkUUID(req.OrderUUID); err != nil {
-		return err
-	}
-	if _, err := order.ParseTarget(req.Target.Kind, req.Target.IDColumn()); err != nil {
-		return fmt.Errorf("%w: target: %v", ErrRequest, err)
-	}
 	if req.Target.Kind != order.Dataset {
 		return fmt.Errorf("%w: target %s: a Zarr image registers into a Dataset", ErrRequest, req.Target)
 	}
-	if len(req.Zarrs) == 0 {
-		return fmt.Errorf("%w: no Zarr to register", ErrRequest)
-	}
-	for _, z := range req.Zarrs {
-		if !filepath.IsAbs(z) || strings.ContainsAny(z, "\x00\n\r") {
-			return fmt.Errorf("%w: Zarr %q: must be absolute, without NUL or line breaks", ErrRequest, z)
-		}
-	}
-	return nil
+	return checkPaths(req.OrderUUID, req.Target, "Zarr", req.Zarrs)
 }
 
 // Register registers every Zarr of req in one `omero load` run: `login -k KEY -s HOST -p PORT`,
