@@ -1,7 +1,8 @@
 // Package order owns what an import order is, whoever writes it: where its images go (Target),
-// its preprocessing step, the draft of a new order and its validation, and where its files may lie
-// (Roots). A watch rule, `omero-adi orders create`, a row written by hand in SQL and the runner all
-// use these parsers, so that one destination gets one verdict everywhere. It also holds the path
+// its preprocessing step, the draft of a new order and its validation, where its files may lie
+// (Roots), and which of its paths are OME-Zarr with what to do about them (ZarrRoot, PlanZarrs).
+// A watch rule, `omero-adi orders create`, a row written by hand in SQL and the runner all use
+// these parsers, so that one destination gets one verdict everywhere. It also holds the path
 // tests every part shares (Within, Below) and the one way a long value is cut for people (Clip).
 // It imports nothing of this module.
 package order

@@ -6,7 +6,9 @@
 // An order starts the CLI at most four times whatever its size: `omero load` for the login and
 // `sessions key`, the import, and two `omero load` runs of an `obj --file` batch (Prepare: the
 // templatePrefix reads, the MapAnnotations and their links; Finish: every map-set and rename, then
-// the logout). Each start is about a second of Python and a session join on a real host.
+// the logout). Each start is about a second of Python and a session join on a real host. An
+// OME-Zarr registration (Register, see zarr.go) takes the import's place, and PrepareImages
+// Prepare's.
 //
 // A call that joins the session by key and exits 11 is told apart from a rejected key by a TCP
 // probe of the server: an outage is "OMERO server unreachable at HOST:PORT" and is retried

@@ -191,13 +191,7 @@ func zarrImport(statePath string, p, ip *parsed, uri string) error {
 		todo = append(todo, series{lsid: lsidOf(uri, ""), name: n})
 	}
 	out := head
-	var result error
-	err := update(statePath, p, false, func(st *world.State) {
-		s, err := connect(st, p, sessionDir(p), connOpts{})
-		if err != nil {
-			result = err
-			return
-		}
+	err := withSession(statePath, p, connOpts{}, func(st *world.State, s *world.Session) error {
 		var created []int64
 		for _, sr := range todo {
 			img := world.Image{ID: st.NewID(), Name: sr.name, GroupID: s.GroupID,
@@ -216,12 +210,11 @@ func zarrImport(statePath string, p, ip *parsed, uri string) error {
 		}
 		out = append(out, tail...)
 		if ip.get("target") == "" && ip.get("target_by_name") == "" {
-			return
+			return nil
 		}
 		ds, err := zarrTarget(st, s, ip)
 		if err != nil {
-			result = err
-			return
+			return err
 		}
 		for _, id := range created {
 			if ds == nil {
@@ -235,14 +228,12 @@ func zarrImport(statePath string, p, ip *parsed, uri string) error {
 			}
 			out = append(out, fmt.Sprintf("Linked to Dataset %d", ds.ID))
 		}
+		return nil
 	})
 	for _, l := range out {
 		fmt.Println(l)
 	}
-	if err != nil {
-		return err
-	}
-	return result
+	return err
 }
 
 // zarrTarget is link_to_target for an image: --target "Dataset:ID", "Screen:ID" or "ID" names a
