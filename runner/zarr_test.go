@@ -1,6 +1,7 @@
 package runner_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -203,5 +204,33 @@ func TestZarrRegistrationLog(t *testing.T) {
 	raw, _ := json.Marshal(o.Result)
 	if strings.Contains(string(raw), "filesets") {
 		t.Errorf("result %s names filesets", raw)
+	}
+}
+
+// Registered images have no fileset: recovery still knows the order reached OMERO and never
+// queues it again.
+func TestRecoverKeepsRegisteredOrdersFailed(t *testing.T) {
+	e := setup(t, pgtest.SQLiteURL)
+	uuid := e.insert("alice", "Demo", "151", "Dataset", []string{e.zarr("demo/alice/r.zarr", omerotest.ZarrImage)})
+	orders, err := e.store.Claim(context.Background(), "gone", 1, time.Hour)
+	if err != nil || len(orders) != 1 {
+		t.Fatalf("claim: %v %v", orders, err)
+	}
+	if err := e.store.SetResult(context.Background(), orders[0].Lease(), db.Result{Images: []int64{42, 43}}); err != nil {
+		t.Fatal(err)
+	}
+	q := e.store.DB().Rebind(`UPDATE imports SET lease_expires = ? WHERE uuid = ?`)
+	if _, err := e.store.DB().Exec(q, time.Now().Add(-time.Hour), uuid); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.store.Recover(context.Background(), db.RecoverPolicy{Retry: true, MaxAttempts: 5}); err != nil || n != 1 {
+		t.Fatalf("recover: %d, %v", n, err)
+	}
+	o, err := e.store.Get(context.Background(), uuid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Stage != db.StageFailed || !strings.Contains(o.Description, "reached OMERO as Images 42, 43") {
+		t.Errorf("after recovery: %q %q", o.Stage, o.Description)
 	}
 }
