@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -128,11 +129,15 @@ func (r *Runner) register(ctx context.Context, j *job, zarrs []string) (string, 
 			} else {
 				missing = append(missing, t)
 			}
+			// The lsid names the image's multiscales: the Zarr, or a series below it.
 			want := z.Path
+			got, ok := prep.ExtInfo[id]
+			ok = ok && got.EntityType == omero.ZarrEntityType && filepath.IsAbs(got.Lsid) && order.Within(z.Path, filepath.Clean(got.Lsid))
 			if i < len(z.Lsids) {
 				want = z.Lsids[i]
+				ok = ok && got.Lsid == want
 			}
-			if got, ok := prep.ExtInfo[id]; !ok || got.EntityType != omero.ZarrEntityType || got.Lsid != want || !order.Within(z.Path, got.Lsid) {
+			if !ok {
 				unconfirmed = append(unconfirmed, fmt.Sprintf("%s (ExternalInfo %q at %q, want %q at %q)", t, got.EntityType, got.Lsid, omero.ZarrEntityType, want))
 			}
 		}
