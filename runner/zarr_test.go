@@ -79,7 +79,8 @@ func TestZarrOrders(t *testing.T) {
 		cfg    func(*runner.Config)
 		layout string
 		fail   omerotest.Failure
-		// files names the order's files: "Z" is the Zarr, "Z/…" below it, others plain files.
+		// files names the order's files: "Z" is the Zarr, "Z/…" below it, "OUT" a Zarr outside the
+		// data root, others plain files.
 		files      []string
 		destID     string
 		destType   string
@@ -116,6 +117,8 @@ func TestZarrOrders(t *testing.T) {
 			stage: db.StageFailed, desc: "mixes the OME-Zarr", noCLIStart: true},
 		{name: "into a Screen", layout: omerotest.ZarrImage, files: []string{"Z"}, destID: "201", destType: "Screen",
 			stage: db.StageFailed, desc: "registers into a Dataset, not a Screen", noCLIStart: true},
+		{name: "outside the data root", layout: omerotest.ZarrImage, files: []string{"OUT"}, destID: "151",
+			stage: db.StageFailed, desc: "is outside the allowed roots", noCLIStart: true},
 		{name: "without the plugin", layout: omerotest.ZarrImage, fail: omerotest.Failure{NoZarrPlugin: true}, files: []string{"Z"}, destID: "151",
 			stage: db.StageFailed, desc: "install omero-cli-zarr (pip install omero-cli-zarr) on the agent host"},
 		{name: "dry run", cfg: func(c *runner.Config) { c.DryRun = true }, layout: omerotest.ZarrImage, files: []string{"Z"}, destID: "151",
@@ -134,6 +137,8 @@ func TestZarrOrders(t *testing.T) {
 				switch {
 				case f == "Z":
 					files = append(files, zarr)
+				case f == "OUT":
+					files = append(files, omerotest.WriteZarr(t, filepath.Join(t.TempDir(), "elsewhere.zarr"), c.layout))
 				case strings.HasPrefix(f, "Z/"):
 					files = append(files, filepath.Join(zarr, f[2:]))
 				default:
