@@ -132,9 +132,9 @@ func (c *Client) Register(ctx context.Context, s *Session, req RegisterRequest) 
 	case outage:
 		return out, fmt.Errorf("register Zarr: %w", c.unreachable(attempts, res))
 	case res.code == exitBadKey:
-		return out, fmt.Errorf("register Zarr: %w: the session key was rejected (the session expired or was closed); retry the order%s", ErrLogin, detail(res))
+		return out, fmt.Errorf("register Zarr: %w: the session key was rejected (the session expired or was closed)%s", ErrLogin, detail(res))
 	case res.code != 0 && noZarrPlugin(res.stderr):
-		return out, fmt.Errorf("%w: %s, then retry the order%s", ErrNoZarrPlugin, ZarrPluginAdvice, detail(res))
+		return out, fmt.Errorf("%w: %s%s", ErrNoZarrPlugin, ZarrPluginAdvice, detail(res))
 	case res.code != 0:
 		return out, fmt.Errorf("%w: `omero zarr import` exited %d after %d of %d Zarrs%s; see %s", ErrImport, res.code,
 			len(out.Zarrs), len(req.Zarrs), detail(res), errs)
