@@ -56,23 +56,23 @@ var ErrInvalid = errors.New("invalid watch rule")
 
 // Rule is one `[[rules]]` table as written in the settings file or a rules.d file.
 type Rule struct {
-	Name        string        `toml:"name"`
-	Group       string        `toml:"group"`  // OMERO group, or "{group}" captured from the path
-	Path        string        `toml:"path"`   // folder template below the data root
-	Users       []string      `toml:"users"`  // allowlist of a captured {user}
-	Groups      []string      `toml:"groups"` // allowlist of a captured {group}
-	User        string        `toml:"user"`   // literal OMERO user, when the path captures none
-	Include     []string      `toml:"include"`
-	Exclude     []string      `toml:"exclude"`
-	Unit        string        `toml:"unit"`   // "file" (default) or "folder"
-	Settle      time.Duration `toml:"settle"` // 0: DefaultSettle
-	Marker      string        `toml:"marker"` // folder units: a file name whose appearance completes the unit
-	Destination string        `toml:"destination"`
-	Description string        `toml:"description"` // optional text copied into the orders
+	Name          string               `toml:"name"`
+	Group         string               `toml:"group"`  // OMERO group, or "{group}" captured from the path
+	Path          string               `toml:"path"`   // folder template below the data root
+	Users         []string             `toml:"users"`  // allowlist of a captured {user}
+	Groups        []string             `toml:"groups"` // allowlist of a captured {group}
+	User          string               `toml:"user"`   // literal OMERO user, when the path captures none
+	Include       []string             `toml:"include"`
+	Exclude       []string             `toml:"exclude"`
+	Unit          string               `toml:"unit"`   // "file" (default) or "folder"
+	Settle        time.Duration        `toml:"settle"` // 0: DefaultSettle
+	Marker        string               `toml:"marker"` // folder units: a file name whose appearance completes the unit
+	Destination   string               `toml:"destination"`
+	Description   string               `toml:"description"` // optional text copied into the orders
+	Preprocessing *order.Preprocessing `toml:"preprocessing"`
 	// Zarr is what the rule's orders do with OME-Zarr folders: "register", "import" or "refuse";
 	// "" leaves it to the [omero] zarr setting. The runner reads it by the order's source (the rule name).
-	Zarr          string               `toml:"zarr"`
-	Preprocessing *order.Preprocessing `toml:"preprocessing"`
+	Zarr string `toml:"zarr"`
 }
 
 // file is the shape of a rules.d file and of Decode's input.
