@@ -8,7 +8,7 @@ CONFIG ?= examples/quickstart.toml
 TEST_TIMEOUT ?= 25m
 SOAK ?= 10m
 
-.PHONY: help build test test-deps lint bench soak run demo clean
+.PHONY: help build test test-deps deploy-test lint bench soak run demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -16,11 +16,14 @@ help: ## list the targets
 build: ## build bin/omero-adi with the version stamped in
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/omero-adi
 
-test-deps: ## install what the tests need (PostgreSQL server, podman, runc, bindfs) when missing
+test-deps: ## install what the tests need (PostgreSQL server, podman, runc, bindfs, debootstrap) when missing
 	@scripts/test-deps.sh
 
 test: test-deps lint ## lint, then every test with the race detector (real PostgreSQL, podman, bindfs)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+deploy-test: test-deps ## only the deploy tests: install.sh + the unit under systemd, the Containerfile's image (root, podman, debootstrap)
+	$(GO) test -count=1 -timeout 15m -v ./deploy
 
 lint: ## go.mod/go.sum tidy, gofmt, go vet and staticcheck (pinned as a tool in go.mod)
 	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod or go.sum is not tidy: run go mod tidy"; $(GO) mod tidy -diff; exit 1; }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need when they are missing: PostgreSQL server binaries,
-# podman with runc, and bindfs (FUSE). As root it runs apt-get; otherwise it prints the command.
+# podman with runc, bindfs (FUSE), and debootstrap (the deploy tests' Debian root). As root it runs apt-get; otherwise it prints the command.
 set -euo pipefail
 
 missing=()
@@ -12,6 +12,7 @@ have_pg || missing+=(postgresql)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 command -v bindfs >/dev/null 2>&1 || missing+=(bindfs)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 command -v fusermount3 >/dev/null 2>&1 || command -v fusermount >/dev/null 2>&1 || missing+=(fuse3)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
