@@ -64,7 +64,7 @@ func boot(t testing.TB, image string, mounts ...string) *machine {
 			out, _ := tryRun(nil, "podman", "exec", m.name, "journalctl", "--no-pager", "-n", "150")
 			t.Logf("end of the machine's journal:\n%s", out)
 		}
-		_, _ = tryRun(nil, "podman", "rm", "-f", "-t", "5", m.name)
+		_, _ = tryRun(nil, "podman", "rm", "-f", "-v", "-t", "5", m.name)
 	})
 	// is-system-running --wait fails while systemd's bus is not there yet, and for "degraded".
 	deadline := time.Now().Add(time.Minute)
@@ -102,9 +102,10 @@ ExecStart=/bin/true
 StandardInput=socket
 `
 
-// serviceSettings are the settings of the installed agent: SQLite, the double as the omero CLI,
-// podman preprocessing with the test converter.
-func serviceSettings() string {
+// agentSettings are the settings of an installed agent: SQLite, the double as the omero CLI
+// (its server at port, its state and ManagedRepository at the paths given), podman preprocessing
+// with the test converter.
+func agentSettings(cli string, port int, state, repo string) string {
 	var extra []string
 	for _, a := range convtest.PodmanArgs() {
 		extra = append(extra, strconv.Quote(a))
@@ -118,13 +119,13 @@ poll_interval = "200ms"
 shutdown_timeout = "10s"
 
 [omero]
-cli = "/usr/local/bin/omero"
+cli = %q
 host = "localhost"
-port = 4064
-managed_repository = "/OMERO/ManagedRepository"
-local_tmp_root = "/OMERO/OMERO_inplace"
+port = %d
+managed_repository = %q
+local_tmp_root = "/var/lib/omero-adi/inplace"
 session_dir = "/var/lib/omero-adi/sessions"
-env = ["OMERO_DOUBLE_STATE=/var/lib/omero-adi/double/state.json", "OMERO_DOUBLE_MANAGED_REPO=/OMERO/ManagedRepository"]
+env = ["OMERO_DOUBLE_STATE=%s", "OMERO_DOUBLE_MANAGED_REPO=%s"]
 
 [preprocessing]
 runtime = "podman"
@@ -133,7 +134,7 @@ timeout = "2m"
 
 [groups.Demo]
 roots = ["/data/demo"]
-`, strings.Join(extra, ", "))
+`, cli, port, repo, state, repo, strings.Join(extra, ", "))
 }
 
 // The shipped unit, installed by examples/install.sh on a booted Debian root, runs a plain and a
@@ -189,7 +190,8 @@ func TestSystemdService(t *testing.T) {
 	m.exec("chown", "omero-adi:", "/var/lib/omero-adi/double/state.json")
 	m.write("/data/demo/alice/plain.txt", "644", "omero-adi", "plain\n")
 	m.write("/data/demo/alice/raw.tif", "644", "omero-adi", "raw\n")
-	m.write("/etc/omero-adi/settings.toml", "640", "root:omero-adi", serviceSettings())
+	m.write("/etc/omero-adi/settings.toml", "640", "root:omero-adi",
+		agentSettings("/usr/local/bin/omero", 4064, "/var/lib/omero-adi/double/state.json", "/OMERO/ManagedRepository"))
 	m.write("/etc/omero-adi/env", "600", "root", "OMERO_PASSWORD=omero\n")
 
 	// The converter image in the service user's own (rootless) storage, loaded with the runtime
@@ -212,7 +214,7 @@ func TestSystemdService(t *testing.T) {
 
 	m.exec("systemctl", "start", "omero-adi")
 	for _, u := range []string{plain, pre} {
-		o := waitOrder(t, m, cli, u, 2*time.Minute)
+		o := waitOrder(t, func(argv ...string) string { return m.as("omero-adi", argv...) }, cli, u, 2*time.Minute)
 		if o.Stage != "Import Completed" {
 			t.Errorf("order %s ended %q: %s", u, o.Stage, o.Description)
 		}
@@ -246,12 +248,12 @@ type shownOrder struct {
 }
 
 // waitOrder polls `orders show UUID --json` until the order has ended.
-func waitOrder(t testing.TB, m *machine, cli []string, uuid string, timeout time.Duration) shownOrder {
+func waitOrder(t testing.TB, as func(argv ...string) string, cli []string, uuid string, timeout time.Duration) shownOrder {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var o shownOrder
 	for {
-		out := m.as("omero-adi", append(append([]string{}, cli...), "orders", "show", uuid, "--json")...)
+		out := as(append(append([]string{}, cli...), "orders", "show", uuid, "--json")...)
 		if err := json.Unmarshal([]byte(out), &o); err != nil {
 			t.Fatalf("orders show %s: %v: %s", uuid, err, out)
 		}

@@ -79,6 +79,9 @@ func run(args []string) int {
 		time.Sleep(time.Duration(1<<62 - 1))
 		return 0
 	}
+	if len(args) > 1 && args[0] == "import" && args[1] == "--fetch-jars" {
+		return exitCode(fetchJars(args[2:]))
+	}
 	statePath := os.Getenv("OMERO_DOUBLE_STATE")
 	if err := recordCall(statePath, args); err != nil {
 		fmt.Fprintf(os.Stderr, "omero double: %v\n", err)
@@ -89,7 +92,11 @@ func run(args []string) int {
 		fmt.Printf("FATAL: Running %s as root can corrupt your directory permissions.\n", os.Args[0])
 		return 1
 	}
-	err := dispatch(statePath, args)
+	return exitCode(dispatch(statePath, args))
+}
+
+// exitCode prints err's message and returns the exit status it stands for.
+func exitCode(err error) int {
 	if err == nil {
 		return 0
 	}
