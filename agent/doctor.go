@@ -16,6 +16,7 @@ import (
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/runner/omero"
+	"github.com/omero-adi/omero-adi/runner/preprocess"
 )
 
 // Check is one finding of Doctor: Err is nil when the check passed; Fix says what to do otherwise.
@@ -27,8 +28,10 @@ type Check struct {
 
 // Doctor checks what an agent with these settings needs on this host: the database, the data
 // root and log_dir, the omero CLI, the ManagedRepository, the OMERO server (it opens and closes an
-// admin session), the CLI's zarr plugin where Zarrs are registered, the container runtime, the watch rules and the inotify limit. It changes
-// nothing but a probe file in the folders it must write to.
+// admin session), the CLI's zarr plugin where Zarrs are registered, the container runtime for the
+// agent's user (preprocess.Runner.Doctor: subordinate ids, no-new-privileges, storage, a container
+// of each rule's image), the watch rules and the inotify limit. It changes nothing but a probe
+// file in the folders it must write to (and the containers it creates to check, which it removes).
 func Doctor(ctx context.Context, cfg Config) []Check {
 	var out []Check
 	check := func(name string, err error, fix string) { out = append(out, Check{Name: name, Err: err, Fix: fix}) }
@@ -67,9 +70,17 @@ func Doctor(ctx context.Context, cfg Config) []Check {
 			}
 		}
 	}
-	if needsContainers(cfg) {
-		_, err := exec.LookPath(cfg.Preprocessing.Runtime)
-		check("container runtime "+cfg.Preprocessing.Runtime, err, "apt-get install podman, or map images to local commands in [preprocessing.local]")
+	// Orders of the web plugin name their containers too: podman on PATH is checked without rules.
+	images := containerImages(cfg)
+	if _, err := exec.LookPath(cfg.Preprocessing.Runtime); err == nil || len(images) > 0 {
+		pre, err := preprocess.New(cfg.preprocessing(), logrus.NewEntry(quiet))
+		if err != nil {
+			check("preprocessing settings", err, "correct the key named above")
+		} else {
+			for _, c := range pre.Doctor(ctx, images) {
+				check(c.Name, c.Err, c.Fix)
+			}
+		}
 	}
 	if len(cfg.Rules) > 0 {
 		_, err := cfg.RuleSet()
@@ -115,16 +126,18 @@ func zarrPlugin(ctx context.Context, client *omero.Client) Check {
 	return Check{Name: name, Err: err, Fix: omero.ZarrPluginAdvice + ", or set omero.zarr (and the rules' zarr) to \"import\" or \"refuse\" where no Zarr is registered"}
 }
 
-// needsContainers reports whether a rule's preprocessing runs a container (not a local command).
-func needsContainers(cfg Config) bool {
+// containerImages returns the images the rules' preprocessing runs as containers (not mapped to
+// local commands).
+func containerImages(cfg Config) []string {
+	var images []string
 	for _, r := range cfg.Rules {
 		if r.Preprocessing != nil {
 			if _, local := cfg.Preprocessing.Local[r.Preprocessing.Container]; !local {
-				return true
+				images = append(images, preprocess.ImageName(r.Preprocessing.Container))
 			}
 		}
 	}
-	return false
+	return images
 }
 
 func dirReadable(dir string) error {

@@ -219,9 +219,23 @@ func TestSystemdService(t *testing.T) {
 			t.Errorf("order %s ended %q: %s", u, o.Stage, o.Description)
 		}
 	}
-	out := t.TempDir()
-	run(t, nil, "podman", "cp", m.name+":/var/lib/omero-adi/double", out)
-	if st, err := world.Read(filepath.Join(out, "double", "state.json")); err != nil {
+	// doctor as the service runs (its user, environment and runtime folder) passes, and under
+	// NoNewPrivileges=yes it names the unit option to remove.
+	m.as("omero-adi", "omero", "import", "--fetch-jars", "5.6.14") // README: the importer jars, as the agent's user
+	doctor := []string{"systemd-run", "--quiet", "--wait", "--pipe", "--uid=omero-adi", "--gid=omero-adi",
+		"-p", "EnvironmentFile=/etc/omero-adi/env", "-p", "Environment=HOME=/var/lib/omero-adi XDG_RUNTIME_DIR=/run/omero-adi"}
+	doctorCmd := append(append([]string{}, cli...), "doctor")
+	if out, err := tryRun(nil, append(append([]string{"podman", "exec", m.name}, doctor...), doctorCmd...)...); err != nil || !strings.Contains(out, "all checks passed") {
+		t.Errorf("doctor as the service user: %v\n%s", err, out)
+	}
+	out, err := tryRun(nil, append(append([]string{"podman", "exec", m.name}, append(doctor, "-p", "NoNewPrivileges=yes")...), doctorCmd...)...)
+	if err == nil || !strings.Contains(out, "FAIL  newuidmap usable") || !strings.Contains(out, "remove NoNewPrivileges=yes") {
+		t.Errorf("doctor under NoNewPrivileges=yes: %v\n%s", err, out)
+	}
+
+	saved := t.TempDir()
+	run(t, nil, "podman", "cp", m.name+":/var/lib/omero-adi/double", saved)
+	if st, err := world.Read(filepath.Join(saved, "double", "state.json")); err != nil {
 		t.Error(err)
 	} else if len(st.Imports) != 2 {
 		t.Errorf("the double saw %d imports, want 2: %+v", len(st.Imports), st.Imports)
