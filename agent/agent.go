@@ -189,13 +189,16 @@ func (a *Agent) start(ctx context.Context) error {
 	a.store = store
 	if a.omero != nil {
 		cfg := a.cfg
+		if cfg.Omero.DryRun {
+			if err := checkDryRunStore(ctx, store, cfg.IngestTrackingDB); err != nil {
+				return err
+			}
+		}
 		if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
 			return fmt.Errorf("create log_dir %s: %w", cfg.LogDir, err)
 		}
-		rc := cfg.RunnerConfig
-		rc.Worker, rc.Roots, rc.Registerer = WorkerName(cfg), cfg.DataConfig.Roots(), a.reg
-		rc.ManagedRepo, rc.DryRun = cfg.Omero.ManagedRepository, cfg.Omero.DryRun
-		rc.Zarr, rc.ZarrRules = order.ZarrMode(cfg.Omero.Zarr), a.zarrRules
+		rc := runnerConfig(cfg, a.zarrRules)
+		rc.Registerer = a.reg
 		a.runner, err = runner.New(rc, store, a.omero, a.pre, a.log.WithField("component", "runner"))
 		if err != nil {
 			return err

@@ -37,6 +37,10 @@ func (f *fakeImporter) Login(_ context.Context, orderUUID, user, group string) (
 	return &omero.Session{Key: "key-" + orderUUID, User: user, Group: group}, nil
 }
 
+func (f *fakeImporter) LoginArgs(user, group string) ([]string, string) {
+	return []string{"omero", "load"}, "login -u " + user + " -g " + group + "\n"
+}
+
 func (f *fakeImporter) Close(context.Context, *omero.Session) {}
 
 func (f *fakeImporter) ImportArgs(_ *omero.Session, req omero.ImportRequest) []string {

@@ -344,6 +344,29 @@ func (r *Runner) event(ctx context.Context, j *job, desc string) {
 
 // dryRun builds the exact commands the order would run and describes them.
 func (r *Runner) dryRun(j *job) string {
+	cmds := r.commands(j)
+	j.log.WithField("commands", cmds).Info("dry run: would run")
+	return fmt.Sprintf("dry run: as user %q in group %q: %s", j.Order.User, j.Order.Group, strings.Join(cmds, " && "))
+}
+
+// Preview returns the exact commands order o would run, in their order, and changes nothing: the
+// login (`omero load` with the lines it reads from stdin as a here-document; the admin password in
+// its environment),
+// each file's preprocessing container, and the import, whose session key is a placeholder. It
+// validates the order as a run does first; an order that would fail there returns that error.
+func (r *Runner) Preview(o db.Order) ([]string, error) {
+	c, err := validate(r.cfg.Roots, o)
+	if err != nil {
+		return nil, err
+	}
+	argv, stdin := r.imp.LoginArgs(o.User, o.Group)
+	login := "OMERO_PASSWORD=… " + child.Quote(argv) + " <<'EOF'\n" + stdin + "EOF"
+	return append([]string{login}, r.commands(&job{checked: c, log: r.log})...), nil
+}
+
+// commands are the exact preprocessing and import commands of a job (quoted for a shell), the
+// import's session key a placeholder.
+func (r *Runner) commands(j *job) []string {
 	var cmds []string
 	var paths []string
 	for _, f := range j.Files {
@@ -363,9 +386,7 @@ func (r *Runner) dryRun(j *job) string {
 	}
 	sess := &omero.Session{Key: "SESSION-KEY", User: j.Order.User, Group: j.Order.Group}
 	argv := r.imp.ImportArgs(sess, r.importRequest(j, paths))
-	cmds = append(cmds, child.Quote(argv))
-	j.log.WithField("commands", cmds).Info("dry run: would run")
-	return fmt.Sprintf("dry run: as user %q in group %q: %s", j.Order.User, j.Order.Group, strings.Join(cmds, " && "))
+	return append(cmds, child.Quote(argv))
 }
 
 // resultOf is what an import created, with the temp folder it read from.

@@ -16,6 +16,7 @@ import (
 // Importer is what the runner needs of the OMERO CLI adapter (omero.Client implements it).
 type Importer interface {
 	Login(ctx context.Context, orderUUID, user, group string) (*omero.Session, error)
+	LoginArgs(user, group string) (argv []string, stdin string)
 	Close(ctx context.Context, s *omero.Session)
 	ImportArgs(s *omero.Session, req omero.ImportRequest) []string
 	Import(ctx context.Context, s *omero.Session, req omero.ImportRequest) (omero.ImportResult, error)

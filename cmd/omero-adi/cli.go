@@ -21,6 +21,7 @@ Commands:
   orders create --group G --user U (--dataset ID | --screen ID) [--container IMAGE [--param K=V]...] FILE...
   orders list [--stage S] [--group G] [--user U] [--limit N] [--json]
   orders show UUID [--json]
+  orders preview UUID               the exact commands (login, preprocessing, import) the order would run; changes nothing
   orders retry UUID
   orders cancel UUID
   rules test PATH...                which rule matches each path, and the order it would create
@@ -80,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	case "orders":
 		return two(map[string]func(context.Context, []string) error{
 			"create": e.cmdOrdersCreate, "list": e.cmdOrdersList, "show": e.cmdOrdersShow,
-			"retry": e.cmdOrdersRetry, "cancel": e.cmdOrdersCancel,
+			"retry": e.cmdOrdersRetry, "cancel": e.cmdOrdersCancel, "preview": e.cmdOrdersPreview,
 		})
 	case "rules":
 		return two(map[string]func(context.Context, []string) error{"test": e.cmdRulesTest})

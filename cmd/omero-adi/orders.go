@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/agent"
 	"github.com/omero-adi/omero-adi/db"
@@ -260,6 +263,37 @@ func (e *env) cmdOrdersShow(ctx context.Context, args []string) error {
 	fmt.Fprintf(w, "history:\n")
 	for _, h := range hist {
 		fmt.Fprintf(w, "  %s  %-20s  %s  %s\n", h.At.Local().Format("2006-01-02 15:04:05"), h.Stage, h.Worker, h.Description)
+	}
+	return nil
+}
+
+// cmdOrdersPreview prints the exact commands an order would run under these settings, in any
+// stage, without changing it: how to see what a dry run would do on a shared database.
+func (e *env) cmdOrdersPreview(ctx context.Context, args []string) error {
+	rest, err := parse(newFlagSet("orders preview"), args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return usagef("orders preview: give exactly one UUID")
+	}
+	s, cfg, err := e.store(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	quiet := logrus.New()
+	quiet.SetOutput(io.Discard)
+	o, cmds, err := agent.Preview(ctx, cfg, s, rest[0], quiet)
+	if errors.Is(err, db.ErrNotFound) {
+		return orderErr(rest[0], err)
+	}
+	fmt.Fprintf(e.stdout, "order %s (%s): as user %q in group %q\n", o.UUID, o.Stage, o.User, o.Group)
+	if err != nil {
+		return fmt.Errorf("preview order %s: %w", o.UUID, err)
+	}
+	for _, c := range cmds {
+		fmt.Fprintln(e.stdout, c)
 	}
 	return nil
 }

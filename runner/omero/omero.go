@@ -170,6 +170,20 @@ func (c *Client) conn(s *Session) []string {
 	return append(c.server(), "-k", s.Key)
 }
 
+// LoginArgs is the exact command Login runs for user in group, program first, and the CLI lines
+// it feeds that command on stdin; the admin password travels in its environment (OMERO_PASSWORD)
+// and the session folder is OMERO_SESSIONDIR=<session_dir>/<order uuid>. For previews.
+func (c *Client) LoginArgs(user, group string) (argv []string, stdin string) {
+	return []string{c.cfg.CLI, "load"}, c.loginScript(user, group)
+}
+
+// loginScript is what Login feeds `omero load`: the admin's sudo login as user in group, then the
+// session's key.
+func (c *Client) loginScript(user, group string) string {
+	login := append(append([]string{"login", "--sudo", c.cfg.AdminUser}, c.server()...), "-u", user, "-g", group)
+	return cliLine(login) + "\n" + cliLine([]string{"sessions", "key"}) + "\n"
+}
+
 // Login opens a session for user in group in a fresh session folder SessionRoot/<orderUUID>, in
 // one `omero load` run: `login --sudo ADMIN -s HOST -p PORT -u USER -g GROUP` (the admin password
 // in OMERO_PASSWORD of this call only), then `sessions key`. A refused connection or an unknown
@@ -190,8 +204,7 @@ func (c *Client) Login(ctx context.Context, orderUUID, user, group string) (*Ses
 	}
 	s := &Session{User: user, Group: group, Dir: dir}
 	log := c.log.WithFields(logrus.Fields{"order": orderUUID, "user": user, "group": group})
-	login := append(append([]string{"login", "--sudo", c.cfg.AdminUser}, c.server()...), "-u", user, "-g", group)
-	script := cliLine(login) + "\n" + cliLine([]string{"sessions", "key"}) + "\n"
+	script := c.loginScript(user, group)
 	env := []string{"OMERO_SESSIONDIR=" + dir, "OMERO_PASSWORD=" + c.cfg.AdminPassword}
 	var res callResult
 	attempts, q := 0, new(retry.Quiet)
