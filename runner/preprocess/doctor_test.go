@@ -13,9 +13,9 @@ import (
 	"github.com/omero-adi/omero-adi/internal/convtest"
 )
 
-func newDoctor(t *testing.T, cfg Config) *Runner {
+func newDoctor(t *testing.T, edit func(*Config)) *Runner {
 	t.Helper()
-	r, err := New(cfg, logrus.NewEntry(logrus.New()))
+	r, err := New(testConfig(t.TempDir(), edit), logrus.NewEntry(logrus.New()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func failed(checks []Check) []Check {
 // that is not in the storage with the command that gets it.
 func TestDoctorTriesEachImage(t *testing.T) {
 	image := convtest.Image(t)
-	r := newDoctor(t, Config{ExtraArgs: convtest.PodmanArgs()})
+	r := newDoctor(t, func(c *Config) { c.ExtraArgs = convtest.PodmanArgs() })
 	checks := r.Doctor(context.Background(), []string{image, image})
 	if bad := failed(checks); len(bad) > 0 {
 		t.Fatalf("failed checks: %+v", bad)
@@ -61,7 +61,7 @@ func TestDoctorTriesEachImage(t *testing.T) {
 }
 
 func TestDoctorWithoutRuntime(t *testing.T) {
-	r := newDoctor(t, Config{Runtime: filepath.Join(t.TempDir(), "podman")})
+	r := newDoctor(t, func(c *Config) { c.Runtime = filepath.Join(t.TempDir(), "podman") })
 	checks := r.Doctor(context.Background(), []string{"localhost/x:1"})
 	if len(checks) != 1 || checks[0].Err == nil || !strings.Contains(checks[0].Fix, "apt-get install podman") {
 		t.Errorf("checks: %+v", checks)
