@@ -129,3 +129,25 @@ func TestContainerImage(t *testing.T) {
 		t.Errorf("the agent exited %s after podman stop, want 0", code)
 	}
 }
+
+// README, the Containerfile and examples/compose.yaml document the run flags TestContainerImage
+// uses.
+func TestRunFlagsDocumented(t *testing.T) {
+	root := repoRoot(t)
+	flags := strings.Join(imageRunFlags, " ")
+	for _, c := range []struct{ file, want string }{
+		{"README.md", flags},
+		{"Containerfile", flags},
+		{"examples/compose.yaml", "privileged: true"},
+		{"examples/compose.yaml", "devices: [/dev/fuse]"},
+		{"examples/compose.yaml", "cgroup: private"},
+	} {
+		b, err := os.ReadFile(filepath.Join(root, c.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), c.want) {
+			t.Errorf("%s does not say %q", c.file, c.want)
+		}
+	}
+}
