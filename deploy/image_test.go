@@ -39,6 +39,15 @@ func omeroPyDouble(t testing.TB, base, bin string) string {
 		t.Fatal(err)
 	}
 	run(t, nil, "podman", "build", "--quiet", "--network=none", "-t", name, ctx)
+	// Images of other doubles are of no further use once a day old (a younger one may serve
+	// another checkout's test right now); failures here do not matter.
+	out, _ := tryRun(nil, "podman", "images", "--filter", "reference=localhost/adi-test-omero-py-double",
+		"--filter", "until=24h", "--format", "{{.Repository}}:{{.Tag}}")
+	for _, old := range strings.Fields(out) {
+		if old != name {
+			_, _ = tryRun(nil, "podman", "rmi", old)
+		}
+	}
 	return name
 }
 
