@@ -92,5 +92,6 @@ fi
 if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 echo "installed /usr/local/bin/omero-adi and /etc/systemd/system/omero-adi.service; next:"
-echo "  runuser -u $user -- /usr/local/bin/omero-adi --config /etc/omero-adi/settings.toml doctor"
-echo "  systemctl enable --now omero-adi"
+echo "  edit /etc/omero-adi/settings.toml and /etc/omero-adi/env, then: systemctl enable --now omero-adi"
+echo "  check the host as the service sees it: systemd-run --pipe --wait --uid=$user \\"
+echo "    -p EnvironmentFile=/etc/omero-adi/env -p Environment=XDG_RUNTIME_DIR=/run/omero-adi /usr/local/bin/omero-adi doctor"
