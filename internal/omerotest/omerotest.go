@@ -13,7 +13,8 @@
 // The default world: admin "root" (id 0, password "omero") on localhost at Double.Port, where New
 // listens on 127.0.0.1 so that a TCP probe finds the server up (Down and Up stop and restart it); group "Demo" (id 3)
 // with users "alice" (id 5) and "bob" (id 6), datasets 151 and 152 and screen 201; group "Other"
-// (id 4) with "carol" (id 7) and dataset 300. Users other than root have no password: log in for
+// (id 4) with "carol" (id 7) and dataset 300. Alice and carol have e-mail addresses (AliceEmail,
+// CarolEmail), bob has none. Users other than root have no password: log in for
 // them with --sudo root.
 package omerotest
 
@@ -63,6 +64,9 @@ const (
 	Dataset2      = 152
 	Screen1       = 201
 	OtherDataset  = 300
+	// AliceEmail and CarolEmail are the users' e-mail addresses; bob has none.
+	AliceEmail = "alice@example.org"
+	CarolEmail = "carol@example.org"
 )
 
 var (
@@ -122,10 +126,10 @@ func DefaultState() State {
 	return State{
 		Server: world.Server{Host: Host},
 		Users: []User{
-			{ID: 0, Name: AdminUser, Password: AdminPassword, Admin: true},
-			{ID: AliceID, Name: "alice"},
-			{ID: BobID, Name: "bob"},
-			{ID: CarolID, Name: "carol"},
+			{ID: 0, Name: AdminUser, Password: AdminPassword, Admin: true, FirstName: "root", LastName: "root"},
+			{ID: AliceID, Name: "alice", FirstName: "Alice", LastName: "Liddell", Email: AliceEmail},
+			{ID: BobID, Name: "bob", FirstName: "Bob", LastName: "Builder"},
+			{ID: CarolID, Name: "carol", FirstName: "Carol", LastName: "Danvers", Email: CarolEmail, LDAP: true},
 		},
 		Groups: []Group{
 			{ID: 0, Name: "system", Members: []int64{0}},

@@ -576,3 +576,40 @@ func TestNameTargetRace(t *testing.T) {
 		t.Errorf("datasets named calm after 3 filesets one at a time: %d, want 1", n)
 	}
 }
+
+func TestUserInfo(t *testing.T) {
+	d := New(t)
+	dir, key := login(t, d)
+	alice := `{"id": "5", "login": "alice", "first name": "Alice", "last name": "Liddell", "email": "alice@example.org", ` +
+		`"active": "Yes", "ldap": "False", "admin": "", "member of": "3", "owner of": ""}`
+	bob := `{"id": "6", "login": "bob", "first name": "Bob", "last name": "Builder", "email": "", ` +
+		`"active": "Yes", "ldap": "False", "admin": "", "member of": "3", "owner of": ""}`
+	conn := []string{"-s", Host, "-p", port(d), "-k", key}
+	cases := []struct {
+		name   string
+		args   []string
+		stdin  string
+		code   int
+		stdout string
+	}{
+		{"the session's own user", append([]string{"user", "info", "--style", "json"}, conn...), "", 0, "[" + alice + "]\n"},
+		{"a user without e-mail, by name", append([]string{"user", "info", "bob", "--style", "json"}, conn...), "", 0, "[" + bob + "]\n"},
+		{"two users, one a line", append([]string{"user", "info", "alice", "6", "--style", "json"}, conn...), "", 0,
+			"[" + alice + ",\n" + bob + "]\n"},
+		{"unknown user", append([]string{"user", "info", "mallory", "--style", "json"}, conn...), "", 514 % 256, ""},
+		{"inside load after a login by key", []string{"load"}, cliLine("login", "-k", key, "-s", Host, "-p", port(d)) +
+			"\nuser info --style json\n", 0, "[" + alice + "]\n"},
+		{"other styles are not imitated", append([]string{"user", "info", "--style", "sql"}, conn...), "", 1, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := run(t, d, dir, nil, c.stdin, c.args...)
+			if r.code != c.code || (c.code == 0 && r.stdout != c.stdout) {
+				t.Errorf("exit %d stdout %q stderr %q; want %d and %q", r.code, r.stdout, r.stderr, c.code, c.stdout)
+			}
+		})
+	}
+}
+
+// cliLine joins words into one `omero load` line (none of them needs quoting here).
+func cliLine(words ...string) string { return strings.Join(words, " ") }

@@ -1,7 +1,7 @@
 // Command omero is a test double of the OMERO command-line client, following the upstream sources
 // that docs/omero-cli.md names: it implements the subcommands omero-adi calls (login, logout,
-// sessions key|open|login|logout, import, obj, hql, version, and zarr import of omero-cli-zarr, see
-// zarr.go) with the real client's flags, output
+// sessions key|open|login|logout, import, obj, hql, user info|listgroups, version, and zarr import
+// of omero-cli-zarr, see zarr.go) with the real client's flags, output
 // and exit codes, against a simulated server whose state is a JSON file named by the environment
 // variable OMERO_DOUBLE_STATE (see package world). It rejects what the real CLI rejects.
 //
@@ -34,6 +34,9 @@
 //     a refused password, as the CLI cannot ask again). Without -k, a stored current session that
 //     cannot be attached is forgotten ("Previous session expired …" on stdout). The server is up
 //     while the port in the state accepts TCP connections on 127.0.0.1 (see omerotest.Double).
+//   - `user info [USER…] --style json` prints the users as cli.py output_users_list does through
+//     util/text.py JSONStyle; every user counts as active (the double has no "user" group) and
+//     owns no group; other styles are refused.
 //   - `omero load` runs CLI lines from stdin (or files) in one process, stopping at the first
 //     failure with its exit code unless -k (plugins/basics.py LoadControl); commands after a login
 //     reuse its session without connection arguments.
@@ -147,6 +150,8 @@ func dispatch(statePath string, args []string) error {
 		return cmdHQL(statePath, rest)
 	case "zarr":
 		return cmdZarr(statePath, rest)
+	case "user":
+		return cmdUser(statePath, rest)
 	case "version":
 		fmt.Println("5.21.0-double")
 		return nil

@@ -70,6 +70,11 @@ type User struct {
 	Name     string `json:"name"`
 	Password string `json:"password"`
 	Admin    bool   `json:"admin"`
+	// FirstName, LastName and Email are what `omero user info` prints; Email "" is unset.
+	FirstName string `json:"first_name,omitempty"`
+	LastName  string `json:"last_name,omitempty"`
+	Email     string `json:"email,omitempty"`
+	LDAP      bool   `json:"ldap,omitempty"`
 }
 
 // Group is an OMERO group with its members' user ids.
