@@ -582,8 +582,10 @@ func TestUserInfo(t *testing.T) {
 	dir, key := login(t, d)
 	alice := `{"id": "5", "login": "alice", "first name": "Alice", "last name": "Liddell", "email": "alice@example.org", ` +
 		`"active": "Yes", "ldap": "False", "admin": "", "member of": "3", "owner of": ""}`
+	d.Update(t, func(s *State) { s.Groups[1].Owners = []int64{BobID} })
 	bob := `{"id": "6", "login": "bob", "first name": "Bob", "last name": "Builder", "email": "", ` +
-		`"active": "Yes", "ldap": "False", "admin": "", "member of": "3", "owner of": ""}`
+		`"active": "Yes", "ldap": "False", "admin": "", "member of": "", "owner of": "3"}`
+	demo := `{"id": "3", "name": "Demo", "perms": "rw----", "ldap": "False", "# of owners": "1", "# of members": "1"}`
 	conn := []string{"-s", Host, "-p", port(d), "-k", key}
 	cases := []struct {
 		name   string
@@ -600,6 +602,8 @@ func TestUserInfo(t *testing.T) {
 		{"inside load after a login by key", []string{"load"}, cliLine("login", "-k", key, "-s", Host, "-p", port(d)) +
 			"\nuser info --style json\n", 0, "[" + alice + "]\n"},
 		{"other styles are not imitated", append([]string{"user", "info", "--style", "sql"}, conn...), "", 1, ""},
+		{"the session user's groups", append([]string{"user", "listgroups", "--style", "json"}, conn...), "", 0, "[" + demo + "]\n"},
+		{"listgroups of two users", append([]string{"user", "listgroups", "alice", "bob", "--style", "json"}, conn...), "", 516 % 256, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -35,8 +35,10 @@
 //     cannot be attached is forgotten ("Previous session expired …" on stdout). The server is up
 //     while the port in the state accepts TCP connections on 127.0.0.1 (see omerotest.Double).
 //   - `user info [USER…] --style json` prints the users as cli.py output_users_list does through
-//     util/text.py JSONStyle; every user counts as active (the double has no "user" group) and
-//     owns no group; other styles are refused.
+//     util/text.py JSONStyle; every user counts as active (the double has no "user" group); the
+//     groups a user owns (Group.Owners) are "owner of", the others "member of". `user listgroups
+//     [USER] --style json` prints the user's groups as output_groups_list does, every group with
+//     permissions "rw----". Other styles are refused.
 //   - `omero load` runs CLI lines from stdin (or files) in one process, stopping at the first
 //     failure with its exit code unless -k (plugins/basics.py LoadControl); commands after a login
 //     reuse its session without connection arguments.

@@ -20,8 +20,8 @@ func cmdUser(statePath string, args []string) error {
 	if len(args) == 0 {
 		return usageError("omero user", "the following arguments are required: subcommand")
 	}
-	if args[0] != "info" {
-		return usageError("omero user", fmt.Sprintf("the OMERO double implements only info, not '%s'", args[0]))
+	if args[0] != "info" && args[0] != "listgroups" {
+		return usageError("omero user", fmt.Sprintf("the OMERO double implements only info and listgroups, not '%s'", args[0]))
 	}
 	specs := append(append([]optSpec{}, loginSpecs...),
 		optSpec{names: []string{"--style"}, dest: "style", value: true, choices: []string{"csv", "sql", "plain", "json"}},
@@ -34,12 +34,15 @@ func cmdUser(statePath string, args []string) error {
 		optSpec{names: []string{"--sort-by-last-name"}, dest: "sort"},
 		optSpec{names: []string{"--sort-by-email"}, dest: "sort"},
 	)
-	p, err := parseArgs("omero user info", specs, args[1:])
+	if args[0] == "listgroups" {
+		specs = append(specs, optSpec{names: []string{"--long"}, dest: "long"}, optSpec{names: []string{"--sort-by-name"}, dest: "sort"})
+	}
+	p, err := parseArgs("omero user "+args[0], specs, args[1:])
 	if err != nil {
 		return err
 	}
-	if p.get("style") != "json" || p.has("count") || p.has("sort") {
-		return die(1, "the OMERO double prints only `user info [USER…] --style json`")
+	if p.get("style") != "json" || p.has("count") || p.has("sort") || p.has("long") {
+		return die(1, "the OMERO double prints only `user %s [USER…] --style json`", args[0])
 	}
 	return readSession(statePath, p, func(st *world.State, s *world.Session) error {
 		var users []*world.User
@@ -62,34 +65,74 @@ func cmdUser(statePath string, args []string) error {
 		if len(named) == 0 {
 			users = append(users, st.UserByID(s.UserID))
 		}
-		if len(users) == 0 {
-			fmt.Println("[]")
-			return nil
-		}
+		rows := make([]string, len(users))
 		for i, u := range users {
-			prefix, suffix := "", ","
-			if i == 0 {
-				prefix = "["
-			}
-			if i == len(users)-1 {
-				suffix = "]"
-			}
-			fmt.Println(prefix + userRow(st, u) + suffix)
+			rows[i] = userRow(st, u)
 		}
+		if args[0] == "listgroups" {
+			if len(users) != 1 {
+				return die(516, "Too many user arguments")
+			}
+			rows = groupRows(st, users[0])
+		}
+		printRows(rows)
 		return nil
 	})
+}
+
+// printRows prints JSONStyle rows: a JSON list with one row a line.
+func printRows(rows []string) {
+	if len(rows) == 0 {
+		fmt.Println("[]")
+		return
+	}
+	for i, r := range rows {
+		prefix, suffix := "", ","
+		if i == 0 {
+			prefix = "["
+		}
+		if i == len(rows)-1 {
+			suffix = "]"
+		}
+		fmt.Println(prefix + r + suffix)
+	}
+}
+
+// groupColumns are the headers of cli.py output_groups_list (without --long).
+var groupColumns = []string{"id", "name", "perms", "ldap", "# of owners", "# of members"}
+
+// groupRows are the groups user u belongs to (plugins/user.py listgroups: containedGroups) as
+// output_groups_list prints them; members are counted without the owners. The double keeps no
+// permissions: every group prints as private ("rw----").
+func groupRows(st *world.State, u *world.User) []string {
+	var rows []string
+	for _, g := range st.Groups {
+		if !g.IsMember(u.ID) {
+			continue
+		}
+		vals := []string{strconv.FormatInt(g.ID, 10), g.Name, "rw----", "False",
+			strconv.Itoa(len(g.Owners)), strconv.Itoa(len(g.Members) - len(g.Owners))}
+		parts := make([]string, len(vals))
+		for i, v := range vals {
+			parts[i] = pyJSON(groupColumns[i]) + ": " + pyJSON(v)
+		}
+		rows = append(rows, "{"+strings.Join(parts, ", ")+"}")
+	}
+	return rows
 }
 
 // userRow is one user as JSONStyle prints it: json.dumps of a dict of the row's values, each
 // turned into a string by text.py Column (so ids and booleans are strings too).
 func userRow(st *world.State, u *world.User) string {
 	admin := ""
-	var member []string
+	var member, owner []string
 	for _, g := range st.Groups {
 		switch {
 		case !g.IsMember(u.ID):
 		case g.ID == 0:
 			admin = "Yes"
+		case g.IsOwner(u.ID):
+			owner = append(owner, strconv.FormatInt(g.ID, 10))
 		default:
 			member = append(member, strconv.FormatInt(g.ID, 10))
 		}
@@ -99,7 +142,7 @@ func userRow(st *world.State, u *world.User) string {
 		ldap = "True"
 	}
 	vals := []string{strconv.FormatInt(u.ID, 10), u.Name, u.FirstName, u.LastName, u.Email, "Yes", ldap, admin,
-		strings.Join(member, ","), ""}
+		strings.Join(member, ","), strings.Join(owner, ",")}
 	parts := make([]string, len(vals))
 	for i, v := range vals {
 		parts[i] = pyJSON(userColumns[i]) + ": " + pyJSON(v)

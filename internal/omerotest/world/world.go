@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -82,6 +83,8 @@ type Group struct {
 	ID      int64   `json:"id"`
 	Name    string  `json:"name"`
 	Members []int64 `json:"members"`
+	// Owners are the members who own the group (group leaders); each is also in Members.
+	Owners []int64 `json:"owners,omitempty"`
 }
 
 // Container is a Dataset or a Screen.
@@ -287,6 +290,9 @@ func (s *State) GroupByID(id int64) *Group {
 	}
 	return nil
 }
+
+// IsOwner reports whether user uid owns group g.
+func (g *Group) IsOwner(uid int64) bool { return slices.Contains(g.Owners, uid) }
 
 // IsMember reports whether user uid belongs to group g.
 func (g *Group) IsMember(uid int64) bool {
