@@ -1,6 +1,7 @@
 package db_test
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -149,8 +150,9 @@ func TestMigrateConcurrently(t *testing.T) {
 		}
 		s := open(t, url, "m")
 		var n int
-		if err := s.DB().QueryRowContext(ctx(t), "SELECT count(*) FROM adi_schema_migrations").Scan(&n); err != nil || n != 2 {
-			t.Fatalf("adi_schema_migrations rows = %d, %v; want 2", n, err)
+		files, _ := filepath.Glob(filepath.Join("migrations", s.Driver(), "*.sql"))
+		if err := s.DB().QueryRowContext(ctx(t), "SELECT count(*) FROM adi_schema_migrations").Scan(&n); err != nil || n != len(files) {
+			t.Fatalf("adi_schema_migrations rows = %d, %v; want %d, one per migration file", n, err, len(files))
 		}
 		mustCreate(t, s, newOrder())
 	})
