@@ -60,6 +60,12 @@ func (c *Client) LogFiles(orderUUID string) (logs, errs string) {
 	return base + ".logs", base + ".errs"
 }
 
+// ErrsTail is the last lines of an order's --errs file (bounded; "" when there is none).
+func (c *Client) ErrsTail(orderUUID string) string {
+	_, errs := c.LogFiles(orderUUID)
+	return fileTail(errs)
+}
+
 // ImportArgs is the exact command of an import, program first (for dry runs; mask the key before
 // showing it).
 func (c *Client) ImportArgs(s *Session, req ImportRequest) []string {

@@ -37,6 +37,25 @@ func (c *Client) CheckPassword(ctx context.Context, user, password string) (Acco
 	if password == "" {
 		return Account{}, fmt.Errorf("%w: the password is empty", ErrPassword)
 	}
+	return c.account(ctx, user, password, user)
+}
+
+// Account reads what the server says about user (admin, owned groups) as CheckPassword does, in
+// one `omero load` run logged in as the admin (omero.user) with `user info USER` and `user
+// listgroups USER`: for people whom a reverse proxy signed in.
+func (c *Client) Account(ctx context.Context, user string) (Account, error) {
+	if err := checkArg("user", user); err != nil {
+		return Account{}, err
+	}
+	acc, err := c.account(ctx, c.cfg.AdminUser, c.cfg.AdminPassword, user)
+	if errors.Is(err, ErrPassword) {
+		return Account{}, fmt.Errorf("%w: check the admin omero.user %q and its password (OMERO_PASSWORD)", ErrLogin, c.cfg.AdminUser)
+	}
+	return acc, err
+}
+
+// account logs in as login with password and reads user's account (see CheckPassword).
+func (c *Client) account(ctx context.Context, login, password, user string) (Account, error) {
 	if err := os.MkdirAll(c.cfg.SessionRoot, 0o700); err != nil {
 		return Account{}, fmt.Errorf("create session folder: %w", err)
 	}
@@ -44,33 +63,37 @@ func (c *Client) CheckPassword(ctx context.Context, user, password string) (Acco
 	if err != nil {
 		return Account{}, fmt.Errorf("create session folder: %w", err)
 	}
-	s := &Session{User: user, Dir: dir}
+	s := &Session{User: login, Dir: dir}
 	defer c.Close(ctx, s)
-	script := cliLine(append(append([]string{"login"}, c.server()...), "-u", user)) + "\n" +
-		cliLine([]string{"user", "info", "--style", "json"}) + "\n" +
-		cliLine([]string{"user", "listgroups", "--style", "json"}) + "\nlogout\n"
+	var who []string
+	if login != user {
+		who = []string{user}
+	}
+	script := cliLine(append(append([]string{"login"}, c.server()...), "-u", login)) + "\n" +
+		cliLine(append([]string{"user", "info", "--style", "json"}, who...)) + "\n" +
+		cliLine(append([]string{"user", "listgroups", "--style", "json"}, who...)) + "\nlogout\n"
 	env := []string{"OMERO_SESSIONDIR=" + dir, "OMERO_PASSWORD=" + password}
 	res, err := c.run(ctx, call{args: []string{"load"}, env: env, stdin: strings.NewReader(script), timeout: c.cfg.CallTimeout, secret: password})
 	if err != nil {
 		return Account{}, fmt.Errorf("sign in: %w", err)
 	}
-	log := c.log.WithFields(logrus.Fields{"user": user, "exit": res.code})
+	log := c.log.WithFields(logrus.Fields{"user": login, "exit": res.code})
 	switch res.code {
 	case 0:
 		s.loggedOut = true
 	case exitNoTerminal, exitUnknownUser:
 		log.Info("OMERO refused a sign-in")
-		return Account{}, fmt.Errorf("%w for %q", ErrPassword, user)
+		return Account{}, fmt.Errorf("%w for %q", ErrPassword, login)
 	case exitRefused:
 		return Account{}, c.unreachable(1, res)
 	case exitUnknownHost:
 		return Account{}, fmt.Errorf("%w: unknown host %q; fix omero.host (env OMERO_HOST)", ErrConnection, c.cfg.Host)
 	default:
-		return Account{}, fmt.Errorf("%w: sign-in of %q (exit %d)%s", ErrCall, user, res.code, detail(res))
+		return Account{}, fmt.Errorf("%w: account of %q (exit %d)%s", ErrCall, user, res.code, detail(res))
 	}
 	acc, err := parseAccount(res.stdout)
 	if err != nil {
-		return Account{}, fmt.Errorf("%w: sign-in of %q: %v", ErrCall, user, err)
+		return Account{}, fmt.Errorf("%w: account of %q: %v", ErrCall, user, err)
 	}
 	acc.Name = user
 	return acc, nil

@@ -57,3 +57,19 @@ func TestCheckPassword(t *testing.T) {
 		}
 	}
 }
+
+func TestAccount(t *testing.T) {
+	f := setup(t)
+	f.d.Update(t, func(st *omerotest.State) { st.Groups[1].Owners = []int64{omerotest.BobID} })
+	got, err := f.c.Account(context.Background(), "bob")
+	if want := (Account{Name: "bob", Groups: []string{"Demo"}, OwnerOf: []string{"Demo"}}); err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("Account(bob) = %+v, %v; want %+v", got, err, want)
+	}
+	if _, err := f.c.Account(context.Background(), "mallory"); !errors.Is(err, ErrCall) {
+		t.Errorf("Account(mallory): %v, want ErrCall", err)
+	}
+	f.d.Update(t, func(st *omerotest.State) { st.UserByName(omerotest.AdminUser).Password = "changed" })
+	if _, err := f.c.Account(context.Background(), "bob"); !errors.Is(err, ErrLogin) || strings.Contains(err.Error(), testPassword) {
+		t.Errorf("Account with a wrong admin password: %v, want ErrLogin without the password", err)
+	}
+}
