@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,6 +29,7 @@ import (
 	"github.com/omero-adi/omero-adi/runner/preprocess"
 	"github.com/omero-adi/omero-adi/settings"
 	"github.com/omero-adi/omero-adi/watcher"
+	"github.com/omero-adi/omero-adi/web"
 )
 
 // Roles an agent process can take.
@@ -107,7 +109,8 @@ type Agent struct {
 	log  *logrus.Logger
 	reg  *prometheus.Registry
 
-	set *rules.Set // the watch rules; nil when this agent does not watch
+	errs *web.ErrorLog // the last problem of each part, for the status page; nil without it
+	set  *rules.Set    // the watch rules; nil when this agent does not watch
 	// zarrRules are the zarr modes of the rules that set one, by rule name (runner.Config.ZarrRules).
 	zarrRules map[string]order.ZarrMode
 	omero     *omero.Client      // nil when this agent does not run orders
@@ -117,6 +120,7 @@ type Agent struct {
 	store   *db.Store
 	runner  *runner.Runner
 	watcher *watcher.Watcher
+	web     *web.Server // nil unless [web] enabled
 
 	closeOnce sync.Once
 }
@@ -134,6 +138,10 @@ func New(cfg Config, role string, log *logrus.Logger) (*Agent, error) {
 		log = logrus.StandardLogger()
 	}
 	a := &Agent{cfg: cfg, role: role, log: log, reg: prometheus.NewRegistry()}
+	if cfg.Web.Enabled {
+		a.errs = web.NewErrorLog()
+		log.AddHook(a.errs)
+	}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if role != RoleWatcher {
 		var err error
@@ -210,7 +218,44 @@ func (a *Agent) start(ctx context.Context) error {
 			return settings.Errorf("", "%v", err)
 		}
 	}
+	if a.cfg.Web.Enabled {
+		return a.startWeb()
+	}
 	return nil
+}
+
+// startWeb builds the status page over the database. It checks passwords with the runner's OMERO
+// client; an agent that runs no orders builds one for that (it needs omero.password).
+func (a *Agent) startWeb() error {
+	oc := a.omero
+	if oc == nil {
+		var err error
+		if oc, err = NewOmeroClient(a.cfg, a.log.WithField("component", "web")); err != nil {
+			return settings.Errorf("web.enabled", "the status page signs people in with the OMERO CLI: %v", err)
+		}
+	}
+	d := web.Deps{Store: a.store, Accounts: oc, LogFiles: oc.LogFiles, ErrsTail: oc.ErrsTail, Errors: a.errs,
+		Secrets: secrets(a.cfg), Log: a.log.WithField("component", "web")}
+	if a.watcher != nil {
+		d.Health = a.watcher.Health
+	}
+	var err error
+	a.web, err = web.New(a.cfg.Web, d)
+	if err != nil {
+		return settings.Prefix("web", err)
+	}
+	return nil
+}
+
+// secrets are the settings no page may show: the admin password, the database URL and its password.
+func secrets(cfg Config) []string {
+	out := []string{cfg.Omero.AdminPassword, cfg.IngestTrackingDB}
+	if u, err := url.Parse(cfg.IngestTrackingDB); err == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			out = append(out, pw)
+		}
+	}
+	return out
 }
 
 // Run opens the database, starts the parts and blocks until ctx ends (a clean stop returns nil)
@@ -242,7 +287,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			defer cancel()
 			return srv.Shutdown(sctx)
 		})
-		a.log.WithField("listen", ln.Addr().String()).Info("serving /metrics, /healthz, /readyz")
+		a.log.WithField("listen", ln.Addr().String()).WithField("status_page", a.web != nil).Info("serving /metrics, /healthz, /readyz")
+	}
+	if a.web != nil {
+		g.Go(func() error { return a.web.Run(gctx) })
 	}
 	if a.runner != nil {
 		g.Go(func() error { return a.runner.Run(gctx) })
@@ -269,6 +317,9 @@ func (a *Agent) Close() {
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	if a.web != nil {
+		mux.Handle("/", a.web.Handler())
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

@@ -22,6 +22,7 @@ import (
 	"github.com/omero-adi/omero-adi/runner/preprocess"
 	"github.com/omero-adi/omero-adi/settings"
 	"github.com/omero-adi/omero-adi/watcher"
+	"github.com/omero-adi/omero-adi/web"
 )
 
 // DefaultConfigPath is used when neither --config nor OMERO_ADI_CONFIG names a settings file.
@@ -49,6 +50,7 @@ type Config struct {
 	Omero         omero.Config      `toml:"omero"`
 	Preprocessing preprocess.Config `toml:"preprocessing"`
 	Watch         watcher.Config    `toml:"watch"`
+	Web           web.Config        `toml:"web"`
 	Rules         []rules.Rule      `toml:"rules"`
 
 	// Path is the settings file this was loaded from ("" when none); set by Load.
@@ -61,7 +63,7 @@ type ProcessConfig struct {
 	LogLevel    string `toml:"log_level"`     // env ADI_LOG_LEVEL wins
 	LogFormat   string `toml:"log_format"`    // text | json
 	LogFilePath string `toml:"log_file_path"` // also log to this file; "" = stderr only
-	Listen      string `toml:"listen"`        // /metrics, /healthz, /readyz; "" disables
+	Listen      string `toml:"listen"`        // /metrics, /healthz, /readyz and the [web] status page; "" disables
 	WorkerName  string `toml:"worker_name"`   // name in leases and history; "" = host:pid
 	RulesDir    string `toml:"rules_dir"`     // a folder of *.toml files with more [[rules]]
 }
@@ -100,6 +102,7 @@ func Defaults() Config {
 		Omero:         omero.DefaultConfig(),
 		Preprocessing: preprocess.DefaultConfig(),
 		Watch:         watcher.DefaultConfig(),
+		Web:           web.DefaultConfig(),
 	}
 }
 
@@ -216,6 +219,10 @@ func (c *Config) Validate() error {
 	p.Include("omero", c.Omero.Validate())
 	p.Include("preprocessing", c.Preprocessing.Validate())
 	p.Include("watch", c.Watch.Validate())
+	p.Include("web", c.Web.Validate())
+	if c.Web.Enabled && c.Listen == "" {
+		p.Add("web.enabled", "the status page is served on listen, which is empty: set listen (e.g. \"127.0.0.1:9464\")")
+	}
 	if p.Err() == nil && len(c.Rules) > 0 {
 		if _, err := c.RuleSet(); err != nil {
 			p.Include("", err)
