@@ -212,7 +212,7 @@ func (s *Server) signedIn(h func(http.ResponseWriter, *http.Request, *session)) 
 		w.Header().Set("Cache-Control", "no-store")
 		v := s.current(w, r)
 		if v == nil {
-			if wantsJSON(r) || r.Method != http.MethodGet {
+			if wantsJSON(r) || r.Method != http.MethodGet || r.URL.Path == "/events" {
 				s.fail(w, r, nil, http.StatusUnauthorized, msgSignIn)
 				return
 			}
