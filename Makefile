@@ -7,6 +7,7 @@ BIN := bin/omero-adi
 CONFIG ?= examples/quickstart.toml
 TEST_TIMEOUT ?= 25m
 SOAK ?= 10m
+ARTIFACTS ?= test-artifacts
 
 .PHONY: help build test test-deps deploy-test lint bench soak run demo clean
 
@@ -16,11 +17,12 @@ help: ## list the targets
 build: ## build bin/omero-adi with the version stamped in
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/omero-adi
 
-test-deps: ## install what the tests need (PostgreSQL server, podman, runc, bindfs, debootstrap) when missing
+test-deps: ## install what the tests need (PostgreSQL server, podman, runc, bindfs, debootstrap, chromium, playwright-core) when missing
 	@scripts/test-deps.sh
 
-test: test-deps lint ## lint, then every test with the race detector (real PostgreSQL, podman, bindfs)
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+test: test-deps lint ## lint, then every test with the race detector (real PostgreSQL, podman, bindfs, chromium); files tests keep (screenshots) go to $(ARTIFACTS)/_artifacts
+	@mkdir -p $(ARTIFACTS)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -artifacts -outputdir $(CURDIR)/$(ARTIFACTS) ./...
 
 deploy-test: test-deps ## only the deploy tests: install.sh + the unit under systemd, the Containerfile's image (root, podman, debootstrap)
 	$(GO) test -count=1 -timeout 15m -v ./deploy

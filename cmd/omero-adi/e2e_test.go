@@ -117,7 +117,13 @@ func (w *world) agent(name, extra string) *exec.Cmd { return w.startAgent(name, 
 // its log is shown when the test failed.
 func (w *world) startAgent(name, extra string, race bool) *exec.Cmd {
 	w.t.Helper()
-	cmd := exec.Command(agentBinary(w.t, race), "--config", w.settings(name, extra), "run", "--role", "runner")
+	return w.startRole(name, w.settings(name, extra), "runner", race)
+}
+
+// startRole starts `omero-adi --config settings run --role role` (see startAgent).
+func (w *world) startRole(name, settings, role string, race bool) *exec.Cmd {
+	w.t.Helper()
+	cmd := exec.Command(agentBinary(w.t, race), "--config", settings, "run", "--role", role)
 	cmd.Env = append(os.Environ(), "INGEST_TRACKING_DB_URL="+w.url, "OMERO_PASSWORD=omero")
 	cmd.Env = append(cmd.Env, w.double.Env()...)
 	logf, err := os.Create(filepath.Join(w.dir, name+".log"))
