@@ -240,8 +240,8 @@ func TestPermissions(t *testing.T) {
 	// must hold (by fixture key; "-" for none).
 	cases := []struct {
 		who, method, path, order string
-		code                      int
-		list                      string
+		code                     int
+		list                     string
 	}{
 		{"", "GET", "/", "", http.StatusSeeOther, ""},
 		{"", "GET", "/api/orders", "", http.StatusUnauthorized, ""},
