@@ -9,6 +9,12 @@ import (
 	"time"
 )
 
+// newestOnly is newest as an anti-join: no later row of the same uuid. The planner estimates it
+// as keeping nearly every row (it does, outside Python-era databases), so a page of a person's
+// orders is an ordered scan of (user_name, id) that stops after the page, where newest's
+// correlated max() looks selective and makes it read and sort all of the person's orders.
+const newestOnly = `NOT EXISTS (SELECT 1 FROM imports i2 WHERE i2.uuid = i.uuid AND i2.id > i.id)`
+
 // Scope is whose orders a reader may see: every order (All), or the orders whose user_name is
 // User and those of the Groups (the groups the reader owns).
 type Scope struct {
@@ -90,7 +96,7 @@ func (s *Store) Browse(ctx context.Context, p Page) ([]Listed, error) {
 	if p.Before > 0 {
 		where = append(where, "i.id < "+arg(p.Before))
 	}
-	where = append(where, newest)
+	where = append(where, newestOnly)
 	limit := max(p.Limit, 1)
 	q := `SELECT ` + orderCols + `, (SELECT min(h.at) FROM adi_history h WHERE h.uuid = i.uuid)` + orderFrom +
 		`WHERE ` + strings.Join(where, " AND ") + fmt.Sprintf(" ORDER BY i.id DESC LIMIT %d", limit)
@@ -144,14 +150,24 @@ func (s *Store) explain(ctx context.Context, fn func(ctx context.Context) error)
 	return strings.Join(l.lines, "\n"), nil
 }
 
+// queryer is a pool or a transaction.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
 // query runs q, after recording its plan when ctx asks for it (explain).
 func (s *Store) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return s.queryOn(ctx, s.db, q, args...)
+}
+
+// queryOn is query on qr.
+func (s *Store) queryOn(ctx context.Context, qr queryer, q string, args ...any) (*sql.Rows, error) {
 	if l, ok := ctx.Value(explainKey{}).(*explainLog); ok {
 		prefix := "EXPLAIN QUERY PLAN "
 		if s.eng.name() == DriverPostgres {
 			prefix = "EXPLAIN (ANALYZE, BUFFERS OFF) "
 		}
-		rows, err := s.db.QueryContext(ctx, prefix+q, args...)
+		rows, err := qr.QueryContext(ctx, prefix+q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("explain: %w", err)
 		}
@@ -171,7 +187,7 @@ func (s *Store) query(ctx context.Context, q string, args ...any) (*sql.Rows, er
 		rows.Close()
 		l.lines = append(l.lines, "")
 	}
-	return s.db.QueryContext(ctx, q, args...)
+	return qr.QueryContext(ctx, q, args...)
 }
 
 // QueueStats is the queue at a glance (Queue).
@@ -194,8 +210,8 @@ type AgentCount struct {
 }
 
 // Queue counts the open and failed orders of scope per group, and per agent what runs now and
-// what ended in the last day; it lists the running orders. The counts read the partial indexes
-// of the pending, running and failed rows, and the history's time index (migration 0007).
+// what ended in the last day; it lists the running orders. The counts read the index of stage,
+// group and uuid (countGroups) and the history's time index (migration 0007).
 func (s *Store) Queue(ctx context.Context, scope Scope) (QueueStats, error) {
 	var args []any
 	cond := ""
@@ -211,42 +227,12 @@ func (s *Store) Queue(ctx context.Context, scope Scope) (QueueStats, error) {
 		cond = " AND i.group_name IN (" + strings.Join(who, ", ") + ")"
 	}
 	var st QueueStats
-	groups := map[string]int{} // index in st.Groups
-	rows, err := s.query(ctx, `SELECT CAST(i.group_name AS TEXT), i.stage, count(*) FROM imports i
-		WHERE i.stage IN ('Import Pending', 'Import Started', 'Import Preprocessing', 'Import Failed')`+cond+` AND `+newest+`
-		GROUP BY i.group_name, i.stage ORDER BY 1`, args...)
-	if err != nil {
-		return QueueStats{}, fmt.Errorf("count orders: %w", err)
-	}
-	for rows.Next() {
-		var g, stage string
-		var n int
-		if err := rows.Scan(&g, &stage, &n); err != nil {
-			rows.Close()
-			return QueueStats{}, fmt.Errorf("count orders: %w", err)
-		}
-		k, ok := groups[g]
-		if !ok {
-			k = len(st.Groups)
-			groups[g] = k
-			st.Groups = append(st.Groups, GroupCount{Group: g})
-		}
-		c := &st.Groups[k]
-		switch stage {
-		case StagePending:
-			c.Pending += n
-		case StageFailed:
-			c.Failed += n
-		default:
-			c.Running += n
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	var err error
+	if st.Groups, err = s.countGroups(ctx, cond, args); err != nil {
 		return QueueStats{}, fmt.Errorf("count orders: %w", err)
 	}
 	rrows, err := s.query(ctx, `SELECT `+orderCols+orderFrom+`WHERE i.stage IN ('Import Started', 'Import Preprocessing')`+cond+
-		` AND `+newest+` ORDER BY i.timestamp, i.id LIMIT 500`, args...)
+		` AND `+newestOnly+` ORDER BY i.timestamp, i.id LIMIT 500`, args...)
 	if err != nil {
 		return QueueStats{}, fmt.Errorf("list running orders: %w", err)
 	}
@@ -264,10 +250,12 @@ func (s *Store) Queue(ctx context.Context, scope Scope) (QueueStats, error) {
 	for _, o := range st.Running {
 		agent(o.LeaseOwner).Running++
 	}
-	hcond := strings.ReplaceAll(cond, "i.group_name", "n.group_name")
+	hcond := ""
+	if cond != "" {
+		hcond = " AND EXISTS (SELECT 1 FROM imports i WHERE i.uuid = h.uuid" + cond + ")"
+	}
 	since := s.timeArg(time.Now().Add(-24 * time.Hour))
 	hrows, err := s.query(ctx, `SELECT h.worker, h.stage, count(*) FROM adi_history h
-		JOIN imports n ON n.uuid = h.uuid AND n.id = (SELECT max(i2.id) FROM imports i2 WHERE i2.uuid = h.uuid)
 		WHERE h.at >= $`+fmt.Sprint(len(args)+1)+` AND h.stage IN ('Import Completed', 'Import Failed')`+hcond+`
 		GROUP BY h.worker, h.stage`, append(args, since)...)
 	if err != nil {
@@ -295,6 +283,59 @@ func (s *Store) Queue(ctx context.Context, scope Scope) (QueueStats, error) {
 	}
 	sort.Slice(st.Agents, func(i, j int) bool { return st.Agents[i].Agent < st.Agents[j].Agent })
 	return st, nil
+}
+
+// countGroups counts the pending, running and failed orders per group (cond narrows the groups,
+// with args). Each row of the index of stage, group and uuid is checked against the later rows of
+// its uuid in the index of uuid and id. PostgreSQL would rather hash the whole table for that
+// anti-join (it cannot know that nearly every uuid has one row): in a read-only transaction, hash
+// and merge joins are off, as adi_claim turns bitmap scans off.
+func (s *Store) countGroups(ctx context.Context, cond string, args []any) ([]GroupCount, error) {
+	var qr queryer = s.db
+	if s.eng.name() == DriverPostgres {
+		tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = tx.Rollback() }()
+		for _, set := range []string{"SET LOCAL enable_hashjoin = off", "SET LOCAL enable_mergejoin = off"} {
+			if _, err := tx.ExecContext(ctx, set); err != nil {
+				return nil, err
+			}
+		}
+		qr = tx
+	}
+	rows, err := s.queryOn(ctx, qr, `SELECT CAST(i.group_name AS TEXT), i.stage, count(*) FROM imports i
+		WHERE i.stage IN ('Import Pending', 'Import Started', 'Import Preprocessing', 'Import Failed')`+cond+` AND `+newestOnly+`
+		GROUP BY i.group_name, i.stage ORDER BY 1`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []GroupCount
+	index := map[string]int{}
+	for rows.Next() {
+		var g, stage string
+		var n int
+		if err := rows.Scan(&g, &stage, &n); err != nil {
+			return nil, err
+		}
+		k, ok := index[g]
+		if !ok {
+			k = len(out)
+			index[g] = k
+			out = append(out, GroupCount{Group: g})
+		}
+		switch stage {
+		case StagePending:
+			out[k].Pending += n
+		case StageFailed:
+			out[k].Failed += n
+		default:
+			out[k].Running += n
+		}
+	}
+	return out, rows.Err()
 }
 
 // Version changes whenever an order is created or changes stage (the newest history row), so a

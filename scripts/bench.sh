@@ -18,6 +18,9 @@ go test -run '^$' -bench 'CLIStarts' -benchtime 1x -count "$COUNT" ./runner | sc
 section "runner: INSERT -> Import Started latency, end-to-end orders/s, overhead per order"
 go test -run '^$' -bench 'Runner' -benchtime 1x -count "$COUNT" ./runner | scripts/median.awk
 
+section "status page: 100,000 orders in PostgreSQL, median server time (targets: My orders and /api/orders <= 50 ms, queue <= 100 ms; plans printed); 200 open event streams at idle (target < 5 %cpu)"
+go test -run '^$' -bench 'StatusPage' -benchtime 1x -count 1 ./web | scripts/median.awk
+
 section "process guard: cost of starting a program under the guard vs plainly (/bin/true; the omero CLI itself takes seconds)"
 go test -run '^$' -bench 'Start' -benchtime 200x -count "$COUNT" ./runner/guard | scripts/median.awk
 
