@@ -303,3 +303,51 @@ func TestNewStartsNothing(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// With [web] enabled the agent serves the status page on listen beside /healthz; without a
+// listener the setting is refused.
+func TestStatusPageOnTheListener(t *testing.T) {
+	cfg, _ := testConfig(t, pgtest.SQLiteURL(t))
+	cfg.Web.Enabled = true
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "web.enabled: the status page is served on listen, which is empty") {
+		t.Errorf("web without listen: %v", err)
+	}
+	cfg.Web.SignInFailures = 0
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "web.signin_failures: must be at least 1, got 0") {
+		t.Errorf("web key without its table prefix: %v", err)
+	}
+	cfg.Web.SignInFailures = 5
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen = ln.Addr().String()
+	ln.Close()
+	startAgent(t, cfg, RoleAll)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := client.Get("http://" + cfg.Listen + "/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login" {
+				t.Errorf("GET /: %d to %q, want the sign-in form", resp.StatusCode, resp.Header.Get("Location"))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for path, want := range map[string]int{"/healthz": http.StatusOK, "/api/orders": http.StatusUnauthorized, "/login": http.StatusOK} {
+		resp, err := client.Get("http://" + cfg.Listen + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+}
