@@ -235,19 +235,8 @@ func TestHealthAndMetricsEndpoints(t *testing.T) {
 	ln.Close()
 	startAgent(t, cfg, RoleAll)
 	get := func(path string) (int, string) {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			resp, err := http.Get("http://" + cfg.Listen + path)
-			if err == nil {
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				return resp.StatusCode, string(b)
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("GET %s: %v", path, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		resp, body := getWhenUp(t, http.DefaultClient, "http://"+cfg.Listen+path)
+		return resp.StatusCode, body
 	}
 	if code, body := get("/healthz"); code != 200 || !strings.Contains(body, "ok") {
 		t.Errorf("/healthz: %d %q", code, body)
@@ -325,20 +314,8 @@ func TestStatusPageOnTheListener(t *testing.T) {
 	ln.Close()
 	startAgent(t, cfg, RoleAll)
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := client.Get("http://" + cfg.Listen + "/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login" {
-				t.Errorf("GET /: %d to %q, want the sign-in form", resp.StatusCode, resp.Header.Get("Location"))
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if resp, _ := getWhenUp(t, client, "http://"+cfg.Listen+"/"); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login" {
+		t.Errorf("GET /: %d to %q, want the sign-in form", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	for path, want := range map[string]int{"/healthz": http.StatusOK, "/api/orders": http.StatusUnauthorized, "/login": http.StatusOK} {
 		resp, err := client.Get("http://" + cfg.Listen + path)
@@ -349,5 +326,23 @@ func TestStatusPageOnTheListener(t *testing.T) {
 		if resp.StatusCode != want {
 			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
 		}
+	}
+}
+
+// getWhenUp GETs url with client, retrying for 10 s while the agent's listener is not up yet.
+func getWhenUp(t *testing.T, client *http.Client, url string) (*http.Response, string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return resp, string(b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

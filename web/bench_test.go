@@ -164,7 +164,9 @@ func BenchmarkStatusPage(b *testing.B) {
 // fullScan finds a sequential scan of the imports table (imports_preprocessing is tiny).
 var fullScan = regexp.MustCompile(`Seq Scan on imports\s`)
 
-func indent(s string) string { return "    " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n    ") }
+func indent(s string) string {
+	return "    " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n    ")
+}
 
 // sseIdleCPU opens 200 event streams on a real listener, lets them idle, and returns the
 // process's CPU over that time in percent of one core.

@@ -17,7 +17,6 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"html/template"
 	"io/fs"
 	"net"
@@ -248,10 +247,4 @@ func (s *Server) scrub(text string) string {
 		}
 	}
 	return strings.ToValidUTF8(text, "\uFFFD")
-}
-
-// internal answers an unexpected error: logged in full, shown without detail that could leak.
-func (s *Server) internal(w http.ResponseWriter, r *http.Request, v *session, err error) {
-	s.log.WithError(err).WithField("path", r.URL.Path).Error("status page request failed")
-	s.fail(w, r, v, http.StatusServiceUnavailable, fmt.Sprintf("The order database did not answer (%s); try again in a moment, or tell the facility if it lasts.", s.scrub(err.Error())))
 }
