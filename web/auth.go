@@ -138,6 +138,13 @@ func (s *Server) current(w http.ResponseWriter, r *http.Request) *session {
 			v.touch(s)
 			return v
 		}
+		if v = s.ssoSession(name); v != nil {
+			// A client without cookies (a script) gets the person's session again, not a new
+			// session and a new account lookup per request.
+			v.touch(s)
+			s.setCookie(w, r, sessionCookie, v.id, "/", 0)
+			return v
+		}
 		return s.startSession(w, r, s.account(r, name, omero.Account{}), true)
 	}
 	if v != nil && v.sso {
@@ -147,6 +154,18 @@ func (s *Server) current(w http.ResponseWriter, r *http.Request) *session {
 		v.touch(s)
 	}
 	return v
+}
+
+// ssoSession is a live session the proxy started for name, or nil.
+func (s *Server) ssoSession(name string) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range s.sessions {
+		if v.sso && v.user == name && s.now().Sub(v.lastSeen) <= s.cfg.SessionIdleTimeout {
+			return v
+		}
+	}
+	return nil
 }
 
 func (v *session) touch(s *Server) {

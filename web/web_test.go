@@ -605,6 +605,13 @@ func TestSSO(t *testing.T) {
 		len(l.Who.OwnerOf) != 1 || len(l.Orders) != 4 {
 		t.Errorf("bob through the trusted proxy: %d %+v %v", rec.Code, l.Who, err)
 	}
+	again := get("10.9.9.9:1234", "bob")
+	f.srv.mu.Lock()
+	n := len(f.srv.sessions)
+	f.srv.mu.Unlock()
+	if again.Code != http.StatusOK || n != 1 {
+		t.Errorf("a second request without cookies: %d, %d sessions; want the same session", again.Code, n)
+	}
 	if rec := get("10.1.1.1:1234", "bob"); rec.Code != http.StatusUnauthorized {
 		t.Errorf("the header from an untrusted address: %d, want 401", rec.Code)
 	}
