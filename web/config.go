@@ -59,9 +59,7 @@ func (c Config) Validate() error {
 	if c.SignInFailures < 1 {
 		p.Add("signin_failures", "must be at least 1, got %d", c.SignInFailures)
 	}
-	if c.SignInWindow <= 0 {
-		p.Add("signin_window", "must be a positive duration such as \"15m\", got %q", c.SignInWindow)
-	}
+	p.Positive("signin_window", c.SignInWindow, "15m")
 	if c.LiveInterval < 100*time.Millisecond {
 		p.Add("live_interval", "must be at least \"100ms\", got %q", c.LiveInterval)
 	}
