@@ -52,14 +52,6 @@ type extraScan struct {
 
 func (e extraScan) Scan(dest ...any) error { return e.r.Scan(append(dest, e.extra...)...) }
 
-// timeArg is t as a query parameter compared with a timestamp column.
-func (s *Store) timeArg(t time.Time) any {
-	if s.eng.name() == DriverSQLite {
-		return t.UTC().Format("2006-01-02 15:04:05.000")
-	}
-	return t
-}
-
 // Browse returns one page of the orders p asks for (the newest row of each), newest first. Each
 // condition narrows an index scan (migration 0007: user, group and stage with the row id), so a
 // page costs about Limit index entries whatever the table's size.
