@@ -144,7 +144,39 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 	if redirectErr != nil {
 		return "", redirectErr
 	}
+	if serr == nil {
+		if err := r.recordLinks(ctx, j, sources); err != nil {
+			return "", err
+		}
+	}
 	return summary(j, ids), nil
+}
+
+// recordLinks stores every ManagedRepository link of the order's filesets, as they point after
+// redirection, with their targets' size and time, for the integrity check (package integrity).
+// A link that cannot be read is recorded in the history, not a failure: the images are in OMERO.
+// Only a lost lease is an error.
+func (r *Runner) recordLinks(ctx context.Context, j *job, sources map[int64]fileset) error {
+	var links []db.Link
+	for id, src := range sources {
+		found, err := redirect.Links(r.cfg.ManagedRepo, src.prefix)
+		if err != nil {
+			r.event(ctx, j, "the links of the import were not recorded for the integrity check: "+err.Error())
+			return nil
+		}
+		for _, l := range found {
+			links = append(links, db.Link{FilesetID: id, Path: l.Path, Target: l.Target, Dir: l.Dir, Size: l.Size, ModTime: l.ModTime})
+		}
+	}
+	err := r.store.SetLinks(context.WithoutCancel(ctx), j.lease, links)
+	r.reached(err)
+	switch {
+	case errors.Is(err, db.ErrLeaseLost):
+		return err
+	case err != nil:
+		j.log.WithError(err).Warn("record links")
+	}
+	return nil
 }
 
 func (r *Runner) spec(j *job) preprocess.Spec {

@@ -199,6 +199,17 @@ func TestPreprocessingOrderCompletes(t *testing.T) {
 		}
 		assertNoTemp(t, e)
 		checkSums(t, before)
+		// What the integrity check reads: the links as redirected, with their targets' sizes.
+		recorded, err := e.store.Links(context.Background(), id)
+		if err != nil || len(recorded) != 6 {
+			t.Fatalf("recorded links = %+v, %v; want the 6 redirected links", recorded, err)
+		}
+		for _, l := range recorded {
+			fi, err := os.Stat(l.Target)
+			if err != nil || !strings.Contains(l.Target, "/.processed/") || fi.Size() != l.Size || l.FilesetID != o.Result.Filesets[0] {
+				t.Errorf("recorded link %+v: target %v, want a file in .processed of that size in fileset %d", l, err, o.Result.Filesets[0])
+			}
+		}
 
 		st := e.double.State(t)
 		if len(st.Imports) != 1 || st.Imports[0].Transfer != "ln_s" || !strings.HasPrefix(st.Imports[0].Paths[0], e.tmpRoot+"/") {

@@ -24,6 +24,7 @@ type Store interface {
 	Heartbeat(ctx context.Context, l db.Lease, lease time.Duration) (cancelRequested bool, err error)
 	SetStage(ctx context.Context, l db.Lease, stage, description string) error
 	SetResult(ctx context.Context, l db.Lease, r db.Result) error
+	SetLinks(ctx context.Context, l db.Lease, links []db.Link) error
 	Finish(ctx context.Context, l db.Lease, stage, description string) error
 	Release(ctx context.Context, l db.Lease) error
 	Recover(ctx context.Context, p db.RecoverPolicy, held ...db.Lease) (int, error)

@@ -225,6 +225,11 @@ func TestHandWrittenOrderCompletes(t *testing.T) {
 		if len(links) != 1 || links[0] != f {
 			t.Errorf("ManagedRepository links point to %q, want [%q]", links, f)
 		}
+		recorded, err := e.store.Links(context.Background(), uuid)
+		if err != nil || len(recorded) != 1 || recorded[0].Target != f || recorded[0].Size != int64(len("pixels")) ||
+			!strings.HasPrefix(recorded[0].Path, e.double.ManagedRepo+"/") || recorded[0].ModTime.IsZero() {
+			t.Errorf("recorded links = %+v, %v; want the one link to %s (6 bytes)", recorded, err, f)
+		}
 		ann := annotationOf(t, st, fmt.Sprintf("Image:%d", o.Result.Images[0]))
 		want := map[string]string{"UUID": uuid, "Filepath": f, "Group": "Demo", "Username": "alice",
 			"DestinationID": "151", "DestinationType": "Dataset", "csv_microscope": "LSM 980", "csv_objective": "63x"}

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/omero-adi/omero-adi/order"
 )
@@ -150,6 +151,91 @@ func Targets(managedRepo, prefix string) ([]string, error) {
 	return out, nil
 }
 
+// Link is one symlink below a fileset's folder and its target as they are now: what the agent
+// records of an in-place import.
+type Link struct {
+	Path    string // the symlink
+	Target  string // its target, absolute and clean
+	Dir     bool   // the target is a folder
+	Size    int64
+	ModTime time.Time
+}
+
+// Links lists every symlink below <managedRepo>/<prefix> with its target's kind, size and
+// modification time (os.Stat through the link), sorted by path. A link whose target cannot be
+// read is an error: a fresh import must not be recorded broken.
+func Links(managedRepo, prefix string) ([]Link, error) {
+	dir, err := prefixDir(managedRepo, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []Link
+	err = filepath.WalkDir(dir, func(link string, d fs.DirEntry, err error) error {
+		if err != nil || d.Type()&fs.ModeSymlink == 0 {
+			return err
+		}
+		_, abs, err := readLink(link)
+		if err != nil {
+			return err
+		}
+		fi, err := os.Stat(link)
+		if err != nil {
+			return fmt.Errorf("target of %s: %w", link, err)
+		}
+		out = append(out, Link{Path: link, Target: abs, Dir: fi.IsDir(), Size: fi.Size(), ModTime: fi.ModTime()})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read links below %s: %w", dir, err)
+	}
+	return out, nil
+}
+
+// ReadLink returns where link points, made absolute (relative to the link's folder) and clean.
+func ReadLink(link string) (string, error) {
+	_, abs, err := readLink(link)
+	return abs, err
+}
+
+// Repoint points link, which must be a symlink below managedRepo that points at from, at to,
+// atomically as Redirect does. to must exist with the kind of from's recorded target (dir) and,
+// for a file, size bytes; the caller has proved it holds the same content. ErrInvalid when the
+// link is not below managedRepo; ErrIncomplete when the link points elsewhere now (someone changed
+// it since the check) or to does not match.
+func Repoint(managedRepo, link, from, to string, dir bool, size int64) error {
+	if !filepath.IsAbs(managedRepo) || !order.Below(filepath.Clean(managedRepo), link) {
+		return fmt.Errorf("%w: %s is not below the ManagedRepository %s", ErrInvalid, link, managedRepo)
+	}
+	fi, err := os.Lstat(link)
+	if err != nil {
+		return fmt.Errorf("repoint %s: %w", link, err)
+	}
+	if fi.Mode()&fs.ModeSymlink == 0 {
+		return fmt.Errorf("%w: %s is not a symlink", ErrInvalid, link)
+	}
+	if _, abs, err := readLink(link); err != nil || abs != filepath.Clean(from) {
+		return fmt.Errorf("repoint %s: %w: it points at %s now, not %s", link, ErrIncomplete, abs, from)
+	}
+	ti, err := os.Stat(to)
+	switch {
+	case err != nil:
+		return fmt.Errorf("repoint %s: %w: new target: %v", link, ErrIncomplete, err)
+	case ti.IsDir() != dir || (!dir && (!ti.Mode().IsRegular() || ti.Size() != size)):
+		return fmt.Errorf("repoint %s: %w: new target %s is not a %s of %d bytes", link, ErrIncomplete, to, kindName(dir), size)
+	}
+	if err := replace(link, filepath.Clean(to)); err != nil {
+		return fmt.Errorf("repoint %s: %w", link, err)
+	}
+	return nil
+}
+
+func kindName(dir bool) string {
+	if dir {
+		return "folder"
+	}
+	return "file"
+}
+
 // prefixDir is the folder of a templatePrefix (relative to the ManagedRepository, as OMERO
 // reports it) below managedRepo.
 func prefixDir(managedRepo, prefix string) (string, error) {
@@ -236,18 +322,27 @@ func redirectLink(link string, maps []mapping) (bool, *LinkError) {
 	default:
 		return fail(fmt.Errorf("new target %s is a %s, the current one a %s", newTarget, newInfo.Mode().Type(), oldInfo.Mode().Type()))
 	}
-	tmpName, err := tempName(link)
-	if err != nil {
+	if err := replace(link, newTarget); err != nil {
 		return fail(err)
 	}
+	return true, nil
+}
+
+// replace points link at newTarget atomically: a new link under a temporary name beside it,
+// renamed over it.
+func replace(link, newTarget string) error {
+	tmpName, err := tempName(link)
+	if err != nil {
+		return err
+	}
 	if err := os.Symlink(newTarget, tmpName); err != nil {
-		return fail(fmt.Errorf("create new link: %w", err))
+		return fmt.Errorf("create new link: %w", err)
 	}
 	if err := os.Rename(tmpName, link); err != nil {
 		os.Remove(tmpName)
-		return fail(fmt.Errorf("replace link: %w", err))
+		return fmt.Errorf("replace link: %w", err)
 	}
-	return true, nil
+	return nil
 }
 
 func tempName(link string) (string, error) {
