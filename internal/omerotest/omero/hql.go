@@ -12,7 +12,16 @@ import (
 
 var prefixQueryRE = regexp.MustCompile(`(?is)^\s*select\s+distinct\s+fs\.templatePrefix\s+from\s+Image\s+(?:as\s+)?i\s+join\s+i\.fileset\s+(?:as\s+)?fs\s+where\s+i\.id\s+in\s*\(([\d\s,]*)\)\s*$`)
 
-// cmdHQL answers the one query shape omero-cli.md documents: the templatePrefixes of images.
+// filesQuery is the OriginalFile query of package integrity (runner/omero OriginalFiles).
+const filesQuery = "select f.size, h.value, f.hash, concat(f.path, f.name) from FilesetEntry e join e.originalFile f left join f.hasher h where e.fileset.id in (…) order by f.id"
+
+var filesQueryRE = regexp.MustCompile(`(?is)^\s*select\s+f\.size\s*,\s*h\.value\s*,\s*f\.hash\s*,\s*concat\(\s*f\.path\s*,\s*f\.name\s*\)\s+from\s+FilesetEntry\s+(?:as\s+)?e\s+join\s+e\.originalFile\s+(?:as\s+)?f\s+left\s+join\s+f\.hasher\s+(?:as\s+)?h\s+where\s+e\.fileset\.id\s+in\s*\(([\d\s,]*)\)\s+order\s+by\s+f\.id\s*$`)
+
+// cmdHQL answers the query shapes omero-cli.md documents: the templatePrefixes of images, and the
+// OriginalFiles (size, hasher, hash, path below the ManagedRepository) of filesets. Rows print as
+// hql.py's plain style does (HqlControl.display, omero.util.text TableBuilder): the row index,
+// then each column, comma-separated; a null prints as None; no rows prints one empty line. Only
+// the session's group is visible.
 func cmdHQL(statePath string, args []string) error {
 	specs := append(append([]optSpec{}, loginSpecs...),
 		optSpec{names: []string{"--limit"}, dest: "limit", value: true, isInt: true},
@@ -27,28 +36,32 @@ func cmdHQL(statePath string, args []string) error {
 	if len(p.pos) != 1 {
 		return usageError("omero hql", "give exactly one query")
 	}
-	m := prefixQueryRE.FindStringSubmatch(p.pos[0])
-	if m == nil {
-		return die(1, "the OMERO double answers only: select distinct fs.templatePrefix from Image i join i.fileset fs where i.id in (…)")
-	}
 	if p.get("style") != "plain" {
 		return die(1, "the OMERO double prints only --style plain")
 	}
-	limit := 25
+	limit, offset := 25, 0
 	if p.get("limit") != "" {
 		limit, _ = strconv.Atoi(p.get("limit"))
 	}
-	ids := map[int64]bool{}
-	for _, f := range strings.Split(m[1], ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		id, err := strconv.ParseInt(f, 10, 64)
+	if p.get("offset") != "" {
+		offset, _ = strconv.Atoi(p.get("offset"))
+	}
+	if m := filesQueryRE.FindStringSubmatch(p.pos[0]); m != nil {
+		ids, err := idSet(m[1])
 		if err != nil {
-			return die(1, "QueryException: bad id %s", f)
+			return err
 		}
-		ids[id] = true
+		return readSession(statePath, p, func(st *world.State, s *world.Session) error {
+			return printRows(originalFiles(st, s, ids), limit, offset)
+		})
+	}
+	m := prefixQueryRE.FindStringSubmatch(p.pos[0])
+	if m == nil {
+		return die(1, "the OMERO double answers only: select distinct fs.templatePrefix from Image i join i.fileset fs where i.id in (…), and "+filesQuery)
+	}
+	ids, err := idSet(m[1])
+	if err != nil {
+		return err
 	}
 	return readSession(statePath, p, func(st *world.State, s *world.Session) error {
 		fsIDs := map[int64]bool{}
@@ -78,4 +91,62 @@ func cmdHQL(statePath string, args []string) error {
 		}
 		return nil
 	})
+}
+
+// idSet parses the id list of an "in (…)" clause.
+func idSet(list string) (map[int64]bool, error) {
+	ids := map[int64]bool{}
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		id, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return nil, die(52, "Bad query: QueryException: bad id %s", f)
+		}
+		ids[id] = true
+	}
+	return ids, nil
+}
+
+// originalFiles are the rows of filesQuery: one per file of each fileset in ids that the session's
+// group holds, by OriginalFile id (the double's files are numbered in fileset order).
+func originalFiles(st *world.State, s *world.Session, ids map[int64]bool) [][]string {
+	var rows [][]string
+	for _, f := range st.Filesets {
+		if !ids[f.ID] || f.GroupID != s.GroupID {
+			continue
+		}
+		for i, rp := range f.RepoPaths {
+			size, hasher, hash := "None", "None", "None"
+			if i < len(f.Sizes) {
+				size = strconv.FormatInt(f.Sizes[i], 10)
+			}
+			if i < len(f.Hashes) && f.Hashes[i] != "" {
+				hasher, hash = "SHA1-160", f.Hashes[i]
+			}
+			rows = append(rows, []string{size, hasher, hash, rp})
+		}
+	}
+	return rows
+}
+
+// printRows prints the page [offset, offset+limit) of rows in plain style.
+func printRows(rows [][]string, limit, offset int) error {
+	if offset > len(rows) {
+		offset = len(rows)
+	}
+	rows = rows[offset:]
+	if len(rows) > limit {
+		rows = rows[:limit]
+	}
+	if len(rows) == 0 {
+		fmt.Println()
+		return nil
+	}
+	for i, r := range rows {
+		fmt.Printf("%d,%s\n", i, strings.Join(r, ","))
+	}
+	return nil
 }

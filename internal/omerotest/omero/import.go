@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -524,8 +526,13 @@ func createFileset(st *world.State, c candidate, repo, transfer, user string, ui
 		if err != nil {
 			return fs, nil, nil, err
 		}
+		size, hash, err := sha1File(f)
+		if err != nil {
+			return fs, nil, nil, err
+		}
 		fs.ClientPaths = append(fs.ClientPaths, f)
 		fs.RepoPaths = append(fs.RepoPaths, prefix+filepath.ToSlash(rel))
+		fs.Sizes, fs.Hashes = append(fs.Sizes, size), append(fs.Hashes, hash)
 	}
 	st.Filesets = append(st.Filesets, fs)
 	n := 1
@@ -554,6 +561,22 @@ func createFileset(st *world.State, c candidate, repo, transfer, user string, ui
 		imgs = append(imgs, img.ID)
 	}
 	return fs, imgs, plates, nil
+}
+
+// sha1File is the size and SHA-1 (hex) of a file: the OriginalFile size and hash the importer
+// sends for it (hasher SHA1-160, the default checksum algorithm).
+func sha1File(path string) (int64, string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	h := sha1.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return 0, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func copyFile(src, dst string) error {

@@ -114,6 +114,10 @@ type Fileset struct {
 	TemplatePrefix string   `json:"template_prefix"`
 	ClientPaths    []string `json:"client_paths"`
 	RepoPaths      []string `json:"repo_paths"`
+	// Sizes and Hashes describe each file's OriginalFile as the import recorded it (hasher
+	// SHA1-160, the SHA-1 in hex), by the index of RepoPaths; Hashes[i] "" stands for a null hash.
+	Sizes  []int64  `json:"sizes,omitempty"`
+	Hashes []string `json:"hashes,omitempty"`
 }
 
 // Image is an imported image.
