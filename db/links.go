@@ -337,3 +337,12 @@ func (s *Store) Moves(ctx context.Context) ([]Move, error) {
 	}
 	return out, nil
 }
+
+// CountLinks counts the recorded links of all orders.
+func (s *Store) CountLinks(ctx context.Context) (int, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM adi_links`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count links: %w", err)
+	}
+	return n, nil
+}
