@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/integrity"
 	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/rules"
 	"github.com/omero-adi/omero-adi/runner"
@@ -117,10 +118,15 @@ type Agent struct {
 	pre       *preprocess.Runner // nil when this agent does not run orders
 
 	// Set by Run.
-	store   *db.Store
-	runner  *runner.Runner
-	watcher *watcher.Watcher
-	web     *web.Server // nil unless [web] enabled
+	store     *db.Store
+	runner    *runner.Runner
+	watcher   *watcher.Watcher
+	web       *web.Server        // nil unless [web] enabled
+	integrity *integrity.Checker // with the runner: the periodic check of what the orders linked
+
+	// BrokenOrders, when set before Run, receives each order the periodic integrity check finds
+	// newly broken (the notifier plugs in here).
+	BrokenOrders integrity.Reporter
 
 	closeOnce sync.Once
 }
@@ -180,6 +186,18 @@ func NewOmeroClient(cfg Config, log *logrus.Entry) (*omero.Client, error) {
 	return client, nil
 }
 
+// NewChecker is the integrity check the settings describe, over store; client (may be nil) reads
+// OMERO's checksums, reporter (may be nil) hears of newly broken orders, reg (may be nil) takes
+// the metrics. It starts nothing.
+func NewChecker(cfg Config, store *db.Store, client *omero.Client, reporter integrity.Reporter, reg prometheus.Registerer, log *logrus.Entry) (*integrity.Checker, error) {
+	d := integrity.Deps{Store: store, Reporter: reporter, ManagedRepo: cfg.Omero.ManagedRepository,
+		Roots: cfg.DataConfig.Roots(), Log: log, Registerer: reg}
+	if client != nil {
+		d.OMERO = client
+	}
+	return integrity.New(cfg.Integrity, d)
+}
+
 // preprocessing is the [preprocessing] table with what preprocess takes from other owners.
 func (c Config) preprocessing() preprocess.Config {
 	pc := c.Preprocessing
@@ -208,6 +226,10 @@ func (a *Agent) start(ctx context.Context) error {
 		rc := runnerConfig(cfg, a.zarrRules)
 		rc.Registerer = a.reg
 		a.runner, err = runner.New(rc, store, a.omero, a.pre, a.log.WithField("component", "runner"))
+		if err != nil {
+			return err
+		}
+		a.integrity, err = NewChecker(cfg, store, a.omero, a.BrokenOrders, a.reg, a.log.WithField("component", "integrity"))
 		if err != nil {
 			return err
 		}
@@ -297,6 +319,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.watcher != nil {
 		g.Go(func() error { return a.watcher.Run(gctx) })
+	}
+	if a.integrity != nil {
+		g.Go(func() error { return a.integrity.Run(gctx) })
 	}
 	notifySystemd(gctx, a.log)
 	err := g.Wait()

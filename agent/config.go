@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/integrity"
 	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/rules"
 	"github.com/omero-adi/omero-adi/runner"
@@ -51,6 +52,7 @@ type Config struct {
 	Preprocessing preprocess.Config `toml:"preprocessing"`
 	Watch         watcher.Config    `toml:"watch"`
 	Web           web.Config        `toml:"web"`
+	Integrity     integrity.Config  `toml:"integrity"`
 	Rules         []rules.Rule      `toml:"rules"`
 
 	// Path is the settings file this was loaded from ("" when none); set by Load.
@@ -103,6 +105,7 @@ func Defaults() Config {
 		Preprocessing: preprocess.DefaultConfig(),
 		Watch:         watcher.DefaultConfig(),
 		Web:           web.DefaultConfig(),
+		Integrity:     integrity.DefaultConfig(),
 	}
 }
 
@@ -223,6 +226,7 @@ func (c *Config) Validate() error {
 	if c.Web.Enabled && c.Listen == "" {
 		p.Add("web.enabled", "the status page is served on listen, which is empty: set listen (e.g. \"127.0.0.1:9464\")")
 	}
+	p.Include("integrity", c.Integrity.Validate())
 	if p.Err() == nil && len(c.Rules) > 0 {
 		if _, err := c.RuleSet(); err != nil {
 			p.Include("", err)

@@ -50,11 +50,11 @@ type Damage struct {
 
 // Integrity is the outcome of the last check of one order (table adi_integrity).
 type Integrity struct {
-	UUID      string
-	CheckedAt time.Time
-	Links     int
-	Broken    bool
-	Damage    []Damage
+	UUID      string    `json:"-"`
+	CheckedAt time.Time `json:"checked_at"`
+	Links     int       `json:"links"`
+	Broken    bool      `json:"broken"`
+	Damage    []Damage  `json:"damage"`
 }
 
 // Move is one retention move (table adi_retention_moves): a file or folder taken out of a drop

@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -159,6 +160,31 @@ func (b Broken) Summary() string {
 		parts[i] = fmt.Sprintf("%d %s", n[k], k)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// Line is the order in one line, for people (the command's output, notifications): its uuid, its
+// image ids, and what happened to each damaged link's file.
+func (b Broken) Line() string {
+	ids := make([]string, len(b.Images))
+	for i, id := range b.Images {
+		ids[i] = strconv.FormatInt(id, 10)
+	}
+	if len(ids) == 0 {
+		ids = []string{"none"}
+	}
+	parts := make([]string, len(b.Damage))
+	for i, d := range b.Damage {
+		parts[i] = Describe(d)
+	}
+	return fmt.Sprintf("%s images %s: %s: %s", b.UUID, strings.Join(ids, ","), b.Summary(), strings.Join(parts, "; "))
+}
+
+// Describe is one damaged link for people: the file, what happened to it, and what to do.
+func Describe(d db.Damage) string {
+	if d.MovedTo != "" {
+		return fmt.Sprintf("%s %s to %s", d.Target, d.Kind, d.MovedTo)
+	}
+	return fmt.Sprintf("%s %s: %s", d.Target, d.Kind, d.Detail)
 }
 
 // Repair is one link Repair re-pointed (or, with DryRun or a refusal, would have).

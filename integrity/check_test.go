@@ -346,7 +346,7 @@ func TestConfig(t *testing.T) {
 	}{
 		{"defaults", func(*Config) {}, ""},
 		{"off", func(c *Config) { c.Interval = 0 }, ""},
-		{"interval too short", func(c *Config) { c.Interval = time.Second }, "interval"},
+		{"interval too short", func(c *Config) { c.Interval = time.Millisecond }, "interval"},
 		{"rate zero", func(c *Config) { c.MaxStatPerS = 0 }, "max_stat_per_s"},
 		{"hash mode", func(c *Config) { c.Hash = "some" }, "hash"},
 		{"sample", func(c *Config) { c.Sample = 0 }, "sample"},

@@ -37,8 +37,8 @@ func DefaultConfig() Config {
 // Validate checks the [integrity] keys (names relative to the table).
 func (c Config) Validate() error {
 	var p settings.Problems
-	if c.Interval != 0 && c.Interval < time.Minute {
-		p.Add("interval", "must be at least \"1m\", or \"0s\" to turn the periodic check off, got %q", c.Interval)
+	if c.Interval != 0 && c.Interval < time.Second {
+		p.Add("interval", "must be at least \"1s\", or \"0s\" to turn the periodic check off, got %q", c.Interval)
 	}
 	if c.MaxStatPerS < 1 || c.MaxStatPerS > 1_000_000 {
 		p.Add("max_stat_per_s", "must be between 1 and 1000000, got %d", c.MaxStatPerS)

@@ -26,6 +26,8 @@ Commands:
   orders cancel UUID
   rules test PATH...                which rule matches each path, and the order it would create
   scan [--json]                     one full scan of every rule's folder; creates nothing
+  integrity [--since D] [--hash none|sample|all] [--repair [--dry-run]] [--rate N]
+                                    check that the files in-place orders linked are intact; exit 1 when any is broken
   doctor                            check the environment; non-zero exit when something is wrong
   version                           print the version
 
@@ -89,6 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return e.cmdScan(ctx, rest)
 	case "doctor":
 		return e.cmdDoctor(ctx, rest)
+	case "integrity":
+		return e.cmdIntegrity(ctx, rest)
 	case "version":
 		fmt.Fprintln(stdout, "omero-adi", version)
 		return nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/omero-adi/omero-adi/agent"
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/integrity"
 	"github.com/omero-adi/omero-adi/order"
 )
 
@@ -237,6 +238,9 @@ func (e *env) cmdOrdersShow(ctx context.Context, args []string) error {
 		return fmt.Errorf("read history: %w", err)
 	}
 	j := toJSON(o, hist)
+	if j.Integrity, err = s.GetIntegrity(ctx, o.UUID); err != nil {
+		return err
+	}
 	if *asJSON {
 		return writeJSON(e, j)
 	}
@@ -259,6 +263,16 @@ func (e *env) cmdOrdersShow(ctx context.Context, args []string) error {
 	}
 	if j.Description != "" {
 		fmt.Fprintf(w, "description:  %s\n", j.Description)
+	}
+	if in := j.Integrity; in != nil {
+		state := "intact"
+		if in.Broken {
+			state = "BROKEN"
+		}
+		fmt.Fprintf(w, "integrity:    %s (%d links, checked %s)\n", state, in.Links, in.CheckedAt.Local().Format(time.RFC3339))
+		for _, d := range in.Damage {
+			fmt.Fprintf(w, "  %s\n", integrity.Describe(d))
+		}
 	}
 	fmt.Fprintf(w, "history:\n")
 	for _, h := range hist {
@@ -358,6 +372,7 @@ type orderJSON struct {
 	Result          *db.Result           `json:"result"`
 	ImportOptions   *string              `json:"import_options"` // as stored; null when NULL
 	History         []db.Event           `json:"history,omitempty"`
+	Integrity       *db.Integrity        `json:"integrity,omitempty"` // the last integrity check, when there was one
 }
 
 func toJSON(o db.Order, hist []db.Event) orderJSON {

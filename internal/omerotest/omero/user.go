@@ -75,13 +75,13 @@ func cmdUser(statePath string, args []string) error {
 			}
 			rows = groupRows(st, users[0])
 		}
-		printRows(rows)
+		printJSONRows(rows)
 		return nil
 	})
 }
 
-// printRows prints JSONStyle rows: a JSON list with one row a line.
-func printRows(rows []string) {
+// printJSONRows prints JSONStyle rows: a JSON list with one row a line.
+func printJSONRows(rows []string) {
 	if len(rows) == 0 {
 		fmt.Println("[]")
 		return
