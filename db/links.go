@@ -346,3 +346,30 @@ func (s *Store) CountLinks(ctx context.Context) (int, error) {
 	}
 	return n, nil
 }
+
+// ActiveOrdersNaming lists the orders not yet ended (pending, started, preprocessing) whose files
+// column holds path as text, or one of the given folders as a whole JSON string (a folder order
+// that holds path): orders that still need the file where it is.
+func (s *Store) ActiveOrdersNaming(ctx context.Context, path string, folders []string) ([]string, error) {
+	conds := []string{`CAST(i.files AS TEXT) LIKE $1 ESCAPE '\'`}
+	args := []any{"%" + likeEscaper.Replace(path) + "%"}
+	for _, f := range folders {
+		args = append(args, `%"`+likeEscaper.Replace(f)+`"%`)
+		conds = append(conds, fmt.Sprintf(`CAST(i.files AS TEXT) LIKE $%d ESCAPE '\'`, len(args)))
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT i.uuid FROM imports i WHERE `+newest+`
+		AND i.stage IN ('Import Pending', 'Import Started', 'Import Preprocessing') AND (`+strings.Join(conds, " OR ")+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("find orders naming %s: %w", path, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("find orders naming %s: %w", path, err)
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}

@@ -154,8 +154,41 @@ func compileOne(i int, r Rule, dataRoot string, groupRoots map[string][]string) 
 	checkZarr(r, bad)
 	c.compilePreprocessing(r, bad)
 	c.checkGroupRoots(r, groupRoots, bad)
+	c.compileRetention(r, bad)
 	return c, errs
 }
+
+// compileRetention checks the rule's retention table: whole days, and a clean absolute holding
+// folder outside the rule's folder (moved files must not come back as new drops).
+func (c *Compiled) compileRetention(r Rule, bad complain) {
+	rt := r.Retention
+	if rt == nil {
+		return
+	}
+	c.Retention = &Retention{}
+	*c.Retention = *rt
+	for _, d := range []struct {
+		key string
+		n   int
+	}{{"retention.ignored_days", rt.IgnoredDays}, {"retention.failed_days", rt.FailedDays}, {"retention.originals_days", rt.OriginalsDays}} {
+		if d.n < 0 {
+			bad(d.key, "must be 0 (off) or a number of days, got %d", d.n)
+		}
+	}
+	h := rt.HoldingFolder
+	switch {
+	case !rt.Enabled():
+	case h == "":
+		bad("retention.holding_folder", "required when retention moves anything: the folder files are moved to")
+	case !filepath.IsAbs(h) || filepath.Clean(h) != h || h == "/":
+		bad("retention.holding_folder", "%q is not a clean absolute path below /", h)
+	case c.static != "" && order.Within(c.static, h):
+		bad("retention.holding_folder", "%q is inside the rule's folder %q: moved files would come back as drops", h, c.static)
+	}
+}
+
+// Folder is the rule's watched folder: its path up to the first placeholder.
+func (c *Compiled) Folder() string { return c.static }
 
 // complain records one problem of a rule: the key and what is wrong with it.
 type complain func(key, format string, args ...any)

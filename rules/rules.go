@@ -70,9 +70,25 @@ type Rule struct {
 	Destination   string               `toml:"destination"`
 	Description   string               `toml:"description"` // optional text copied into the orders
 	Preprocessing *order.Preprocessing `toml:"preprocessing"`
+	Retention     *Retention           `toml:"retention"` // nil: nothing of this rule is ever moved
 	// Zarr is what the rule's orders do with OME-Zarr folders: "register", "import" or "refuse";
 	// "" leaves it to the [omero] zarr setting. The runner reads it by the order's source (the rule name).
 	Zarr string `toml:"zarr"`
+}
+
+// Retention is a rule's [rules.retention] table: which files of its folder the agent may move,
+// after how many days, into HoldingFolder (never deleted; never a file an OMERO link points at;
+// see package retention). A count of 0 days turns that kind off; all are off by default.
+type Retention struct {
+	HoldingFolder string `toml:"holding_folder"` // absolute; outside the rule's folder
+	IgnoredDays   int    `toml:"ignored_days"`   // files no rule claims, unchanged this long
+	FailedDays    int    `toml:"failed_days"`    // files of the rule's orders that failed this long ago
+	OriginalsDays int    `toml:"originals_days"` // originals of preprocessed orders, completed this long ago, whose converted files OMERO links to
+}
+
+// Enabled reports whether any kind of move is on.
+func (r *Retention) Enabled() bool {
+	return r != nil && (r.IgnoredDays > 0 || r.FailedDays > 0 || r.OriginalsDays > 0)
 }
 
 // file is the shape of a rules.d file and of Decode's input.

@@ -278,6 +278,12 @@ func TestCompileErrors(t *testing.T) {
 		{"preprocessing bad param", []Rule{with(func(r *Rule) {
 			r.Preprocessing = &order.Preprocessing{Container: "img", OutputFolder: "/data", ExtraParams: map[string]string{"--x": "1"}}
 		})}, `.preprocessing.extra_params: bad parameter name "--x"`},
+		{"retention off", []Rule{with(func(r *Rule) { r.Retention = &Retention{} })}, ""},
+		{"retention valid", []Rule{with(func(r *Rule) { r.Retention = &Retention{HoldingFolder: "/data/holding", FailedDays: 30} })}, ""},
+		{"retention without holding folder", []Rule{with(func(r *Rule) { r.Retention = &Retention{IgnoredDays: 30} })}, `.retention.holding_folder: required`},
+		{"retention relative holding folder", []Rule{with(func(r *Rule) { r.Retention = &Retention{HoldingFolder: "hold", FailedDays: 1} })}, `.retention.holding_folder: "hold" is not a clean absolute path`},
+		{"retention holding inside the rule", []Rule{with(func(r *Rule) { r.Retention = &Retention{HoldingFolder: "/data/demo/hold", FailedDays: 1} })}, `.retention.holding_folder: "/data/demo/hold" is inside the rule's folder`},
+		{"retention negative days", []Rule{with(func(r *Rule) { r.Retention = &Retention{HoldingFolder: "/data/h", OriginalsDays: -1} })}, `.retention.originals_days: must be 0 (off)`},
 		{"outside group roots", []Rule{with(func(r *Rule) { r.Path = "/data/other/{user}" })}, `folder "/data/other" is outside the roots of group "Demo"`},
 		{"captured group outside its roots", []Rule{with(func(r *Rule) {
 			r.Group = "{group}"
