@@ -135,7 +135,7 @@ func TestRetention(t *testing.T) {
 			oldUUID := f.order(db.StageFailed, 40, false, []string{failedOld})
 			failedYoung := f.file("failed-young.tif", 40)
 			f.order(db.StageFailed, 5, false, []string{failedYoung})
-			inUnit := f.file("unit/inside.txt", 40) // an ignored drop, inside a folder OMERO links to
+			inUnit := f.file("unit/inside.txt", 40)                                                    // an ignored drop, inside a folder OMERO links to
 			f.order(db.StageCompleted, 1, false, []string{filepath.Dir(inUnit)}, filepath.Dir(inUnit)) // a folder link
 			ignoredOld := f.file("notes.txt", 40)
 			ignoredYoung := f.file("fresh.txt", 2)
