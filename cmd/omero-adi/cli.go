@@ -28,6 +28,7 @@ Commands:
   scan [--json]                     one full scan of every rule's folder; creates nothing
   integrity [--since D] [--hash none|sample|all] [--repair [--dry-run]] [--rate N]
                                     check that the files in-place orders linked are intact; exit 1 when any is broken
+  retention [--dry-run]             move old ignored or failed drops and used-up originals to the rules' holding folders
   doctor                            check the environment; non-zero exit when something is wrong
   version                           print the version
 
@@ -93,6 +94,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return e.cmdDoctor(ctx, rest)
 	case "integrity":
 		return e.cmdIntegrity(ctx, rest)
+	case "retention":
+		return e.cmdRetention(ctx, rest)
 	case "version":
 		fmt.Fprintln(stdout, "omero-adi", version)
 		return nil

@@ -208,6 +208,12 @@ func TestBadSettings(t *testing.T) {
 		{"bad rule destination", strings.Replace(rule(""), "Dataset:1", "Project:1", 1), `"Project:1"`},
 		{"bad rule unit", rule("unit = \"blob\"\n"), "unit"},
 		{"bad rule settle", rule("settle = \"soon\"\n"), "soon"},
+		{"bad integrity hash", "[integrity]\nhash = \"some\"\n", `integrity.hash: must be none, sample or all, got "some"`},
+		{"integrity interval too short", "[integrity]\ninterval = \"10ms\"\n", `integrity.interval: must be at least "1s"`},
+		{"zero integrity rate", "[integrity]\nmax_stat_per_s = 0\n", `integrity.max_stat_per_s: must be between 1 and 1000000, got 0`},
+		{"unknown integrity key", "[integrity]\nintervall = \"1h\"\n", `"integrity.intervall"`},
+		{"retention without holding folder", rule("[rules.retention]\nfailed_days = 30\n"), `.retention.holding_folder: required`},
+		{"unknown retention key", rule("[rules.retention]\nkeep_days = 30\n"), `keep_days`},
 		{"rule without path", "[[rules]]\nname = \"r\"\ngroup = \"G\"\nusers = [\"u\"]\ninclude = [\"*\"]\ndestination = \"Dataset:1\"\n", "path"},
 	}
 	for _, c := range cases {
