@@ -254,42 +254,91 @@ func (s *Store) LinksTo(ctx context.Context, path string) ([]LinkRef, error) {
 
 // SetIntegrity stores the outcome of a check of one order, replacing the previous one.
 func (s *Store) SetIntegrity(ctx context.Context, in Integrity) error {
-	damage := in.Damage
-	if damage == nil {
-		damage = []Damage{}
+	return s.SetIntegrities(ctx, []Integrity{in})
+}
+
+// SetIntegrities stores the outcomes of a check of several orders in one transaction.
+func (s *Store) SetIntegrities(ctx context.Context, ins []Integrity) error {
+	if len(ins) == 0 {
+		return nil
 	}
-	b, err := json.Marshal(damage)
-	if err != nil {
-		return fmt.Errorf("record integrity of order %s: %w", in.UUID, err)
+	damage := make([]string, len(ins))
+	for i, in := range ins {
+		d := in.Damage
+		if d == nil {
+			d = []Damage{}
+		}
+		b, err := json.Marshal(d)
+		if err != nil {
+			return fmt.Errorf("record integrity of order %s: %w", in.UUID, err)
+		}
+		damage[i] = string(b)
 	}
-	_, err = s.exec(ctx, `INSERT INTO adi_integrity (uuid, checked_at, links, broken, damage) VALUES ($1, `+s.d.now+`, $2, $3, $4)
-		ON CONFLICT (uuid) DO UPDATE SET checked_at = excluded.checked_at, links = excluded.links,
-		broken = excluded.broken, damage = excluded.damage`, in.UUID, in.Links, in.Broken, string(b))
+	err := s.eng.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		st, err := tx.PrepareContext(ctx, `INSERT INTO adi_integrity (uuid, checked_at, links, broken, damage) VALUES ($1, `+s.d.now+`, $2, $3, $4)
+			ON CONFLICT (uuid) DO UPDATE SET checked_at = excluded.checked_at, links = excluded.links,
+			broken = excluded.broken, damage = excluded.damage`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for i, in := range ins {
+			if _, err := st.ExecContext(ctx, in.UUID, in.Links, in.Broken, damage[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("record integrity of order %s: %w", in.UUID, err)
+		return fmt.Errorf("record integrity of %d order(s): %w", len(ins), err)
 	}
 	return nil
 }
 
+// Integrities returns the last check of each of the orders that was checked before, by uuid.
+func (s *Store) Integrities(ctx context.Context, uuids []string) (map[string]Integrity, error) {
+	out := map[string]Integrity{}
+	if len(uuids) == 0 {
+		return out, nil
+	}
+	ph := make([]string, len(uuids))
+	args := make([]any, len(uuids))
+	for i, u := range uuids {
+		ph[i], args[i] = fmt.Sprintf("$%d", i+1), u
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT uuid, checked_at, links, broken, damage FROM adi_integrity WHERE uuid IN (`+strings.Join(ph, ", ")+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read integrity: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			in     Integrity
+			at     nullTime
+			damage string
+		)
+		if err := rows.Scan(&in.UUID, &at, &in.Links, &in.Broken, &damage); err != nil {
+			return nil, fmt.Errorf("read integrity: %w", err)
+		}
+		if err := json.Unmarshal([]byte(damage), &in.Damage); err != nil {
+			return nil, fmt.Errorf("read integrity of order %s: %w", in.UUID, err)
+		}
+		in.CheckedAt = at.Time
+		out[in.UUID] = in
+	}
+	return out, rows.Err()
+}
+
 // GetIntegrity returns the last check of order uuid, or nil when it was never checked.
 func (s *Store) GetIntegrity(ctx context.Context, uuid string) (*Integrity, error) {
-	var (
-		in     = Integrity{UUID: uuid}
-		at     nullTime
-		damage string
-	)
-	err := s.db.QueryRowContext(ctx, `SELECT checked_at, links, broken, damage FROM adi_integrity WHERE uuid = $1`, uuid).
-		Scan(&at, &in.Links, &in.Broken, &damage)
-	if errors.Is(err, sql.ErrNoRows) {
+	m, err := s.Integrities(ctx, []string{uuid})
+	if err != nil {
+		return nil, err
+	}
+	in, ok := m[uuid]
+	if !ok {
 		return nil, nil
 	}
-	if err == nil {
-		err = json.Unmarshal([]byte(damage), &in.Damage)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read integrity of order %s: %w", uuid, err)
-	}
-	in.CheckedAt = at.Time
 	return &in, nil
 }
 

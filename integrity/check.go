@@ -52,8 +52,8 @@ type Store interface {
 	LinkedOrders(ctx context.Context, f db.LinkedFilter) ([]db.LinkedOrder, error)
 	Links(ctx context.Context, uuid string) ([]db.Link, error)
 	CountLinks(ctx context.Context) (int, error)
-	GetIntegrity(ctx context.Context, uuid string) (*db.Integrity, error)
-	SetIntegrity(ctx context.Context, in db.Integrity) error
+	Integrities(ctx context.Context, uuids []string) (map[string]db.Integrity, error)
+	SetIntegrities(ctx context.Context, ins []db.Integrity) error
 	RepointLink(ctx context.Context, uuid string, l db.Link) error
 }
 
@@ -216,20 +216,8 @@ func (c *Checker) Check(ctx context.Context, opts Options, found func(Broken)) (
 		if err != nil {
 			return rep, err
 		}
-		for _, o := range page {
-			b, err := r.order(ctx, o)
-			if err != nil {
-				return rep, err
-			}
-			if b != nil {
-				rep.Broken++
-				if found != nil {
-					found(*b)
-				}
-				if b.New && c.d.Reporter != nil {
-					c.d.Reporter.Broken(ctx, *b)
-				}
-			}
+		if err := r.page(ctx, page, found); err != nil {
+			return rep, err
 		}
 		if len(page) < orderPage {
 			break
@@ -256,17 +244,55 @@ type run struct {
 	sampled int
 }
 
-// order checks one order, repairs it when asked, and stores the outcome.
-func (r *run) order(ctx context.Context, o db.LinkedOrder) (*Broken, error) {
+// page checks a page of orders and stores their outcomes in one write; the broken ones go to
+// found and, when new, to the Reporter.
+func (r *run) page(ctx context.Context, page []db.LinkedOrder, found func(Broken)) error {
+	outcomes := make([]db.Integrity, len(page))
+	uuids := make([]string, len(page))
+	for i, o := range page {
+		in, err := r.order(ctx, o)
+		if err != nil {
+			return err
+		}
+		outcomes[i], uuids[i] = in, o.UUID
+	}
+	prev, err := r.c.d.Store.Integrities(ctx, uuids)
+	if err != nil {
+		return err
+	}
+	if err := r.c.d.Store.SetIntegrities(ctx, outcomes); err != nil {
+		return err
+	}
+	for i, in := range outcomes {
+		if !in.Broken {
+			continue
+		}
+		o := page[i]
+		p, seen := prev[o.UUID]
+		b := Broken{UUID: o.UUID, Group: o.Group, User: o.User, Images: o.Images, Damage: in.Damage,
+			New: !seen || !p.Broken || !sameDamage(p.Damage, in.Damage)}
+		r.rep.Broken++
+		if found != nil {
+			found(b)
+		}
+		if b.New && r.c.d.Reporter != nil {
+			r.c.d.Reporter.Broken(ctx, b)
+		}
+	}
+	return nil
+}
+
+// order checks one order and repairs it when asked.
+func (r *run) order(ctx context.Context, o db.LinkedOrder) (db.Integrity, error) {
 	links, err := r.c.d.Store.Links(ctx, o.UUID)
 	if err != nil {
-		return nil, err
+		return db.Integrity{}, err
 	}
 	r.rep.Orders++
 	r.rep.Links += len(links)
 	damage, err := r.inspect(ctx, links)
 	if err != nil {
-		return nil, err
+		return db.Integrity{}, err
 	}
 	var originals map[string]omero.OriginalFile
 	if r.hashes(o) || (r.opts.Repair && repairable(damage)) {
@@ -277,23 +303,11 @@ func (r *run) order(ctx context.Context, o db.LinkedOrder) (*Broken, error) {
 	}
 	if r.opts.Repair && originals != nil && repairable(damage) {
 		if damage, err = r.repair(ctx, o.UUID, links, damage, originals); err != nil {
-			return nil, err
+			return db.Integrity{}, err
 		}
 	}
 	sort.Slice(damage, func(i, j int) bool { return damage[i].Link < damage[j].Link })
-	prev, err := r.c.d.Store.GetIntegrity(ctx, o.UUID)
-	if err != nil {
-		return nil, err
-	}
-	in := db.Integrity{UUID: o.UUID, Links: len(links), Broken: len(damage) > 0, Damage: damage}
-	if err := r.c.d.Store.SetIntegrity(ctx, in); err != nil {
-		return nil, err
-	}
-	if !in.Broken {
-		return nil, nil
-	}
-	return &Broken{UUID: o.UUID, Group: o.Group, User: o.User, Images: o.Images, Damage: damage,
-		New: prev == nil || !prev.Broken || !sameDamage(prev.Damage, damage)}, nil
+	return db.Integrity{UUID: o.UUID, Links: len(links), Broken: len(damage) > 0, Damage: damage}, nil
 }
 
 func sameDamage(a, b []db.Damage) bool {
