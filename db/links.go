@@ -20,6 +20,7 @@ type Link struct {
 	Dir       bool      // the target is a folder (Size and ModTime are then the folder's own)
 	Size      int64     // the target's size in bytes
 	ModTime   time.Time // the target's modification time
+	Dev, Ino  uint64    // the target's device and inode (0 when unknown)
 }
 
 // LinkRef is a recorded link and the order it belongs to.
@@ -69,15 +70,15 @@ type Move struct {
 	Reason      string
 }
 
-const linkCols = `fileset_id, link, target, is_dir, size, mtime_ns`
+const linkCols = `fileset_id, link, target, is_dir, size, mtime_ns, dev, ino`
 
 func scanLink(r rowScanner, extra ...any) (Link, error) {
 	var (
-		l  Link
-		ns int64
+		l              Link
+		ns, dev, inode int64
 	)
-	err := r.Scan(append(extra, &l.FilesetID, &l.Path, &l.Target, &l.Dir, &l.Size, &ns)...)
-	l.ModTime = time.Unix(0, ns).UTC()
+	err := r.Scan(append(extra, &l.FilesetID, &l.Path, &l.Target, &l.Dir, &l.Size, &ns, &dev, &inode)...)
+	l.ModTime, l.Dev, l.Ino = time.Unix(0, ns).UTC(), uint64(dev), uint64(inode)
 	return l, err
 }
 
@@ -104,7 +105,7 @@ func replaceLinks(ctx context.Context, tx *sql.Tx, uuid string, links []Link) er
 	if _, err := tx.ExecContext(ctx, `DELETE FROM adi_links WHERE uuid = $1`, uuid); err != nil {
 		return err
 	}
-	st, err := tx.PrepareContext(ctx, `INSERT INTO adi_links (uuid, `+linkCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`)
+	st, err := tx.PrepareContext(ctx, `INSERT INTO adi_links (uuid, `+linkCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`)
 	if err != nil {
 		return err
 	}
@@ -113,7 +114,7 @@ func replaceLinks(ctx context.Context, tx *sql.Tx, uuid string, links []Link) er
 		if !filepath.IsAbs(k.Path) || !filepath.IsAbs(k.Target) {
 			return fmt.Errorf("%w link %q -> %q: both must be absolute", ErrInvalid, k.Path, k.Target)
 		}
-		if _, err := st.ExecContext(ctx, uuid, k.FilesetID, k.Path, filepath.Clean(k.Target), k.Dir, k.Size, k.ModTime.UnixNano()); err != nil {
+		if _, err := st.ExecContext(ctx, uuid, k.FilesetID, k.Path, filepath.Clean(k.Target), k.Dir, k.Size, k.ModTime.UnixNano(), int64(k.Dev), int64(k.Ino)); err != nil {
 			return err
 		}
 	}
@@ -122,8 +123,8 @@ func replaceLinks(ctx context.Context, tx *sql.Tx, uuid string, links []Link) er
 
 // RepointLink records that the link path of order uuid now points at l.Target (a repair).
 func (s *Store) RepointLink(ctx context.Context, uuid string, l Link) error {
-	n, err := s.exec(ctx, `UPDATE adi_links SET target = $3, is_dir = $4, size = $5, mtime_ns = $6 WHERE uuid = $1 AND link = $2`,
-		uuid, l.Path, filepath.Clean(l.Target), l.Dir, l.Size, l.ModTime.UnixNano())
+	n, err := s.exec(ctx, `UPDATE adi_links SET target = $3, is_dir = $4, size = $5, mtime_ns = $6, dev = $7, ino = $8
+		WHERE uuid = $1 AND link = $2`, uuid, l.Path, filepath.Clean(l.Target), l.Dir, l.Size, l.ModTime.UnixNano(), int64(l.Dev), int64(l.Ino))
 	if err != nil {
 		return fmt.Errorf("record repaired link %s of order %s: %w", l.Path, uuid, err)
 	}

@@ -130,7 +130,7 @@ func (f *fixture) complete(found []redirect.Link, fsID int64) string {
 	l := claimed[0].Lease()
 	var links []db.Link
 	for _, k := range found {
-		links = append(links, db.Link{FilesetID: fsID, Path: k.Path, Target: k.Target, Dir: k.Dir, Size: k.Size, ModTime: k.ModTime})
+		links = append(links, db.Link{FilesetID: fsID, Path: k.Path, Target: k.Target, Dir: k.Dir, Size: k.Size, ModTime: k.ModTime, Dev: k.Dev, Ino: k.Ino})
 	}
 	if err := f.store.SetLinks(ctx, l, links); err != nil {
 		f.t.Fatal(err)

@@ -62,6 +62,7 @@ func (r *run) repair(ctx context.Context, uuid string, links []db.Link, damage [
 				rp.Refused = err.Error()
 			} else {
 				l.Target, l.ModTime = d.MovedTo, fi.ModTime()
+				l.Dev, l.Ino = redirect.FileID(fi)
 				if err := r.c.d.Store.RepointLink(ctx, uuid, l); err != nil {
 					return nil, err
 				}

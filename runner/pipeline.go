@@ -165,7 +165,7 @@ func (r *Runner) recordLinks(ctx context.Context, j *job, sources map[int64]file
 			return nil
 		}
 		for _, l := range found {
-			links = append(links, db.Link{FilesetID: id, Path: l.Path, Target: l.Target, Dir: l.Dir, Size: l.Size, ModTime: l.ModTime})
+			links = append(links, db.Link{FilesetID: id, Path: l.Path, Target: l.Target, Dir: l.Dir, Size: l.Size, ModTime: l.ModTime, Dev: l.Dev, Ino: l.Ino})
 		}
 	}
 	err := r.store.SetLinks(context.WithoutCancel(ctx), j.lease, links)

@@ -85,5 +85,8 @@ record "$work/benchtree" rss -runs "${BENCH_RSS_RUNS:-3}" -target-mb 150 -name "
 section "watcher: the agent (omero-adi run --role watcher, SQLite) on the tree: peak RSS (target <= 60 MB on the ordered tree), drops during the start scan (target <= settle + 1 s), idle CPU over ${BENCH_IDLE:-60s} (target < 1 %), drop -> order latency (target <= settle + 250 ms)"
 record "$work/benchtree" agent -bin bin/omero-adi -dir "$TREE" -idle "${BENCH_IDLE:-60s}" -drops "${BENCH_DROPS:-20}"
 
+section "integrity: a check of 200,000 recorded links (one per file of the tree, in <tree>.links, built once) without hashing vs find -L over the links, warm cache (target <= 1.5x); peak heap with 2,000 vs 20,000 orders (flat); CPU of a check paced at max_stat_per_s (target < 1 %)"
+record "$work/benchtree" integrity -dir "$TREE" -runs "${BENCH_SCAN_RUNS:-7}"
+
 section "watcher summary"
 cat "$work/summary"

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/omero-adi/omero-adi/order"
@@ -159,6 +160,16 @@ type Link struct {
 	Dir     bool   // the target is a folder
 	Size    int64
 	ModTime time.Time
+	Dev     uint64 // the target's device and inode
+	Ino     uint64
+}
+
+// FileID returns the device and inode of fi (0, 0 where the system has none).
+func FileID(fi fs.FileInfo) (dev, ino uint64) {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Dev), st.Ino
+	}
+	return 0, 0
 }
 
 // Links lists every symlink below <managedRepo>/<prefix> with its target's kind, size and
@@ -182,7 +193,8 @@ func Links(managedRepo, prefix string) ([]Link, error) {
 		if err != nil {
 			return fmt.Errorf("target of %s: %w", link, err)
 		}
-		out = append(out, Link{Path: link, Target: abs, Dir: fi.IsDir(), Size: fi.Size(), ModTime: fi.ModTime()})
+		dev, ino := FileID(fi)
+		out = append(out, Link{Path: link, Target: abs, Dir: fi.IsDir(), Size: fi.Size(), ModTime: fi.ModTime(), Dev: dev, Ino: ino})
 		return nil
 	})
 	if err != nil {

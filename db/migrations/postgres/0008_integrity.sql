@@ -11,6 +11,10 @@ CREATE TABLE IF NOT EXISTS adi_links (
     is_dir boolean NOT NULL DEFAULT false,
     size bigint NOT NULL,
     mtime_ns bigint NOT NULL,
+    -- the target's device and inode at import: a check that finds them (and size and time) unchanged
+    -- through the link needs one stat per link
+    dev bigint NOT NULL DEFAULT 0,
+    ino bigint NOT NULL DEFAULT 0,
     UNIQUE (uuid, link)
 );
 -- Range scans (target = $1, or target >= $1 || '/' AND target < $1 || '0') need byte order.

@@ -9,6 +9,8 @@ CREATE TABLE IF NOT EXISTS adi_links (
     is_dir INTEGER NOT NULL DEFAULT 0,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    dev INTEGER NOT NULL DEFAULT 0,
+    ino INTEGER NOT NULL DEFAULT 0,
     UNIQUE (uuid, link)
 );
 CREATE INDEX IF NOT EXISTS adi_links_target ON adi_links (target);

@@ -57,8 +57,10 @@ func main() {
 		err = runStartScan(args)
 	case "slowsink":
 		err = runSlowSink(args)
+	case "integrity":
+		err = runIntegrity(args)
 	default:
-		err = fmt.Errorf("unknown subcommand %q (rescan, startscan, slowsink, build, rss or agent)", cmd)
+		err = fmt.Errorf("unknown subcommand %q (rescan, startscan, slowsink, integrity, build, rss or agent)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchtree:", err)
