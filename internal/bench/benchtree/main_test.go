@@ -17,6 +17,9 @@ func TestHarnessRuns(t *testing.T) {
 	if err := runRescan(append(tree, "-runs", "1")); err != nil {
 		t.Fatalf("rescan: %v", err)
 	}
+	if err := runIntegrity(append(tree, "-runs", "1", "-cpu-links", "50")); err != nil {
+		t.Fatalf("integrity: %v", err)
+	}
 	if err := runSlowSink([]string{"-delay", "10ms", "-settle", "100ms", "-drops", "2", "-every", "50ms", "-order-slack", "10s", "-event-target", "10s"}); err != nil {
 		t.Fatalf("slowsink: %v", err)
 	}
