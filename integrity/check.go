@@ -32,6 +32,7 @@ import (
 
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/order"
+	"github.com/omero-adi/omero-adi/retry"
 	"github.com/omero-adi/omero-adi/runner/omero"
 	"github.com/omero-adi/omero-adi/runner/redirect"
 )
@@ -705,12 +706,5 @@ func (p *pacer) wait(ctx context.Context) error {
 	if d < paceSleep {
 		return ctx.Err()
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return retry.Sleep(ctx, d)
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/omero-adi/omero-adi/retry"
 )
 
 // Run checks periodically until ctx ends: the first check after a random part of a tenth of the
@@ -20,12 +22,8 @@ func (c *Checker) Run(ctx context.Context) error {
 	c.log.WithField("interval", c.cfg.Interval).Info("integrity checks started")
 	wait := time.Duration(rand.Int64N(int64(c.cfg.Interval/10) + 1))
 	for {
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if retry.Sleep(ctx, wait) != nil {
 			return nil
-		case <-t.C:
 		}
 		c.periodic(ctx)
 		wait = c.cfg.Interval

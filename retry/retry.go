@@ -79,7 +79,7 @@ func Do(ctx context.Context, p Policy, try func(attempt int) error) error {
 		if p.Retrying != nil {
 			p.Retrying(attempt, wait, err)
 		}
-		if serr := sleep(ctx, wait); serr != nil {
+		if serr := Sleep(ctx, wait); serr != nil {
 			return stopped(ctx, err)
 		}
 	}
@@ -90,8 +90,8 @@ func stopped(ctx context.Context, last error) error {
 	return fmt.Errorf("%w (last try: %w)", ctx.Err(), last)
 }
 
-// sleep waits d, or until ctx ends (then it returns ctx.Err()).
-func sleep(ctx context.Context, d time.Duration) error {
+// Sleep waits d, or until ctx ends (then it returns ctx.Err()).
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
