@@ -130,26 +130,36 @@ func Redirect(managedRepo string, prefixes []string, dirs map[string]string) (ch
 // Targets lists the targets of the symlinks below <managedRepo>/<prefix>, made absolute and
 // clean, sorted: the client paths the files of the fileset with that templatePrefix came from.
 func Targets(managedRepo, prefix string) ([]string, error) {
+	var out []string
+	err := walkLinks(managedRepo, prefix, func(_, abs string) error {
+		out = append(out, abs)
+		return nil
+	})
+	sort.Strings(out)
+	return out, err
+}
+
+// walkLinks calls fn with every symlink below <managedRepo>/<prefix> and its absolute, clean
+// target, in lexical order; an error of fn or of reading stops the walk.
+func walkLinks(managedRepo, prefix string, fn func(link, abs string) error) error {
 	dir, err := prefixDir(managedRepo, prefix)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []string
 	err = filepath.WalkDir(dir, func(link string, d fs.DirEntry, err error) error {
 		if err != nil || d.Type()&fs.ModeSymlink == 0 {
 			return err
 		}
 		_, abs, err := readLink(link)
-		if err == nil {
-			out = append(out, abs)
+		if err != nil {
+			return err
 		}
-		return err
+		return fn(link, abs)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read links below %s: %w", dir, err)
+		return fmt.Errorf("read links below %s: %w", dir, err)
 	}
-	sort.Strings(out)
-	return out, nil
+	return nil
 }
 
 // Link is one symlink below a fileset's folder and its target as they are now: what the agent
@@ -176,19 +186,8 @@ func FileID(fi fs.FileInfo) (dev, ino uint64) {
 // modification time (os.Stat through the link), sorted by path. A link whose target cannot be
 // read is an error: a fresh import must not be recorded broken.
 func Links(managedRepo, prefix string) ([]Link, error) {
-	dir, err := prefixDir(managedRepo, prefix)
-	if err != nil {
-		return nil, err
-	}
 	var out []Link
-	err = filepath.WalkDir(dir, func(link string, d fs.DirEntry, err error) error {
-		if err != nil || d.Type()&fs.ModeSymlink == 0 {
-			return err
-		}
-		_, abs, err := readLink(link)
-		if err != nil {
-			return err
-		}
+	err := walkLinks(managedRepo, prefix, func(link, abs string) error {
 		fi, err := os.Stat(link)
 		if err != nil {
 			return fmt.Errorf("target of %s: %w", link, err)
@@ -198,7 +197,7 @@ func Links(managedRepo, prefix string) ([]Link, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read links below %s: %w", dir, err)
+		return nil, err
 	}
 	return out, nil
 }

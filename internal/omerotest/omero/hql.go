@@ -79,17 +79,11 @@ func cmdHQL(statePath string, args []string) error {
 			}
 		}
 		sort.Strings(prefixes)
-		if len(prefixes) > limit {
-			prefixes = prefixes[:limit]
-		}
-		if len(prefixes) == 0 {
-			fmt.Println()
-			return nil
-		}
+		rows := make([][]string, len(prefixes))
 		for i, pr := range prefixes {
-			fmt.Printf("%d,%s\n", i, pr)
+			rows[i] = []string{pr}
 		}
-		return nil
+		return printRows(rows, limit, offset)
 	})
 }
 
