@@ -190,7 +190,7 @@ func NewOmeroClient(cfg Config, log *logrus.Entry) (*omero.Client, error) {
 // OMERO's checksums, reporter (may be nil) hears of newly broken orders, reg (may be nil) takes
 // the metrics. It starts nothing.
 func NewChecker(cfg Config, store *db.Store, client *omero.Client, reporter integrity.Reporter, reg prometheus.Registerer, log *logrus.Entry) (*integrity.Checker, error) {
-	d := integrity.Deps{Store: store, Reporter: reporter, ManagedRepo: cfg.Omero.ManagedRepository,
+	d := integrity.Deps{Store: store, Reporter: reporter, ManagedRepo: cfg.Omero.ManagedRepository, AdminUser: cfg.Omero.AdminUser,
 		Roots: cfg.DataConfig.Roots(), Log: log, Registerer: reg}
 	if client != nil {
 		d.OMERO = client

@@ -66,6 +66,7 @@ var _ Store = (*db.Store)(nil)
 type OMERO interface {
 	Login(ctx context.Context, orderUUID, user, group string) (*omero.Session, error)
 	OriginalFiles(ctx context.Context, s *omero.Session, filesetIDs []int64) ([]omero.OriginalFile, int, error)
+	InPlaceFiles(ctx context.Context, s *omero.Session, offset, limit int) ([]omero.ServerFile, error)
 	Close(ctx context.Context, s *omero.Session)
 }
 
@@ -88,6 +89,7 @@ func (f ReporterFunc) Broken(ctx context.Context, b Broken) { f(ctx, b) }
 type Deps struct {
 	Store       Store
 	OMERO       OMERO
+	AdminUser   string // the admin whose session reads every group's filesets (--all-filesets)
 	Reporter    Reporter
 	ManagedRepo string      // the ManagedRepository as this host sees it
 	Roots       order.Roots // where a moved target is looked for: the data root (or group root) holding it
@@ -135,6 +137,10 @@ type Options struct {
 	Rate         int       // files looked at per second; 0: as fast as possible
 	Repair       bool      // re-point links to proven matches of moved targets
 	DryRun       bool      // with Repair: only list what would be re-pointed
+	// AllFilesets also checks the links of every in-place fileset of the server (other
+	// importers' too), within what is left of MaxCLIStarts; damage goes to FoundServer.
+	AllFilesets bool
+	FoundServer func(ServerDamage)
 }
 
 // Broken is an order with damaged links.
@@ -201,6 +207,10 @@ type Report struct {
 	Orders, Links, Broken int
 	Hashed                int // files whose SHA-1 was compared
 	CLIStarts             int
+	// With AllFilesets: the server's in-place files looked at, those damaged, and whether every
+	// page was read within the CLI budget.
+	ServerFiles, ServerBroken int
+	ServerComplete            bool
 	Repairs               []Repair
 	Duration              time.Duration
 }
@@ -225,6 +235,11 @@ func (c *Checker) Check(ctx context.Context, opts Options, found func(Broken)) (
 			break
 		}
 		after = page[len(page)-1].UUID
+	}
+	if opts.AllFilesets {
+		if err := r.checkServer(ctx, opts.FoundServer); err != nil {
+			return rep, err
+		}
 	}
 	if opts.Hash == HashSample && r.sampled < opts.Sample {
 		c.hashAfter = "" // the turn went round: the next run starts from the first order

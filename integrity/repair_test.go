@@ -147,3 +147,37 @@ func TestHashAndRepair(t *testing.T) {
 		t.Errorf("after the repair a plain check finds %d broken, want only the forged order: %+v", len(got), got)
 	}
 }
+
+// --all-filesets checks the links of filesets no order of this agent made, within the CLI
+// budget, and lists where every server link points.
+func TestAllFilesets(t *testing.T) {
+	f := setupOMERO(t)
+	ctx := context.Background()
+	s, err := f.client.Login(ctx, "other-importer", "alice", "Demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep, lose := f.file("demo/x/keep.tif", "kept"), f.file("demo/x/lose.tif", "lost")
+	if _, err := f.client.Import(ctx, s, omero.ImportRequest{OrderUUID: "other-importer", Target: order.Target{Kind: "Dataset", ID: 151}, Paths: []string{keep, lose}}); err != nil {
+		t.Fatal(err)
+	}
+	f.client.Close(ctx, s)
+	c := f.checker(Deps{OMERO: f.client, AdminUser: omerotest.AdminUser})
+	targets, complete, err := c.ServerTargets(ctx, 10)
+	if err != nil || !complete || len(targets) != 2 || targets[0] != keep || targets[1] != lose {
+		t.Fatalf("ServerTargets = %v, %v, %v; want both files", targets, complete, err)
+	}
+	mustDo(t, os.Remove(lose))
+	var got []ServerDamage
+	rep, err := c.Check(ctx, Options{AllFilesets: true, MaxCLIStarts: 10, FoundServer: func(d ServerDamage) { got = append(got, d) }}, nil)
+	if err != nil || !rep.ServerComplete || rep.ServerFiles != 2 || rep.ServerBroken != 1 || len(got) != 1 || got[0].Kind != Deleted || got[0].Target != lose {
+		t.Fatalf("check with --all-filesets: %+v, %v, %+v; want lose.tif deleted", rep, err, got)
+	}
+	if !strings.Contains(got[0].Line(), "lose.tif deleted") {
+		t.Errorf("line %q", got[0].Line())
+	}
+	rep, err = c.Check(ctx, Options{AllFilesets: true, MaxCLIStarts: 2}, nil)
+	if err != nil || rep.ServerComplete || rep.ServerFiles != 0 {
+		t.Errorf("with 2 CLI starts: %+v, %v; want nothing read, incomplete", rep, err)
+	}
+}

@@ -45,7 +45,10 @@ type Deps struct {
 	// ProcessedFolder is the name of the converted files' folder (processed_folder); it is never
 	// walked for ignored drops.
 	ProcessedFolder string
-	Log             *logrus.Entry
+	// ServerTargets, when set, are where every link of the server's in-place filesets points
+	// (sorted; integrity.Checker.ServerTargets): a file they name, hold or lie below stays too.
+	ServerTargets []string
+	Log           *logrus.Entry
 	Now             func() time.Time
 }
 
@@ -221,6 +224,11 @@ func (r *Retention) unsafe(ctx context.Context, c *rules.Compiled, path string) 
 			return fmt.Sprintf("OMERO links to it: order %s, link %s -> %s", refs[0].UUID, refs[0].Path, refs[0].Target), nil
 		}
 	}
+	for _, n := range names {
+		if t := linkedOnServer(r.d.ServerTargets, n); t != "" {
+			return "a link of an in-place fileset on the server points at " + t, nil
+		}
+	}
 	var folders []string
 	for d := filepath.Dir(path); order.Below(c.Folder(), d); d = filepath.Dir(d) {
 		folders = append(folders, d)
@@ -233,6 +241,27 @@ func (r *Retention) unsafe(ctx context.Context, c *rules.Compiled, path string) 
 		return "order " + active[0] + " has not ended and names it", nil
 	}
 	return "", nil
+}
+
+// linkedOnServer returns a target of sorted that is path, lies below it, or is a folder holding
+// it; "" when none.
+func linkedOnServer(sorted []string, path string) string {
+	if len(sorted) == 0 {
+		return ""
+	}
+	i := sort.SearchStrings(sorted, path)
+	if i < len(sorted) && order.Within(path, sorted[i]) {
+		return sorted[i]
+	}
+	if j := sort.SearchStrings(sorted, path+"/"); j < len(sorted) && order.Below(path, sorted[j]) {
+		return sorted[j]
+	}
+	for d := filepath.Dir(path); d != "/" && d != "."; d = filepath.Dir(d) {
+		if k := sort.SearchStrings(sorted, d); k < len(sorted) && sorted[k] == d {
+			return d
+		}
+	}
+	return ""
 }
 
 // candidates lists what rule c's retention makes old enough to move, before the safety checks.

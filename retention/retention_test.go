@@ -235,3 +235,20 @@ func TestApplyChecksAgain(t *testing.T) {
 		t.Errorf("journal %+v, want nothing", j)
 	}
 }
+
+func TestLinkedOnServer(t *testing.T) {
+	targets := []string{"/data/a/x.tif", "/data/b/dir", "/data/c/sub/y.tif"}
+	for _, tc := range []struct{ path, want string }{
+		{"/data/a/x.tif", "/data/a/x.tif"},
+		{"/data/a", "/data/a/x.tif"},
+		{"/data/b/dir/inside.tif", "/data/b/dir"},
+		{"/data/c", "/data/c/sub/y.tif"},
+		{"/data/a/x.tif2", ""},
+		{"/data/b/di", ""},
+		{"/data/d", ""},
+	} {
+		if got := linkedOnServer(targets, tc.path); got != tc.want {
+			t.Errorf("linkedOnServer(%s) = %q, want %q", tc.path, got, tc.want)
+		}
+	}
+}

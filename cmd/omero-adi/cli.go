@@ -26,9 +26,10 @@ Commands:
   orders cancel UUID
   rules test PATH...                which rule matches each path, and the order it would create
   scan [--json]                     one full scan of every rule's folder; creates nothing
-  integrity [--since D] [--hash none|sample|all] [--repair [--dry-run]] [--rate N]
+  integrity [--since D] [--hash none|sample|all] [--repair [--dry-run]] [--rate N] [--all-filesets]
                                     check that the files in-place orders linked are intact; exit 1 when any is broken
-  retention [--dry-run]             move old ignored or failed drops and used-up originals to the rules' holding folders
+  retention [--dry-run] [--all-filesets]
+                                    move old ignored or failed drops and used-up originals to the rules' holding folders
   doctor                            check the environment; non-zero exit when something is wrong
   version                           print the version
 

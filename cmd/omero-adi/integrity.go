@@ -21,6 +21,7 @@ func (e *env) cmdIntegrity(ctx context.Context, args []string) error {
 	repair := fs.Bool("repair", false, "re-point links whose file moved within its root, when OMERO's SHA-1 proves the match")
 	dryRun := fs.Bool("dry-run", false, "with --repair: only list what would be re-pointed")
 	rate := fs.Int("rate", -1, "files looked at per second; 0: no limit (default: integrity.max_stat_per_s)")
+	all := fs.Bool("all-filesets", false, "also check every in-place fileset of the server (other importers' too), within integrity.max_cli_starts")
 	if rest, err := parse(fs, args); err != nil {
 		return err
 	} else if len(rest) > 0 {
@@ -50,7 +51,9 @@ func (e *env) cmdIntegrity(ctx context.Context, args []string) error {
 		opts.Rate = *rate
 	}
 	var client *omero.Client
-	if opts.Hash != integrity.HashNone || opts.Repair {
+	opts.AllFilesets = *all
+	opts.FoundServer = func(d integrity.ServerDamage) { fmt.Fprintln(e.stdout, d.Line()) }
+	if opts.Hash != integrity.HashNone || opts.Repair || opts.AllFilesets {
 		log, err := agent.NewLogger(cfg, e.stderr)
 		if err != nil {
 			return err
@@ -83,8 +86,14 @@ func (e *env) cmdIntegrity(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(e.stderr, "checked %d orders, %d links, %d files hashed, in %s: %d broken\n",
 		rep.Orders, rep.Links, rep.Hashed, rep.Duration.Round(time.Millisecond), rep.Broken)
-	if rep.Broken > 0 {
-		return fmt.Errorf("%d order(s) broken", rep.Broken)
+	if opts.AllFilesets {
+		fmt.Fprintf(e.stderr, "server: %d files of in-place filesets checked, %d broken\n", rep.ServerFiles, rep.ServerBroken)
+		if !rep.ServerComplete {
+			fmt.Fprintf(e.stderr, "server: not every fileset was read within integrity.max_cli_starts (%d); raise it to check them all\n", opts.MaxCLIStarts)
+		}
+	}
+	if rep.Broken > 0 || rep.ServerBroken > 0 {
+		return fmt.Errorf("%d order(s) broken, %d link(s) of the server's filesets broken", rep.Broken, rep.ServerBroken)
 	}
 	return nil
 }

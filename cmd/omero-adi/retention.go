@@ -14,6 +14,7 @@ import (
 func (e *env) cmdRetention(ctx context.Context, args []string) error {
 	fs := newFlagSet("retention")
 	dryRun := fs.Bool("dry-run", false, "only print the plan")
+	all := fs.Bool("all-filesets", false, "also keep every file a link of any in-place fileset on the server points at (reads them all with hql)")
 	if rest, err := parse(fs, args); err != nil {
 		return err
 	} else if len(rest) > 0 {
@@ -32,8 +33,27 @@ func (e *env) cmdRetention(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := retention.New(retention.Deps{Store: s, Rules: set, BaseDir: cfg.BaseDir, ProcessedFolder: cfg.ProcessedFolder,
-		Log: log.WithField("component", "retention")})
+	d := retention.Deps{Store: s, Rules: set, BaseDir: cfg.BaseDir, ProcessedFolder: cfg.ProcessedFolder,
+		Log: log.WithField("component", "retention")}
+	if *all {
+		client, err := agent.NewOmeroClient(cfg, log.WithField("component", "retention"))
+		if err != nil {
+			return err
+		}
+		c, err := agent.NewChecker(cfg, s, client, nil, nil, log.WithField("component", "integrity"))
+		if err != nil {
+			return err
+		}
+		targets, complete, err := c.ServerTargets(ctx, cfg.Integrity.MaxCLIStarts)
+		if err != nil {
+			return fmt.Errorf("retention: %w", err)
+		}
+		if !complete {
+			return fmt.Errorf("retention: the server's in-place filesets could not all be read within integrity.max_cli_starts (%d): nothing moved; raise it", cfg.Integrity.MaxCLIStarts)
+		}
+		d.ServerTargets = targets
+	}
+	r, err := retention.New(d)
 	if err != nil {
 		return err
 	}

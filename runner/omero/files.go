@@ -44,20 +44,11 @@ func (c *Client) OriginalFiles(ctx context.Context, s *Session, filesetIDs []int
 		"left join f.hasher h where e.fileset.id in (" + strings.Join(ids, ",") + ") order by f.id"
 	var out []OriginalFile
 	for starts := 1; ; starts++ {
-		hql := []string{"hql", "-q", "--style", "plain", "--limit", strconv.Itoa(filesPage), "--offset", strconv.Itoa(len(out)), query}
-		script := cliLine(append([]string{"login", "-k", s.Key}, c.server()...)) + "\n" + cliLine(hql) + "\n"
-		res, attempts, outage, err := c.joined(ctx, c.log.WithField("query", "original files"), func() (call, error) {
-			return call{args: []string{"load"}, env: []string{"OMERO_SESSIONDIR=" + s.Dir}, stdin: strings.NewReader(script), timeout: c.cfg.CallTimeout, secret: s.Key}, nil
-		})
-		switch {
-		case err != nil:
+		rows, err := c.hql(ctx, s, query, len(out), filesPage, false)
+		if err != nil {
 			return out, starts, fmt.Errorf("read original files: %w", err)
-		case outage:
-			return out, starts, fmt.Errorf("read original files: %w", c.unreachable(attempts, res))
-		case res.code != 0:
-			return out, starts, fmt.Errorf("read original files: %w (exit %d)%s", ErrCall, res.code, detail(res))
 		}
-		page, err := parseFiles(string(res.stdout))
+		page, err := parseFiles(rows)
 		if err != nil {
 			return out, starts, fmt.Errorf("read original files: %w: %v", ErrCall, err)
 		}
@@ -66,6 +57,77 @@ func (c *Client) OriginalFiles(ctx context.Context, s *Session, filesetIDs []int
 			return out, starts, nil
 		}
 	}
+}
+
+// hql runs one query in one `omero load` run (`login -k KEY …`, then `hql -q --style plain
+// --limit N --offset M [--all] QUERY`; the key travels on stdin) and returns its output.
+func (c *Client) hql(ctx context.Context, s *Session, query string, offset, limit int, all bool) (string, error) {
+	hql := []string{"hql", "-q", "--style", "plain", "--limit", strconv.Itoa(limit), "--offset", strconv.Itoa(offset)}
+	if all {
+		hql = append(hql, "--all")
+	}
+	script := cliLine(append([]string{"login", "-k", s.Key}, c.server()...)) + "\n" + cliLine(append(hql, query)) + "\n"
+	res, attempts, outage, err := c.joined(ctx, c.log.WithField("query", "hql"), func() (call, error) {
+		return call{args: []string{"load"}, env: []string{"OMERO_SESSIONDIR=" + s.Dir}, stdin: strings.NewReader(script), timeout: c.cfg.CallTimeout, secret: s.Key}, nil
+	})
+	switch {
+	case err != nil:
+		return "", err
+	case outage:
+		return "", c.unreachable(attempts, res)
+	case res.code != 0:
+		return "", fmt.Errorf("%w (exit %d)%s", ErrCall, res.code, detail(res))
+	}
+	return string(res.stdout), nil
+}
+
+// ServerFile is one file of an in-place fileset on the server, whoever imported it.
+type ServerFile struct {
+	Fileset int64
+	Path    string // below the ManagedRepository
+	Size    int64  // -1 when null
+}
+
+// FileTransferNS is the namespace of the CommentAnnotation with which the importer marks a
+// fileset imported with a special transfer, ln_s among them (ome/omero-blitz
+// ImportContainer.fillData: NSFILETRANSFER, text the transfer class).
+const FileTransferNS = "openmicroscopy.org/omero/import/fileTransfer"
+
+// InPlaceFiles reads one page (rows offset to offset+limit, by OriginalFile id) of the files of
+// every fileset of the server that carries the file-transfer annotation, across all groups
+// (`hql --all`: s must be an admin's session). It costs one CLI start.
+func (c *Client) InPlaceFiles(ctx context.Context, s *Session, offset, limit int) ([]ServerFile, error) {
+	if s == nil || s.Key == "" {
+		return nil, fmt.Errorf("%w: read in-place files without a session", ErrRequest)
+	}
+	query := "select fs.id, f.size, concat(f.path, f.name) from FilesetEntry e join e.originalFile f join e.fileset fs " +
+		"where fs.id in (select l.parent.id from FilesetAnnotationLink l where l.child.ns = '" + FileTransferNS + "') order by f.id"
+	out, err := c.hql(ctx, s, query, offset, limit, true)
+	if err != nil {
+		return nil, fmt.Errorf("read in-place files: %w", err)
+	}
+	var files []ServerFile
+	for _, line := range strings.Split(out, "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		f := strings.SplitN(line, ",", 4)
+		if len(f) != 4 {
+			return files, fmt.Errorf("read in-place files: %w: unexpected hql row %q", ErrCall, line)
+		}
+		id, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return files, fmt.Errorf("read in-place files: %w: unexpected hql row %q", ErrCall, line)
+		}
+		sf := ServerFile{Fileset: id, Path: f[3], Size: -1}
+		if f[2] != "None" {
+			if sf.Size, err = strconv.ParseInt(f[2], 10, 64); err != nil {
+				return files, fmt.Errorf("read in-place files: %w: unexpected hql row %q", ErrCall, line)
+			}
+		}
+		files = append(files, sf)
+	}
+	return files, nil
 }
 
 // parseFiles reads "index,size,hasher,hash,path" rows; an empty line is no row.

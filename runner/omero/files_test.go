@@ -57,6 +57,9 @@ func TestOriginalFiles(t *testing.T) {
 	if paged, starts, err := f.c.OriginalFiles(ctx, s, ids); err != nil || starts != 3 || len(paged) != 2 || paged[1] != got[1] {
 		t.Errorf("OriginalFiles in pages of 1 = %+v, %d starts, %v; want the same 2 files in 3 starts", paged, starts, err)
 	}
+	if _, err := f.c.InPlaceFiles(ctx, s, 0, 10); err == nil || !strings.Contains(err.Error(), "not an admin") {
+		t.Errorf("InPlaceFiles (hql --all) as alice: %v, want refused: not an admin", err)
+	}
 	if _, _, err := f.c.OriginalFiles(ctx, s, []int64{0}); err == nil {
 		t.Error("fileset id 0 accepted")
 	}

@@ -15,6 +15,11 @@ var prefixQueryRE = regexp.MustCompile(`(?is)^\s*select\s+distinct\s+fs\.templat
 // filesQuery is the OriginalFile query of package integrity (runner/omero OriginalFiles).
 const filesQuery = "select f.size, h.value, f.hash, concat(f.path, f.name) from FilesetEntry e join e.originalFile f left join f.hasher h where e.fileset.id in (…) order by f.id"
 
+// inPlaceQuery is the server-wide query of package integrity (runner/omero InPlaceFiles).
+const inPlaceQuery = "select fs.id, f.size, concat(f.path, f.name) from FilesetEntry e join e.originalFile f join e.fileset fs where fs.id in (select l.parent.id from FilesetAnnotationLink l where l.child.ns = 'openmicroscopy.org/omero/import/fileTransfer') order by f.id"
+
+var inPlaceQueryRE = regexp.MustCompile(`(?is)^\s*select\s+fs\.id\s*,\s*f\.size\s*,\s*concat\(\s*f\.path\s*,\s*f\.name\s*\)\s+from\s+FilesetEntry\s+(?:as\s+)?e\s+join\s+e\.originalFile\s+(?:as\s+)?f\s+join\s+e\.fileset\s+(?:as\s+)?fs\s+where\s+fs\.id\s+in\s*\(\s*select\s+l\.parent\.id\s+from\s+FilesetAnnotationLink\s+(?:as\s+)?l\s+where\s+l\.child\.ns\s*=\s*'openmicroscopy\.org/omero/import/fileTransfer'\s*\)\s+order\s+by\s+f\.id\s*$`)
+
 var filesQueryRE = regexp.MustCompile(`(?is)^\s*select\s+f\.size\s*,\s*h\.value\s*,\s*f\.hash\s*,\s*concat\(\s*f\.path\s*,\s*f\.name\s*\)\s+from\s+FilesetEntry\s+(?:as\s+)?e\s+join\s+e\.originalFile\s+(?:as\s+)?f\s+left\s+join\s+f\.hasher\s+(?:as\s+)?h\s+where\s+e\.fileset\.id\s+in\s*\(([\d\s,]*)\)\s+order\s+by\s+f\.id\s*$`)
 
 // cmdHQL answers the query shapes omero-cli.md documents: the templatePrefixes of images, and the
@@ -46,6 +51,28 @@ func cmdHQL(statePath string, args []string) error {
 	if p.get("offset") != "" {
 		offset, _ = strconv.Atoi(p.get("offset"))
 	}
+	if inPlaceQueryRE.MatchString(p.pos[0]) {
+		return readSession(statePath, p, func(st *world.State, s *world.Session) error {
+			all := p.has("all")
+			if all && !st.UserByID(s.UserID).Admin {
+				return die(53, "SecurityViolation: Current user is not an admin and cannot use '--admin'")
+			}
+			var rows [][]string
+			for _, f := range st.Filesets {
+				if f.Transfer == "" || (!all && f.GroupID != s.GroupID) {
+					continue
+				}
+				for i, rp := range f.RepoPaths {
+					size := "None"
+					if i < len(f.Sizes) {
+						size = strconv.FormatInt(f.Sizes[i], 10)
+					}
+					rows = append(rows, []string{strconv.FormatInt(f.ID, 10), size, rp})
+				}
+			}
+			return printRows(rows, limit, offset)
+		})
+	}
 	if m := filesQueryRE.FindStringSubmatch(p.pos[0]); m != nil {
 		ids, err := idSet(m[1])
 		if err != nil {
@@ -57,7 +84,7 @@ func cmdHQL(statePath string, args []string) error {
 	}
 	m := prefixQueryRE.FindStringSubmatch(p.pos[0])
 	if m == nil {
-		return die(1, "the OMERO double answers only: select distinct fs.templatePrefix from Image i join i.fileset fs where i.id in (…), and "+filesQuery)
+		return die(1, "the OMERO double answers only: select distinct fs.templatePrefix from Image i join i.fileset fs where i.id in (…), "+filesQuery+" and "+inPlaceQuery)
 	}
 	ids, err := idSet(m[1])
 	if err != nil {

@@ -505,7 +505,7 @@ func createFileset(st *world.State, c candidate, repo, transfer, user string, ui
 		}
 		now = now.Add(time.Millisecond)
 	}
-	fs := world.Fileset{ID: st.NewID(), GroupID: gid, OwnerID: uid, TemplatePrefix: prefix}
+	fs := world.Fileset{ID: st.NewID(), GroupID: gid, OwnerID: uid, TemplatePrefix: prefix, Transfer: transferClass[transfer]}
 	for _, f := range c.files {
 		rel, err := filepath.Rel(c.root, f)
 		if err != nil {
@@ -561,6 +561,13 @@ func createFileset(st *world.State, c candidate, repo, transfer, user string, ui
 		imgs = append(imgs, img.ID)
 	}
 	return fs, imgs, plates, nil
+}
+
+// transferClass is the class the importer names in a fileset's file-transfer annotation
+// (ome/omero-blitz ImportContainer.fillData records it for every transfer but the upload).
+var transferClass = map[string]string{
+	"ln_s": "ome.formats.importer.transfers.SymlinkFileTransfer",
+	"ln":   "ome.formats.importer.transfers.HardlinkFileTransfer",
 }
 
 // sha1File is the size and SHA-1 (hex) of a file: the OriginalFile size and hash the importer

@@ -118,6 +118,9 @@ type Fileset struct {
 	// SHA1-160, the SHA-1 in hex), by the index of RepoPaths; Hashes[i] "" stands for a null hash.
 	Sizes  []int64  `json:"sizes,omitempty"`
 	Hashes []string `json:"hashes,omitempty"`
+	// Transfer is the text of the fileset's file-transfer CommentAnnotation (namespace
+	// openmicroscopy.org/omero/import/fileTransfer): the transfer class, "" for an upload.
+	Transfer string `json:"transfer,omitempty"`
 }
 
 // Image is an imported image.
