@@ -211,8 +211,8 @@ type Report struct {
 	// page was read within the CLI budget.
 	ServerFiles, ServerBroken int
 	ServerComplete            bool
-	Repairs               []Repair
-	Duration              time.Duration
+	Repairs                   []Repair
+	Duration                  time.Duration
 }
 
 // Check checks every completed order with recorded links (see Options), stores each order's

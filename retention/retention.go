@@ -49,7 +49,7 @@ type Deps struct {
 	// (sorted; integrity.Checker.ServerTargets): a file they name, hold or lie below stays too.
 	ServerTargets []string
 	Log           *logrus.Entry
-	Now             func() time.Time
+	Now           func() time.Time
 }
 
 // Retention plans and makes the moves. Create it with New.
