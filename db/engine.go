@@ -48,7 +48,7 @@ type statements struct {
 	heartbeat, setResult, release, setStage, finish               string
 	recoverFind, recoverFail, recoverRetry                        string
 	insertWatchItem, insertOrder, insertCreated, addEvent         string
-	retry, cancelPending, cancelRunning                           string
+	retry, retryAll, cancelPending, cancelRunning                 string
 	schemaTable, recordMigration, findStale, failStale, staleHist string
 }
 
@@ -61,6 +61,14 @@ const fence = `uuid = $1 AND lease_owner = $2 AND attempt = $3 AND stage IN ('Im
 func recoverCond(now string) string {
 	return ` WHERE id = $1 AND stage = $2 AND attempt = $3 AND COALESCE(lease_owner, '') = $4
 		AND (lease_expires IS NULL OR lease_expires <= ` + now + `)`
+}
+
+// retrySQL puts order $1 (its newest row) back to pending when it failed or was cancelled; set
+// holds further assignments ("result = NULL, ").
+func retrySQL(set, now string) string {
+	return `UPDATE imports SET stage = 'Import Pending', lease_owner = NULL, lease_expires = NULL, not_before = NULL,
+		cancel_requested = false, description = NULL, ` + set + `timestamp = ` + now + `
+		WHERE id = (SELECT max(id) FROM imports WHERE uuid = $1) AND stage IN ('Import Failed', 'Import Cancelled')`
 }
 
 func newStatements(d dialect) statements {
@@ -90,9 +98,8 @@ func newStatements(d dialect) statements {
 		addEvent: `INSERT INTO adi_history (uuid, stage, at, worker, description)
 			SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), ` + now + `, CAST($3 AS TEXT), CAST($4 AS TEXT)
 			WHERE EXISTS (SELECT 1 FROM imports WHERE uuid = CAST($1 AS TEXT))`,
-		retry: d.changeSQL(`UPDATE imports SET stage = 'Import Pending', lease_owner = NULL,
-			lease_expires = NULL, not_before = NULL, cancel_requested = false, description = NULL, timestamp = `+now+`
-			WHERE id = (SELECT max(id) FROM imports WHERE uuid = $1) AND stage IN ('Import Failed', 'Import Cancelled')`, 1),
+		retry:    d.changeSQL(retrySQL("", now), 1),
+		retryAll: d.changeSQL(retrySQL("result = NULL, ", now), 1),
 		cancelPending: d.changeSQL(`UPDATE imports SET stage = 'Import Cancelled', description = 'cancelled before it started',
 			timestamp = `+now+` WHERE id = (SELECT max(id) FROM imports WHERE uuid = $1) AND stage = 'Import Pending'`, 1),
 		cancelRunning: `UPDATE imports SET cancel_requested = true

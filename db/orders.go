@@ -343,9 +343,24 @@ func (s *Store) stageError(ctx context.Context, op, id string) error {
 }
 
 // Retry puts a failed or cancelled order back to pending, dropping lease, backoff and cancel
-// flag. Other stages return ErrStage.
+// flag. Its result stays: the runner imports only the files that are not in OMERO yet. Other
+// stages return ErrStage.
 func (s *Store) Retry(ctx context.Context, id string) (Order, error) {
-	n, err := s.eng.change(ctx, s.st.retry, []any{id}, s.opts.Worker, "retry requested")
+	return s.retry(ctx, id, s.st.retry, "retry requested")
+}
+
+// RetryAll is Retry of every file of the order: it also clears the order's result, so the runner
+// imports every file again, also those already in OMERO (the history keeps what the result held).
+func (s *Store) RetryAll(ctx context.Context, id string) (Order, error) {
+	desc := "retry of every file requested (--all)"
+	if o, err := s.Get(ctx, id); err == nil && o.Result != nil && len(o.Result.Filesets) > 0 {
+		desc += "; the earlier attempts' objects stay in OMERO: " + objects(o.Result.Filesets, o.Result.Images, o.Result.Plates)
+	}
+	return s.retry(ctx, id, s.st.retryAll, desc)
+}
+
+func (s *Store) retry(ctx context.Context, id, st, desc string) (Order, error) {
+	n, err := s.eng.change(ctx, st, []any{id}, s.opts.Worker, desc)
 	if err != nil {
 		return Order{}, fmt.Errorf("retry order %s: %w", id, err)
 	}

@@ -181,7 +181,7 @@ func (s *Store) Recover(ctx context.Context, p RecoverPolicy, held ...Lease) (in
 			n    int
 			desc string
 		)
-		imported, tempDir := storedResult(c.result.String)
+		imported, tempDir, verified := storedResult(c.result.String)
 		kept := ""
 		if tempDir != "" {
 			kept = fmt.Sprintf("; its converted files may still be in the local temp folder %s on the agent's host, "+
@@ -189,8 +189,12 @@ func (s *Store) Recover(ctx context.Context, p RecoverPolicy, held ...Lease) (in
 		}
 		switch {
 		case imported != "":
+			again := "a retry would import every file again (orders retry --all)"
+			if verified {
+				again = "a retry imports only the files that are not in OMERO yet: " + retry
+			}
 			desc = fmt.Sprintf("import interrupted (agent stopped or lost its lease during %s) after it reached OMERO as %s: "+
-				"the images are in OMERO; check them there — a retry would import every file again%s", c.stage, imported, kept)
+				"the images are in OMERO; check them there — %s%s", c.stage, imported, again, kept)
 			n, err = s.eng.change(ctx, s.st.recoverFail, append(args, desc), s.opts.Worker, desc)
 		case p.Retry && (p.MaxAttempts <= 0 || int(c.attempt) < p.MaxAttempts):
 			wait := p.Backoff * time.Duration(c.attempt)
@@ -233,11 +237,16 @@ func isHeld(held []Lease, uuid, owner string, attempt int64) bool {
 }
 
 // storedResult reads a stored result: its filesets named ("Fileset 12", "Filesets 12, 13"), or
-// without filesets its images ("Images 7, 8": a registered Zarr), "" when none; and its temp folder.
-func storedResult(raw string) (filesets, tempDir string) {
+// without filesets its images ("Images 7, 8": a registered Zarr), "" when none; its temp folder;
+// and whether it says which file is in OMERO.
+func storedResult(raw string) (filesets, tempDir string, verified bool) {
 	var r Result
 	if raw == "" || json.Unmarshal([]byte(raw), &r) != nil {
-		return "", ""
+		return "", "", false
+	}
+	verified = len(r.Files) > 0
+	for _, f := range r.Files {
+		verified = verified && f.State != FileUnknown
 	}
 	kind, list := "Fileset", r.Filesets
 	if len(list) == 0 {
@@ -245,14 +254,14 @@ func storedResult(raw string) (filesets, tempDir string) {
 		kind, list = "Image", r.Images
 	}
 	if len(list) == 0 {
-		return "", r.TempDir
+		return "", r.TempDir, verified
 	}
 	ids := make([]string, len(list))
 	for i, id := range list {
 		ids[i] = strconv.FormatInt(id, 10)
 	}
 	if len(ids) == 1 {
-		return kind + " " + ids[0], r.TempDir
+		return kind + " " + ids[0], r.TempDir, verified
 	}
-	return kind + "s " + strings.Join(ids, ", "), r.TempDir
+	return kind + "s " + strings.Join(ids, ", "), r.TempDir, verified
 }

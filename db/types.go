@@ -69,7 +69,12 @@ func (o Order) FileList() ([]string, error) {
 	return files, nil
 }
 
-// Result holds the OMERO objects an import created (stored as JSON in imports.result).
+// Result is what an order's imports put into OMERO, stored as JSON in imports.result (both
+// engines) and shown by `orders show` (--json: this shape). Filesets, Images and Plates are every
+// object of the order in OMERO, over all its attempts. Files, once the import was verified, holds
+// the outcome of each file the order names (see FileResult) and Outcome the order's (complete,
+// partial, nothing imported); Describe says it in plain words. A retry of a partial order imports
+// only the files not in OMERO; `orders retry --all` clears the result and imports every file.
 type Result struct {
 	Filesets []int64 `json:"filesets,omitempty"`
 	Images   []int64 `json:"images,omitempty"`
@@ -77,6 +82,12 @@ type Result struct {
 	// TempDir is the local temp folder (on the runner's host) that held the order's converted
 	// files for the import; recovery names it, since OMERO's links may still point into it.
 	TempDir string `json:"temp_dir,omitempty"`
+	// Outcome is OutcomeComplete, OutcomePartial or OutcomeNothing; "" until verified.
+	Outcome string       `json:"outcome,omitempty"`
+	Files   []FileResult `json:"files,omitempty"`
+	// Summary is the importer's closing summary line of the last attempt, as it printed it
+	// ("2 files uploaded, 2 filesets created, 2 images imported, 1 error in 0:00:03.120").
+	Summary string `json:"summary,omitempty"`
 }
 
 // Lease identifies one attempt of one worker on one order: every fenced write checks all three.

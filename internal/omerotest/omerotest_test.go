@@ -241,7 +241,8 @@ func TestImportScreenAndLegacyOutput(t *testing.T) {
 	dir, key := login(t, d)
 	data := tree(t, "p1.plate", "p2__series_2.plate")
 	r := run(t, d, dir, nil, "", importArgs(d, key, "-r", "201", data)...)
-	if r.code != 0 || !strings.Contains(r.stdout, "---\n- Plate: [") {
+	if r.code != 0 || !strings.Contains(r.stdout, "---\n- Fileset: 1000\n  Plate: [1001]\n") ||
+		!strings.Contains(r.stderr, "\n==> Summary\n2 files uploaded, 2 filesets, 2 plates created, 3 images imported, 0 errors in 0:00:") {
 		t.Fatalf("screen import: %+v", r)
 	}
 	st := d.State(t)
@@ -297,6 +298,52 @@ func TestImportRejects(t *testing.T) {
 	}
 }
 
+// The three ways an import is partial, as the Java importer behaves (omero-blitz
+// ImportCandidates, ImportLibrary.importCandidates, CommandLineImporter.start): a fileset that fails
+// stops the run with exit 2 after the ids of the earlier ones; with -c the run goes on and ends 0;
+// a file that fails while candidates are scanned is dropped and counted, and the run ends 0.
+func TestPartialImports(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		failure  Failure
+		cont     bool
+		code     int
+		imported []string
+		summary  string
+		errLine  string
+	}{
+		{"fileset fails", Failure{ImportFail: []int{1}}, false, 2, []string{"a.tif"},
+			"1 file uploaded, 1 fileset created, 1 image imported, 1 error in ", "INTERNAL_EXCEPTION: %s/b.tif"},
+		{"fileset fails with -c", Failure{ImportFail: []int{1}}, true, 0, []string{"a.tif", "c.tif"},
+			"2 files uploaded, 2 filesets created, 2 images imported, 1 error in ", "INTERNAL_EXCEPTION: %s/b.tif"},
+		{"scan drops a file", Failure{ScanFail: []int{0}}, false, 0, []string{"b.tif", "c.tif"},
+			"2 files uploaded, 2 filesets created, 2 images imported, 1 error in ", "FILE_EXCEPTION: %s/a.tif"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := New(t)
+			dir, key := login(t, d)
+			data := tree(t, "a.tif", "b.tif", "c.tif")
+			d.SetFailure(t, tc.failure)
+			args := importArgs(d, key, "-d", "151", data)
+			if tc.cont {
+				args = append(args[:len(args)-1], "-c", data)
+			}
+			r := run(t, d, dir, nil, "", args...)
+			if r.code != tc.code || strings.Count(r.stdout, "- Fileset:") != len(tc.imported) ||
+				!strings.Contains(r.stderr, "\n==> Summary\n"+tc.summary) || !strings.Contains(r.stderr, fmt.Sprintf(tc.errLine, data)) {
+				t.Fatalf("import: %+v", r)
+			}
+			var got []string
+			for _, fs := range d.State(t).Filesets {
+				got = append(got, filepath.Base(fs.ClientPaths[0]))
+			}
+			if strings.Join(got, " ") != strings.Join(tc.imported, " ") {
+				t.Errorf("filesets of %v, want %v", got, tc.imported)
+			}
+		})
+	}
+}
+
 func TestFailureSwitches(t *testing.T) {
 	d := New(t)
 	dir, key := login(t, d)
@@ -304,13 +351,14 @@ func TestFailureSwitches(t *testing.T) {
 
 	d.SetFailure(t, Failure{FailImport: true, FailImportAfter: 1})
 	r := run(t, d, dir, nil, "", importArgs(d, key, "-d", "151", data)...)
-	if r.code != 2 || strings.Count(r.stdout, "- Fileset:") != 1 || !strings.Contains(r.stderr, "1 errors in") {
+	if r.code != 2 || strings.Count(r.stdout, "- Fileset:") != 1 || !strings.Contains(r.stderr, "1 file uploaded, 1 fileset created, 1 image imported, 1 error in ") {
 		t.Errorf("fail after 1: %+v", r)
 	}
 
 	d.SetFailure(t, Failure{NoImports: true})
 	r = run(t, d, dir, nil, "", importArgs(d, key, "-d", "151", data)...)
-	if r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "No imports due to errors!") {
+	if r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "No imports due to errors!") ||
+		!strings.Contains(r.stderr, "0 files uploaded, 0 filesets created, 0 images imported, 3 errors in ") {
 		t.Errorf("no imports: %+v", r)
 	}
 

@@ -60,6 +60,9 @@ type Config struct {
 	// Zarr is what orders do with OME-Zarr folders: register (in place, omero zarr import), import
 	// (omero import) or refuse (order.ZarrMode); a rule's zarr wins. Env USE_REGISTER_ZARR.
 	Zarr string `toml:"zarr"`
+	// ContinueOnError passes -c: the importer tries every fileset after a failed one and exits 0;
+	// the order still knows which files failed, from the importer's log.
+	ContinueOnError bool `toml:"continue_on_error"`
 	// Env is extra environment for every call (NAME=VALUE). The child environment is otherwise
 	// PATH, HOME, LANG, LC_ALL, TMPDIR, OMERODIR, XDG_CACHE_HOME, OMERO_* and JAVA_* of this
 	// process, plus the variables PassEnv names.

@@ -84,6 +84,9 @@ func (c *Client) ImportArgs(s *Session, req ImportRequest) []string {
 	if c.cfg.ParallelFilesets > 0 && req.Target.ID > 0 {
 		args = append(args, "--parallel-fileset", strconv.Itoa(c.cfg.ParallelFilesets))
 	}
+	if c.cfg.ContinueOnError {
+		args = append(args, "-c")
+	}
 	if c.cfg.SkipAll {
 		args = append(args, "--skip", "all")
 	} else {
@@ -155,7 +158,7 @@ func (c *Client) Import(ctx context.Context, s *Session, req ImportRequest) (Imp
 	out := append(readBounded(logs, maxStdout), '\n')
 	out = append(out, res.stdout...)
 	filesets, parseErr := parseOutput(out)
-	result := ImportResult{Filesets: filesets}
+	result := ImportResult{Filesets: filesets, Log: readLog(errs), ExitCode: res.code}
 
 	if runErr != nil {
 		if errors.Is(runErr, ErrTimeout) {
@@ -164,11 +167,11 @@ func (c *Client) Import(ctx context.Context, s *Session, req ImportRequest) (Imp
 		}
 		return result, runErr
 	}
-	if ie := c.importError(s, res, filesets, parseErr, attempts, outage, logs, errs); ie != nil {
+	if ie := c.importError(s, res, result, parseErr, attempts, outage, logs, errs); ie != nil {
 		log.WithFields(logrus.Fields{"exit": res.code, "filesets": len(filesets)}).Warn("OMERO import failed")
 		return result, ie
 	}
-	log.WithFields(logrus.Fields{"filesets": len(filesets), "took": time.Since(start)}).Info("OMERO import finished")
+	log.WithFields(logrus.Fields{"filesets": len(filesets), "errors": result.Log.Errors, "took": time.Since(start)}).Info("OMERO import finished")
 	return result, nil
 }
 
@@ -210,8 +213,9 @@ func (c *Client) runImport(ctx context.Context, log *logrus.Entry, s *Session, a
 // importError tells what went wrong with an import that ran to its end (nil: it created the
 // filesets it reports): output that cannot be read, a record of the ids that went missing, nothing
 // imported, an outage, a rejected session key, a cause known from the logs, or another exit.
-func (c *Client) importError(s *Session, res callResult, filesets []Fileset, parseErr error, attempts int, outage bool, logs, errs string) *ImportError {
-	ie := &ImportError{ExitCode: res.code, Partial: ImportResult{Filesets: filesets}, ErrsFile: errs, Tail: joinTail(res.stderr, fileTail(errs))}
+func (c *Client) importError(s *Session, res callResult, result ImportResult, parseErr error, attempts int, outage bool, logs, errs string) *ImportError {
+	filesets := result.Filesets
+	ie := &ImportError{ExitCode: res.code, Partial: result, ErrsFile: errs, Tail: joinTail(res.stderr, fileTail(errs))}
 	if ie.Tail == "" {
 		ie.Tail = joinTail(lastBytes(res.stdout, stderrTail))
 	}
@@ -221,7 +225,7 @@ func (c *Client) importError(s *Session, res callResult, filesets []Fileset, par
 	case res.code == 0 && parseErr != nil:
 		ie.Sentinel = ErrImport
 		ie.Advice = fmt.Sprintf("cannot read the import's output (%v); see %s and %s", parseErr, logs, errs)
-	case res.code == 0 && !hasIDs(filesets) && (summaryFilesets(errs) > 0 || probeSpace(logs+".space", logProbe) != nil):
+	case res.code == 0 && !hasIDs(filesets) && (result.Log.Filesets > 0 || probeSpace(logs+".space", logProbe) != nil):
 		// The importer cannot report a failed write of its ids (log_dir filled up during the
 		// import), so an empty record proves nothing when its summary counts filesets or log_dir
 		// has no room now.

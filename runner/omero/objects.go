@@ -2,6 +2,7 @@ package omero
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -42,10 +43,19 @@ func oneBatchLine(v string) string {
 
 // batch runs obj actions, one per line (obj.py TxCmd: "[NAME = ] action Class:id args…", split
 // like a shell line, so a word starting with '-' is a plain word, never an option), in one
-// `omero load` run: `login -k KEY -s HOST -p PORT`, `obj --file BATCH` and, with logout, `logout`.
-// The key and the values travel on stdin and in a file in the session folder, never on argv. An
-// outage (exit 11 with the server's port closed) is retried. It returns the actions' output lines.
-func (c *Client) batch(ctx context.Context, s *Session, what, name string, actions []string, logout bool) ([]string, error) {
+// `omero load` run: `login -k KEY -s HOST -p PORT`, `obj --file BATCH`, the CLI lines of tail
+// (argv each, e.g. an hql query) and, with logout, `logout`. The key and the values travel on
+// stdin and in a file in the session folder, never on argv. An outage (exit 11 with the server's
+// port closed) is retried. It returns the actions' output lines, then what the tail printed.
+func (c *Client) batch(ctx context.Context, s *Session, what, name string, actions []string, tail [][]string, logout bool) ([]string, []string, error) {
+	lines, err := c.batchLines(ctx, s, what, name, actions, tail, logout)
+	if len(lines) > len(actions) {
+		return lines[:len(actions)], lines[len(actions):], err
+	}
+	return lines, nil, err
+}
+
+func (c *Client) batchLines(ctx context.Context, s *Session, what, name string, actions []string, tail [][]string, logout bool) ([]string, error) {
 	if s == nil || s.Key == "" {
 		return nil, fmt.Errorf("%w: %s without a session", ErrRequest, what)
 	}
@@ -55,6 +65,9 @@ func (c *Client) batch(ctx context.Context, s *Session, what, name string, actio
 	}
 	defer func() { _ = os.Remove(file) }()
 	script := cliLine(append([]string{"login", "-k", s.Key}, c.server()...)) + "\n" + cliLine([]string{"obj", "--file", file}) + "\n"
+	for _, l := range tail {
+		script += cliLine(l) + "\n"
+	}
 	if logout {
 		script += "logout\n"
 	}
@@ -75,7 +88,7 @@ func (c *Client) batch(ctx context.Context, s *Session, what, name string, actio
 		return lines, fmt.Errorf("%s: %w: the session key was rejected (the session expired or was closed)%s", what, ErrLogin, detail(res))
 	case res.code != 0:
 		return lines, fmt.Errorf("%s: %w (exit %d, %d of %d actions done)%s", what, ErrCall, res.code, min(len(lines), len(actions)), len(actions), detail(res))
-	case len(lines) != len(actions):
+	case len(lines) < len(actions) || (len(tail) == 0 && len(lines) != len(actions)):
 		return lines, fmt.Errorf("%s: %w: %d of %d actions reported%s", what, ErrCall, len(lines), len(actions), detail(res))
 	}
 	if logout {
@@ -88,12 +101,17 @@ func (c *Client) batch(ctx context.Context, s *Session, what, name string, actio
 type Prepared struct {
 	Prefixes    map[int64]string  // fileset id -> templatePrefix, relative to the ManagedRepository, ending in "/"
 	Annotations map[string]string // target ("Image:1", "Plate:4") -> its new "MapAnnotation:N"
+	// Entries maps each fileset id to the client paths of its files, as the server records them
+	// (see Entries); nil when they could not be read (EntriesErr says why).
+	Entries    map[int64][]string
+	EntriesErr error
 }
 
 // Prepare reads the templatePrefix of each fileset and creates one MapAnnotation in namespace ns
 // linked to each target ("Image:101", "Plate:4"), in one batch (a `get Fileset:N templatePrefix`
 // line per fileset first, then `aK = new MapAnnotation ns=NS` and `new KindAnnotationLink
-// parent=TARGET child@=aK` per target). What ran before a failure is returned with the error.
+// parent=TARGET child@=aK` per target), and in the same CLI start reads the files of each fileset
+// (hql on FilesetEntry, see entryQueries). What ran before a failure is returned with the error.
 func (c *Client) Prepare(ctx context.Context, s *Session, filesetIDs []int64, ns string, targets []string) (Prepared, error) {
 	out, _, err := c.prepare(ctx, s, filesetIDs, ns, targets, nil)
 	return out, err
@@ -102,7 +120,7 @@ func (c *Client) Prepare(ctx context.Context, s *Session, filesetIDs []int64, ns
 // prepare is Prepare with more reads (one output line each) at the end of the batch; it also
 // returns their output lines.
 func (c *Client) prepare(ctx context.Context, s *Session, filesetIDs []int64, ns string, targets, reads []string) (Prepared, []string, error) {
-	out := Prepared{Prefixes: map[int64]string{}, Annotations: map[string]string{}}
+	out := Prepared{Prefixes: map[int64]string{}, Annotations: map[string]string{}, EntriesErr: errors.New("not read")}
 	ids := append([]int64(nil), filesetIDs...)
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	var uniq []int64
@@ -135,7 +153,11 @@ func (c *Client) prepare(ctx context.Context, s *Session, filesetIDs []int64, ns
 	if len(actions) == 0 {
 		return out, nil, nil
 	}
-	lines, err := c.batch(ctx, s, "read fileset templatePrefix and create annotations", "batch-prepare", actions, false)
+	queries := entryQueries(uniq, false)
+	lines, rows, err := c.batch(ctx, s, "read fileset templatePrefix and create annotations", "batch-prepare", actions, queries, false)
+	if out.EntriesErr = err; err == nil {
+		out.Entries, out.EntriesErr = parseEntries(rows)
+	}
 	for i, id := range uniq {
 		if i >= len(lines) {
 			break
@@ -212,7 +234,7 @@ func (c *Client) Finish(ctx context.Context, s *Session, w Write) error {
 	if len(actions) == 0 {
 		return nil
 	}
-	_, err := c.batch(ctx, s, "write annotations and names", "batch-finish", actions, true)
+	_, _, err := c.batch(ctx, s, "write annotations and names", "batch-finish", actions, nil, true)
 	if err == nil {
 		c.log.WithFields(logrus.Fields{"annotations": len(anns), "renames": len(images)}).Debug("annotations and names written")
 	}

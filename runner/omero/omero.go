@@ -102,9 +102,14 @@ type Fileset struct {
 	Plates []int64
 }
 
-// ImportResult lists what an import created, in output order.
+// ImportResult lists what an import created, in output order, with what its log says (the
+// summary, the filesets it found, the files that failed) and its exit code. An import that exits
+// 0 may still have failed files (with -c, or a file dropped while candidates were scanned): the
+// Log's Errors and Failed tell.
 type ImportResult struct {
 	Filesets []Fileset
+	Log      Log
+	ExitCode int
 }
 
 // New checks cfg (Validate, plus what running needs: the admin password unless DryRun, and

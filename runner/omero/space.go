@@ -3,8 +3,6 @@ package omero
 import (
 	"errors"
 	"os"
-	"regexp"
-	"strconv"
 )
 
 // logProbe is how much room an import's logs must find in log_dir before it starts: the ids of
@@ -25,19 +23,4 @@ func probeSpace(path string, n int) error {
 	cerr := f.Close()
 	rerr := os.Remove(path)
 	return errors.Join(werr, cerr, rerr)
-}
-
-// filesetsCreated matches the count in the importer's closing summary
-// ("N files uploaded, M filesets created, …").
-var filesetsCreated = regexp.MustCompile(`(\d+) filesets? created`)
-
-// summaryFilesets returns the number of filesets the last summary in the errs file counts, or 0
-// when it has none (only the first errsScanMax bytes are read).
-func summaryFilesets(errs string) int {
-	m := filesetsCreated.FindAllSubmatch(readBounded(errs, errsScanMax), -1)
-	if len(m) == 0 {
-		return 0
-	}
-	n, _ := strconv.Atoi(string(m[len(m)-1][1]))
-	return n
 }

@@ -95,31 +95,6 @@ func TestLogDirFullDuringImportSaysImagesMayBeInOMERO(t *testing.T) {
 	t.Log(o.err)
 }
 
-func TestSummaryFilesets(t *testing.T) {
-	for _, tc := range []struct {
-		name, errs string
-		want       int
-	}{
-		{"no file", "", 0},
-		{"no summary", "2026-11-30 10:00:00,000 ERROR [importer] No imports due to errors!\n", 0},
-		{"nothing created", "\n==> Summary\n0 files uploaded, 0 filesets created, 0 images imported, 1 errors in 00:00:01.2\n", 0},
-		{"one fileset", "\n==> Summary\n1 files uploaded, 1 fileset created, 1 images imported, 0 errors in 00:00:01.2\n", 1},
-		{"last summary counts", "==> Summary\n1 files uploaded, 0 filesets created\n==> Summary\n3 files uploaded, 2 filesets created, 5 images imported, 0 errors in 00:00:03.0\n", 2},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "cli.errs")
-			if tc.errs != "" {
-				if err := os.WriteFile(path, []byte(tc.errs), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if got := summaryFilesets(path); got != tc.want {
-				t.Errorf("summaryFilesets = %d, want %d", got, tc.want)
-			}
-		})
-	}
-}
-
 // smallTmpfs mounts a 1 MiB tmpfs for the test's log_dir.
 func smallTmpfs(t *testing.T) string {
 	t.Helper()

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/csv"
 	"fmt"
 	"regexp"
 	"sort"
@@ -9,6 +11,9 @@ import (
 
 	"github.com/omero-adi/omero-adi/internal/omerotest/world"
 )
+
+// entryQueryRE is the query of a fileset's files (FilesetEntry.clientPath; runner/omero Entries).
+var entryQueryRE = regexp.MustCompile(`(?is)^\s*select\s+fe\.fileset\.id\s*,\s*fe\.clientPath\s+from\s+FilesetEntry\s+(?:as\s+)?fe\s+where\s+fe\.fileset\.id\s+in\s*\(([\d\s,]*)\)(?:\s+order\s+by\s+fe\.fileset\.id\s*,\s*fe\.id)?\s*$`)
 
 var prefixQueryRE = regexp.MustCompile(`(?is)^\s*select\s+distinct\s+fs\.templatePrefix\s+from\s+Image\s+(?:as\s+)?i\s+join\s+i\.fileset\s+(?:as\s+)?fs\s+where\s+i\.id\s+in\s*\(([\d\s,]*)\)\s*$`)
 
@@ -22,11 +27,14 @@ var inPlaceQueryRE = regexp.MustCompile(`(?is)^\s*select\s+fs\.id\s*,\s*f\.size\
 
 var filesQueryRE = regexp.MustCompile(`(?is)^\s*select\s+f\.size\s*,\s*h\.value\s*,\s*f\.hash\s*,\s*concat\(\s*f\.path\s*,\s*f\.name\s*\)\s+from\s+FilesetEntry\s+(?:as\s+)?e\s+join\s+e\.originalFile\s+(?:as\s+)?f\s+left\s+join\s+f\.hasher\s+(?:as\s+)?h\s+where\s+e\.fileset\.id\s+in\s*\(([\d\s,]*)\)\s+order\s+by\s+f\.id\s*$`)
 
-// cmdHQL answers the query shapes omero-cli.md documents: the templatePrefixes of images, and the
-// OriginalFiles (size, hasher, hash, path below the ManagedRepository) of filesets. Rows print as
-// hql.py's plain style does (HqlControl.display, omero.util.text TableBuilder): the row index,
-// then each column, comma-separated; a null prints as None; no rows prints one empty line. Only
-// the session's group is visible.
+// cmdHQL answers the query shapes omero-cli.md documents: the templatePrefixes of images, the
+// files of filesets (FilesetEntry clientPath: the client's absolute path without its leading
+// "/"), the OriginalFiles (size, hasher, hash, path below the ManagedRepository) of filesets, and
+// every in-place fileset's files. Rows print as hql.py's plain style does (HqlControl.display,
+// omero.util.text PlainStyle): the row index, then each column, written by Python's csv writer
+// (quoted where needed, "\r\n" ended) and joined with "\n", so an empty line follows each row; a
+// null prints as None; no rows prints one empty line. A query sees the session's group; --all,
+// for admins only, every group.
 func cmdHQL(statePath string, args []string) error {
 	specs := append(append([]optSpec{}, loginSpecs...),
 		optSpec{names: []string{"--limit"}, dest: "limit", value: true, isInt: true},
@@ -50,6 +58,28 @@ func cmdHQL(statePath string, args []string) error {
 	}
 	if p.get("offset") != "" {
 		offset, _ = strconv.Atoi(p.get("offset"))
+	}
+	if m := entryQueryRE.FindStringSubmatch(p.pos[0]); m != nil {
+		ids, err := idSet(m[1])
+		if err != nil {
+			return err
+		}
+		return readSession(statePath, p, func(st *world.State, s *world.Session) error {
+			all := p.has("all")
+			if all && !st.UserByID(s.UserID).Admin {
+				return die(53, "SecurityViolation: Current user is not an admin and cannot use '--admin'")
+			}
+			var rows [][]string
+			for _, f := range st.Filesets {
+				if !ids[f.ID] || (!all && f.GroupID != s.GroupID) {
+					continue
+				}
+				for _, cp := range f.ClientPaths {
+					rows = append(rows, []string{strconv.FormatInt(f.ID, 10), strings.TrimPrefix(cp, "/")})
+				}
+			}
+			return printRows(rows, limit, offset)
+		})
 	}
 	if inPlaceQueryRE.MatchString(p.pos[0]) {
 		return readSession(statePath, p, func(st *world.State, s *world.Session) error {
@@ -84,7 +114,7 @@ func cmdHQL(statePath string, args []string) error {
 	}
 	m := prefixQueryRE.FindStringSubmatch(p.pos[0])
 	if m == nil {
-		return die(1, "the OMERO double answers only: select distinct fs.templatePrefix from Image i join i.fileset fs where i.id in (…), "+filesQuery+" and "+inPlaceQuery)
+		return die(1, "the OMERO double answers only: select distinct fs.templatePrefix from Image i join i.fileset fs where i.id in (…), select fe.fileset.id, fe.clientPath from FilesetEntry fe where fe.fileset.id in (…), "+filesQuery+" and "+inPlaceQuery)
 	}
 	ids, err := idSet(m[1])
 	if err != nil {
@@ -153,7 +183,7 @@ func originalFiles(st *world.State, s *world.Session, ids map[int64]bool) [][]st
 	return rows
 }
 
-// printRows prints the page [offset, offset+limit) of rows in plain style.
+// printRows prints the page [offset, offset+limit) of rows in plain style (see cmdHQL).
 func printRows(rows [][]string, limit, offset int) error {
 	if offset > len(rows) {
 		offset = len(rows)
@@ -166,8 +196,17 @@ func printRows(rows [][]string, limit, offset int) error {
 		fmt.Println()
 		return nil
 	}
+	lines := make([]string, len(rows))
 	for i, r := range rows {
-		fmt.Printf("%d,%s\n", i, strings.Join(r, ","))
+		var b bytes.Buffer
+		w := csv.NewWriter(&b)
+		w.UseCRLF = true
+		if err := w.Write(append([]string{strconv.Itoa(i)}, r...)); err != nil {
+			return err
+		}
+		w.Flush()
+		lines[i] = b.String()
 	}
+	fmt.Println(strings.Join(lines, "\n"))
 	return nil
 }

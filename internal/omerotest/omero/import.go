@@ -80,13 +80,13 @@ func cmdImport(statePath string, args []string) error {
 		return err
 	}
 	defer closeLogs()
-	logf := func(level, format string, a ...any) {
-		fmt.Fprintf(errw, "%s %-5s [double.importer] %s\n", time.Now().Format("2006-01-02 15:04:05,000"), level, fmt.Sprintf(format, a...))
+	logf := func(level, logger, format string, a ...any) {
+		// The logback pattern of the CLI's logback-cli.xml: %date %-5level [%40.40logger{39}] (%10.10thread) %msg%n
+		fmt.Fprintf(errw, "%s %-5s [%40.40s] (%10.10s) %s\n", time.Now().Format("2006-01-02 15:04:05,000"), level, logger, "main", fmt.Sprintf(format, a...))
 	}
 	start := time.Now()
-	summary := func(files, filesets, images, errs int) {
-		fmt.Fprintf(errw, "\n==> Summary\n%d files uploaded, %d filesets created, %d images imported, %d errors in %s\n",
-			files, filesets, images, errs, fmtDuration(time.Since(start)))
+	summary := func(files, filesets, plates, images, errs int) {
+		fmt.Fprint(errw, importSummary(files, filesets, plates, images, errs, time.Since(start)))
 	}
 
 	if len(p.pos) == 0 {
@@ -99,8 +99,8 @@ func cmdImport(statePath string, args []string) error {
 			return die(1, "cannot resolve %s: %v", raw, err)
 		}
 		if _, err := os.Stat(abs); err != nil {
-			logf("ERROR", "File not found: %s", abs)
-			summary(0, 0, 0, 1)
+			logf("ERROR", loggerCLI, "File not found: %s", abs)
+			summary(0, 0, 0, 0, 1)
 			return die(1, "")
 		}
 		paths = append(paths, abs)
@@ -127,8 +127,8 @@ func cmdImport(statePath string, args []string) error {
 		userName, userID = u.Name, u.ID
 		rec.User, rec.Group = u.Name, g.Name
 		if err := resolveTarget(st, &tgt, &sess, g); err != nil {
-			logf("ERROR", "%s", err.Error())
-			summary(0, 0, 0, 1)
+			logf("ERROR", loggerCLI, "%s", err.Error())
+			summary(0, 0, 0, 0, 1)
 			return die(2, "")
 		}
 		if tgt.kind != "" {
@@ -145,12 +145,12 @@ func cmdImport(statePath string, args []string) error {
 		if err := checkRepoWritable(repo); err != nil {
 			// The importer logs the cause, then the exception's stack trace: the hint sits well above
 			// the end of the --errs file.
-			logf("ERROR", "Check failed: %v. You likely do not have access to the ManagedRepository for in-place import.", err)
+			logf("ERROR", loggerCLI, "Check failed: %v. You likely do not have access to the ManagedRepository for in-place import.", err)
 			fmt.Fprintln(errw, "java.lang.RuntimeException: in-place import check failed")
 			for i := 0; i < 60; i++ {
 				fmt.Fprintf(errw, "\tat ome.formats.importer.transfers.double.Frame%d.call(Frame%d.java:%d)\n", i, i, 100+i)
 			}
-			summary(0, 0, 0, 1)
+			summary(0, 0, 0, 0, 1)
 			return die(2, "")
 		}
 	} else if repo == "" {
@@ -160,20 +160,36 @@ func cmdImport(statePath string, args []string) error {
 	if fail.Hang {
 		return hang(statePath)
 	}
-	if fail.NoImports {
-		logf("ERROR", "Import failed: the double was told to fail every fileset")
-		fmt.Fprintln(os.Stderr, "No imports due to errors!")
-		rec.ExitCode = 0
-		return saveImport(statePath, rec)
-	}
-
-	var cands []candidate
+	var found []candidate
 	for _, pth := range paths {
-		cands = append(cands, findCandidates(pth, depth)...)
+		found = append(found, findCandidates(pth, depth)...)
 	}
+	// ImportCandidates: a file that fails while candidates are scanned is logged by the error
+	// handler, counted as an error and dropped; the run goes on (and ends 0 if nothing else fails).
+	var cands []candidate
+	var scanned []int // each candidate's number among those found
+	errs, total := 0, 0
+	for i, c := range found {
+		total += len(c.files)
+		if fail.NoImports || fail.ScanFails(i) {
+			errs++
+			logf("ERROR", loggerErrors, "FILE_EXCEPTION: %s", c.files[0])
+			fmt.Fprintf(errw, "loci.formats.FormatException: the double was told to fail file %d at scan time\n\tat loci.formats.FormatReader.setId(FormatReader.java:1)\n", i)
+			continue
+		}
+		cands = append(cands, c)
+		scanned = append(scanned, i)
+	}
+	logf("INFO", loggerCandidates, "%d file(s) parsed into %d group(s) with %d call(s) to setId in 1ms. (2ms total) [0 unknowns]", total, len(cands), len(found))
 	if len(cands) == 0 {
-		logf("ERROR", "No imports found")
-		summary(0, 0, 0, 0)
+		if errs > 0 {
+			// CommandLineImporter.start: no candidates after errors ends 0, with the summary.
+			fmt.Fprintln(errw, "No imports due to errors!")
+			summary(0, 0, 0, 0, errs)
+			rec.ExitCode = 0
+			return saveImport(statePath, rec)
+		}
+		logf("ERROR", loggerCLI, "No imports found")
 		rec.ExitCode = 1
 		if err := saveImport(statePath, rec); err != nil {
 			return err
@@ -181,26 +197,36 @@ func cmdImport(statePath string, args []string) error {
 		return die(1, "No imports found")
 	}
 
-	files, images := 0, 0
-	for i, c := range cands {
-		if fail.FailImport && i >= fail.FailImportAfter {
-			logf("ERROR", "Failure importing fileset %d of %d (%s): the double was told to fail here", i+1, len(cands), c.name)
-			summary(files, i, images, 1)
-			rec.ExitCode = 2
-			if err := saveImport(statePath, rec); err != nil {
-				return err
+	// ImportLibrary.importCandidates: a failing fileset ends the run with exit 2 (the filesets
+	// after it are never tried), unless -c, which goes on and ends 0; the summary counts it.
+	files, images, nplates, done := 0, 0, 0, 0
+	for k, c := range cands {
+		if fail.ImportFails(scanned[k]) || (fail.FailImport && k >= fail.FailImportAfter) {
+			errs++
+			logf("ERROR", loggerErrors, "INTERNAL_EXCEPTION: %s", c.files[0])
+			fmt.Fprintf(errw, "java.lang.RuntimeException: Failure response on import!\nCategory: ::omero::grid::ImportRequest\nName: the double was told to fail file %d\n", scanned[k])
+			logf("ERROR", loggerLibrary, "Error on import")
+			if !p.has("continue") {
+				logf("INFO", loggerLibrary, "Exiting on error")
+				summary(files, done, nplates, images, errs)
+				rec.ExitCode = 2
+				if err := saveImport(statePath, rec); err != nil {
+					return err
+				}
+				return die(2, "")
 			}
-			return die(2, "")
+			logf("INFO", loggerLibrary, "Continuing after error")
+			continue
 		}
 		if fail.ImportDelay > 0 {
 			time.Sleep(fail.ImportDelay)
 		}
-		logf("INFO", "FILESET_UPLOAD_PREPARATION: fileset %d of %d: %s", i+1, len(cands), c.name)
+		logf("INFO", loggerMonitor, "FILESET_UPLOAD_PREPARATION")
 		var fs world.Fileset
 		var imgs, plates []int64
 		err := world.Update(statePath, func(st *world.State) error {
 			t := tgt
-			if t.created && i > 0 && i < rec.ParallelFileset {
+			if t.created && done > 0 && done < rec.ParallelFileset {
 				// The importer resolves a name target per fileset: the first --parallel-fileset
 				// filesets run at once, each misses the dataset the others are creating and
 				// creates its own of that name.
@@ -211,25 +237,55 @@ func cmdImport(statePath string, args []string) error {
 			return err
 		})
 		if err != nil {
-			logf("ERROR", "Failure importing fileset %d of %d (%s): %v", i+1, len(cands), c.name, err)
-			summary(files, i, images, 1)
+			errs++
+			logf("ERROR", loggerLibrary, "Error on import: %v", err)
+			summary(files, done, nplates, images, errs)
 			rec.ExitCode = 2
 			if err := saveImport(statePath, rec); err != nil {
 				return err
 			}
 			return die(2, "")
 		}
+		done++
 		files += len(c.files)
 		images += len(imgs)
+		nplates += len(plates)
 		rec.Filesets = append(rec.Filesets, fs.ID)
 		rec.Prefixes = append(rec.Prefixes, fs.TemplatePrefix)
 		rec.Images = append(rec.Images, imgs...)
 		rec.Plates = append(rec.Plates, plates...)
 		writeResult(out, p.get("output"), fs.ID, imgs, plates)
-		logf("INFO", "IMPORT_DONE Imported file: %s", c.files[0])
+		logf("INFO", loggerMonitor, "IMPORT_DONE")
 	}
-	summary(files, len(cands), images, 0)
+	summary(files, done, nplates, images, errs)
 	return saveImport(statePath, rec)
+}
+
+// Loggers of the Java importer whose lines the double writes.
+const (
+	loggerCLI        = "o.f.importer.cli.CommandLineImporter" // as logback abbreviates it to 39 characters
+	loggerCandidates = "ome.formats.importer.ImportCandidates"
+	loggerErrors     = "ome.formats.importer.cli.ErrorHandler"
+	loggerLibrary    = "ome.formats.importer.ImportLibrary"
+	loggerMonitor    = "o.f.importer.cli.LoggingImportMonitor"
+)
+
+// importSummary is the closing summary as LoggingImportMonitor.ImportSummary.report prints it:
+// each count singular when it is 1, the plates only when some were created, the time as
+// DurationFormatUtils.formatDurationHMS writes it (H:mm:ss.SSS).
+func importSummary(files, filesets, plates, images, errs int, took time.Duration) string {
+	count := func(n int, name string) string {
+		if n != 1 {
+			name += "s"
+		}
+		return fmt.Sprintf("%d %s", n, name)
+	}
+	created := count(filesets, "fileset")
+	if plates != 0 {
+		created += ", " + count(plates, "plate")
+	}
+	return fmt.Sprintf("\n==> Summary\n%s uploaded, %s created, %s imported, %s in %s\n",
+		count(files, "file"), created, count(images, "image"), count(errs, "error"), fmtDuration(took))
 }
 
 func parseImportTarget(p *parsed) (importTarget, error) {
@@ -611,14 +667,15 @@ func joinIDs(ids []int64, sep string) string {
 	return strings.Join(s, sep)
 }
 
-// writeResult prints one fileset the way the Java importer does: a YAML document with --output
-// yaml (plates list their Plate first, so readers cannot rely on key order), else one line.
+// writeResult prints one fileset the way the Java importer does (LoggingImportMonitor
+// outputYamlResults): with --output yaml a document "- Fileset: N" and then one line per class of
+// the other objects, in no fixed order (plates list their Plate first here), else one line.
 func writeResult(w io.Writer, output string, fs int64, imgs, plates []int64) {
 	if output == "yaml" {
 		if len(plates) > 0 {
-			fmt.Fprintf(w, "---\n- Plate: [%s]\n  Fileset: %d\n  Image: [%s]\n", joinIDs(plates, ", "), fs, joinIDs(imgs, ", "))
+			fmt.Fprintf(w, "---\n- Fileset: %d\n  Plate: [%s]\n  Image: [%s]\n", fs, joinIDs(plates, ","), joinIDs(imgs, ","))
 		} else {
-			fmt.Fprintf(w, "---\n- Fileset: %d\n  Image: [%s]\n", fs, joinIDs(imgs, ", "))
+			fmt.Fprintf(w, "---\n- Fileset: %d\n  Image: [%s]\n", fs, joinIDs(imgs, ","))
 		}
 		return
 	}

@@ -210,8 +210,16 @@ type Failure struct {
 	// FailImport fails an import after FailImportAfter filesets were imported (exit 2).
 	FailImport      bool `json:"fail_import"`
 	FailImportAfter int  `json:"fail_import_after"`
-	// NoImports makes an import exit 0 with no output and "No imports due to errors!" on stderr.
+	// NoImports fails every file while candidates are scanned: the import exits 0 with no output,
+	// "No imports due to errors!" and the summary in its log.
 	NoImports bool `json:"no_imports"`
+	// ScanFail lists files (their number among the filesets an import finds, from 0, in the order
+	// of the paths given and, below a folder, of their names) that fail while candidates are
+	// scanned: logged as FILE_EXCEPTION, counted as an error, dropped; the run goes on.
+	ScanFail []int `json:"scan_fail,omitempty"`
+	// ImportFail lists files (numbered as for ScanFail) whose fileset the server fails
+	// (INTERNAL_EXCEPTION): the import stops with exit 2, or with -c goes on and exits 0.
+	ImportFail []int `json:"import_fail,omitempty"`
 	// Hang makes an import start a child process and sleep until killed.
 	Hang bool `json:"hang"`
 	// FailObj makes every obj action fail as the server refusing the change (exit 80).
@@ -224,6 +232,12 @@ type Failure struct {
 	// NoZarrPlugin makes `omero zarr` an unknown subcommand, as without omero-cli-zarr installed.
 	NoZarrPlugin bool `json:"no_zarr_plugin,omitempty"`
 }
+
+// ScanFails reports whether file n fails while candidates are scanned (ScanFail).
+func (f Failure) ScanFails(n int) bool { return slices.Contains(f.ScanFail, n) }
+
+// ImportFails reports whether the fileset of file n fails (ImportFail).
+func (f Failure) ImportFails(n int) bool { return slices.Contains(f.ImportFail, n) }
 
 // ErrNoState means the state file path is not set or does not exist.
 var ErrNoState = errors.New("no state file")
