@@ -8,6 +8,7 @@ import (
 
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/order"
+	"github.com/omero-adi/omero-adi/runner/omero"
 	"github.com/omero-adi/omero-adi/runner/preprocess"
 )
 
@@ -17,10 +18,46 @@ import (
 // of an import whose lease was lost.
 
 // failure is an outcome that ends the order Import Failed with a description for people.
-// imported marks a failure after the images reached OMERO, where a retry would import them again.
+// imported marks a failure after the images reached OMERO, where a retry would import them again;
+// partial one where the order's result says which files are in OMERO, so that a retry imports
+// only the others.
 type failure struct {
 	desc     string
 	imported bool
+	partial  bool
+}
+
+// describeLimit bounds how many files a description names in each of its lists (in OMERO, not
+// in OMERO); `orders show` lists every file.
+const describeLimit = 20
+
+// importCause says how an import that left files out ended: when its log names the files that
+// failed (the description lists them) with the importer's summary and where its log is, else
+// with the adapter's error (its advice and the log's last lines).
+func (r *Runner) importCause(j *job, res omero.ImportResult, ierr error) error {
+	what := "import into " + j.Target.String()
+	sum := res.Log.Summary
+	if sum == "" {
+		sum = "no summary"
+	}
+	switch {
+	case ierr != nil && len(res.Log.Failed) == 0:
+		return describeOMERO(what, ierr)
+	case res.ExitCode != 0:
+		return failf("%s stopped at a failed fileset (exit status %d; the importer's summary: %s; its log: %s).", what, res.ExitCode, sum, r.errsFile(j))
+	default:
+		return failf("%s left files out (the importer's summary: %s; its log: %s).", what, sum, r.errsFile(j))
+	}
+}
+
+// partialFailure is the failure of an import that left some or none of the order's files in
+// OMERO (ver says which): cause, then the files in plain words.
+func partialFailure(cause error, ver db.Result) error {
+	desc := strings.TrimRight(cause.Error(), ". ") + ". " + ver.Describe(describeLimit)
+	if ver.Outcome == db.OutcomeNothing {
+		return failf("%s", desc)
+	}
+	return &failure{desc: desc, partial: true}
 }
 
 func (f *failure) Error() string { return f.desc }
@@ -120,8 +157,11 @@ func failureText(uuid string, err error) string {
 		desc = "unexpected error: " + desc
 	}
 	hint := retryHint(uuid, errors.Is(err, order.ErrInvalid))
-	if f != nil && f.imported {
+	switch {
+	case f != nil && f.imported:
 		hint = "The images are in OMERO (see the order's result): do not retry the order, that would import them again."
+	case f != nil && f.partial:
+		hint = "A retry imports only the files that are not in OMERO yet (omero-adi orders retry --all " + uuid + " imports every file again). " + hint
 	}
 	return strings.TrimRight(desc, ". ") + ". " + hint
 }

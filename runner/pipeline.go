@@ -86,15 +86,24 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 	if r.cfg.DryRun {
 		return r.dryRun(j), nil
 	}
+	// A retry imports only what earlier attempts did not put into OMERO.
+	prev, err := previous(o)
+	if err != nil {
+		return "", err
+	}
 	if o.Preprocessing != nil {
-		if err := r.preprocess(ctx, j); err != nil {
+		if err := r.preprocess(ctx, j, prev); err != nil {
 			return "", err
 		}
-	} else {
-		for _, f := range j.Files {
-			// Import the resolved path that validation checked, not a link that could change since.
-			j.items = append(j.items, item{path: f.Real, origin: f.Path})
+	} else if err := r.plainItems(j, prev); err != nil {
+		return "", err
+	}
+	if len(j.items) == 0 && prev.result != nil {
+		ver := r.verify(j, omero.ImportResult{}, nil, nil, prev)
+		if err := r.saveResult(ctx, j, ver); err != nil {
+			return "", err
 		}
+		return "nothing to import: every file was in OMERO from an earlier attempt. " + ver.Describe(describeLimit), nil
 	}
 	sess, err := r.imp.Login(ctx, o.UUID, o.User, o.Group)
 	if err != nil {
@@ -103,28 +112,38 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 	}
 	defer r.imp.Close(context.WithoutCancel(ctx), sess)
 
-	res, err := r.imp.Import(ctx, sess, r.importRequest(j, j.paths()))
-	if err != nil {
-		ferr := describeOMERO("import into "+j.Target.String(), err)
-		// Keep what was imported before the failure with the order, and warn the person who retries.
+	res, ierr := r.imp.Import(ctx, sess, r.importRequest(j, j.paths()))
+	if ierr != nil && (ctx.Err() != nil || len(res.Filesets) == 0) {
+		ferr := describeOMERO("import into "+j.Target.String(), ierr)
 		if ids := j.resultOf(res); ids.Filesets != nil {
+			// Stopped (cancel, shutdown) after filesets reached OMERO: keep their ids.
 			if err := r.saveResult(ctx, j, ids); err != nil {
 				return "", err
 			}
 			ferr = failf("%v %s (%s) reached OMERO before the failure: remove them in OMERO before a retry, which imports every file again.",
 				ferr, plural(len(ids.Filesets), "fileset"), objectList(ids))
+		} else if ctx.Err() == nil && ran(ierr) {
+			// The importer ran and nothing of this attempt reached OMERO: say which file failed how.
+			ver := r.verify(j, res, ierr, nil, prev)
+			if err := r.saveResult(ctx, j, ver); err != nil {
+				return "", err
+			}
+			ferr = partialFailure(r.importCause(j, res, ierr), ver)
 		}
 		return "", r.abandonTemp(ctx, j, sess, res, ferr)
 	}
-	ids := j.resultOf(res)
-	if err := r.saveResult(ctx, j, ids); err != nil {
+	if err := r.saveResult(ctx, j, r.merged(j, res, prev)); err != nil {
 		return "", r.abandonTemp(ctx, j, sess, res, err)
 	}
-	// One batch reads every fileset's templatePrefix and creates the annotations and their links;
-	// a second writes every key-value pair and name and logs out (see package omero).
+	// One batch reads every fileset's templatePrefix and files and creates the annotations and
+	// their links; a second writes every key-value pair and name and logs out (see package omero).
 	targets := r.annotationTargets(res)
 	prep, perr := r.imp.Prepare(ctx, sess, filesetIDs(res), r.cfg.AnnotationNamespace, flatten(targets))
 	sources, serr := r.filesetSources(res, prep.Prefixes, perr)
+	ver := r.verify(j, res, ierr, fileEntries(prep, sources), prev)
+	if err := r.saveResult(ctx, j, ver); err != nil {
+		return "", r.abandonTemp(ctx, j, sess, res, err)
+	}
 	// A failed redirect still lets the images be renamed and annotated: they are in OMERO and open
 	// through the temp folder, which is kept.
 	var redirectErr error
@@ -144,12 +163,77 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 	if redirectErr != nil {
 		return "", redirectErr
 	}
+	// Every link the import made is recorded, a partial import's too: retention and the integrity
+	// checks must know what OMERO points at.
 	if serr == nil {
 		if err := r.recordLinks(ctx, j, sources); err != nil {
 			return "", err
 		}
 	}
-	return summary(j, ids), nil
+	if ver.Outcome != db.OutcomeComplete {
+		return "", partialFailure(r.importCause(j, res, ierr), ver)
+	}
+	return summary(j, ver), nil
+}
+
+// plainItems lists what an order without preprocessing imports: each file not in OMERO yet, by
+// the resolved path that validation checked (not a link that could change since); of a folder an
+// earlier attempt imported in part, the files below it that are not in OMERO.
+func (r *Runner) plainItems(j *job, prev earlier) error {
+	for _, f := range j.Files {
+		switch {
+		case prev.done(f.Path):
+		case prev.files[f.Path].State == db.FilePartial:
+			missing, err := prev.missing(f.Path, f.Real)
+			if err != nil {
+				return failf("files: cannot list what is below %s to import the rest of it: %v.", f.Path, err)
+			}
+			for _, m := range missing {
+				j.items = append(j.items, item{path: m, origin: f.Path})
+			}
+		default:
+			j.items = append(j.items, item{path: f.Real, origin: f.Path})
+		}
+	}
+	return nil
+}
+
+// merged is the result right after the import, before it is verified: the objects of this and
+// the earlier attempts, the earlier files, and the files of this attempt as may-be-in-OMERO, so
+// that an attempt interrupted now is never retried as if they were not.
+func (r *Runner) merged(j *job, res omero.ImportResult, prev earlier) db.Result {
+	out := r.verify(j, omero.ImportResult{}, nil, nil, prev)
+	ids := j.resultOf(res)
+	out.Filesets = append(out.Filesets, ids.Filesets...)
+	out.Images = append(out.Images, ids.Images...)
+	out.Plates = append(out.Plates, ids.Plates...)
+	out.Summary = res.Log.Summary
+	for i := range out.Files {
+		if f := &out.Files[i]; !prev.done(f.Path) {
+			f.State, f.Reason = db.FileUnknown, "imported by attempt "+strconv.Itoa(j.Order.Attempt)+", which did not record what became of it"
+		}
+	}
+	out.Outcome = ""
+	return out
+}
+
+// fileEntries are the files of each fileset: as the server lists them (Prepare), else as the
+// ManagedRepository links show them.
+func fileEntries(prep omero.Prepared, sources map[int64]fileset) map[int64][]string {
+	if prep.Entries != nil {
+		return prep.Entries
+	}
+	out := map[int64][]string{}
+	for id, src := range sources {
+		out[id] = src.targets
+	}
+	return out
+}
+
+// ran reports whether an import error comes from an import that ran (a failed fileset, or exit 0
+// without ids), rather than from a session or connection that never let it start.
+func ran(err error) bool {
+	return errors.Is(err, omero.ErrImport) || errors.Is(err, omero.ErrNoImport)
 }
 
 // recordLinks stores every ManagedRepository link of the order's filesets, as they point after
@@ -190,16 +274,26 @@ func (r *Runner) spec(j *job) preprocess.Spec {
 // preprocess runs the order's container on each file and decides what is imported: the local temp
 // copies when there is an alt output folder (redirected to .processed after the import), else the
 // converted files in .processed.
-func (r *Runner) preprocess(ctx context.Context, j *job) error {
+func (r *Runner) preprocess(ctx context.Context, j *job, prev earlier) error {
 	if r.pre == nil {
 		return failf("preprocessing_id: this agent has no preprocessing configured ([preprocessing] runtime), so container %q cannot run.", j.Order.Preprocessing.Container)
 	}
-	real := make([]string, len(j.Files))
+	var real []string
 	for i, f := range j.Files {
 		if f.Dir {
 			return failf("files[%d]: %q is a folder; preprocessing containers take files, so list the files instead.", i, f.Path)
 		}
-		real[i] = f.Real
+		switch prev.files[f.Path].State {
+		case db.FileImported:
+			continue
+		case db.FilePartial:
+			return failf("files[%d]: an earlier attempt imported part of what preprocessing made of %s (%s); a retry would import the rest twice: check it in OMERO, then import every file again with: omero-adi orders retry --all %s",
+				i, f.Path, prev.files[f.Path].Reason, j.Order.UUID)
+		}
+		real = append(real, f.Real)
+	}
+	if len(real) == 0 {
+		return nil
 	}
 	// The stage is what people see; while the database does not answer, the order preprocesses
 	// under Import Started (its lease still fences every later write).
@@ -356,7 +450,7 @@ func (r *Runner) abandonTemp(ctx context.Context, j *job, sess *omero.Session, r
 	j.log.WithError(err).WithField("path", j.pre.TempDir).Warn("temp folder kept: links of a partial import point into it")
 	var f *failure
 	if errors.As(cause, &f) {
-		return &failure{desc: strings.TrimRight(f.desc, ". ") + ". " + note, imported: f.imported}
+		return &failure{desc: strings.TrimRight(f.desc, ". ") + ". " + note, imported: f.imported, partial: f.partial}
 	}
 	r.event(ctx, j, note)
 	return cause

@@ -49,6 +49,7 @@ type env struct {
 	logDir  string
 	tmpRoot string
 	cfg     runner.Config
+	ocfg    omero.Config // the client's, before setup's options build it
 	pre     runner.Preprocessor
 	cancel  context.CancelFunc
 	done    chan error
@@ -57,6 +58,8 @@ type env struct {
 type option func(*env)
 
 func withConfig(f func(*runner.Config)) option { return func(e *env) { f(&e.cfg) } }
+
+func withOMERO(f func(*omero.Config)) option { return func(e *env) { f(&e.ocfg) } }
 
 func quietLog() *logrus.Entry {
 	l := logrus.New()
@@ -87,19 +90,20 @@ func setup(t testing.TB, url func(testing.TB) string, opts ...option) *env {
 			t.Fatal(err)
 		}
 	}
-	oc := omero.DefaultConfig()
+	e.ocfg = omero.DefaultConfig()
+	oc := &e.ocfg
 	oc.CLI, oc.Port, oc.AdminPassword, oc.Env = e.double.Bin, e.double.Port, "omero", e.double.Env()
 	oc.ManagedRepository, oc.LogDir, oc.SessionRoot = e.double.ManagedRepo, e.logDir, filepath.Join(root, "sessions")
 	oc.ImportTimeout, oc.CallTimeout, oc.ConnectRetries, oc.ConnectBackoff = 30*time.Second, 10*time.Second, 1, 10*time.Millisecond
-	e.client, err = omero.New(oc, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
 	e.cfg = runner.DefaultConfig()
 	e.cfg.Worker, e.cfg.Lease, e.cfg.PollInterval, e.cfg.ShutdownTimeout = "test-"+t.Name(), 3*time.Second, 200*time.Millisecond, 5*time.Second
 	e.cfg.Roots, e.cfg.LogDir, e.cfg.ManagedRepo = order.Roots{BaseDir: e.data}, e.logDir, e.double.ManagedRepo
 	for _, o := range opts {
 		o(e)
+	}
+	e.client, err = omero.New(e.ocfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return e
 }
