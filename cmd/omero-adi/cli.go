@@ -22,8 +22,9 @@ Commands:
   orders list [--stage S] [--group G] [--user U] [--limit N] [--json]
   orders show UUID [--json]
   orders preview UUID               the exact commands (login, preprocessing, import) the order would run; changes nothing
-  orders retry UUID
+  orders retry [--all] UUID         run a failed order again: only its files not in OMERO yet, or --all of them
   orders cancel UUID
+  orders verify [UUID...|--since 7d]  check finished orders against OMERO now; exit 1 when any is incomplete
   rules test PATH...                which rule matches each path, and the order it would create
   scan [--json]                     one full scan of every rule's folder; creates nothing
   integrity [--since D] [--hash none|sample|all] [--repair [--dry-run]] [--rate N] [--all-filesets]
@@ -85,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	case "orders":
 		return two(map[string]func(context.Context, []string) error{
 			"create": e.cmdOrdersCreate, "list": e.cmdOrdersList, "show": e.cmdOrdersShow,
-			"retry": e.cmdOrdersRetry, "cancel": e.cmdOrdersCancel, "preview": e.cmdOrdersPreview,
+			"retry": e.cmdOrdersRetry, "cancel": e.cmdOrdersCancel, "preview": e.cmdOrdersPreview, "verify": e.cmdOrdersVerify,
 		})
 	case "rules":
 		return two(map[string]func(context.Context, []string) error{"test": e.cmdRulesTest})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -257,6 +258,25 @@ func (e *env) cmdOrdersShow(ctx context.Context, args []string) error {
 	}
 	if r := j.Result; r != nil {
 		fmt.Fprintf(w, "result:       filesets %v, images %v, plates %v\n", r.Filesets, r.Images, r.Plates)
+		if r.Outcome != "" {
+			fmt.Fprintf(w, "outcome:      %s\n", r.Outcome)
+		}
+		for _, f := range r.Files {
+			line := "  " + f.State + "  " + f.Path
+			if len(f.Filesets) > 0 {
+				line += fmt.Sprintf("  filesets %v images %v", f.Filesets, f.Images)
+				if len(f.Plates) > 0 {
+					line += fmt.Sprintf(" plates %v", f.Plates)
+				}
+			}
+			if f.Reason != "" {
+				line += "  (" + f.Reason + ")"
+			}
+			fmt.Fprintln(w, line)
+		}
+		if r.Summary != "" {
+			fmt.Fprintf(w, "importer:     %s\n", r.Summary)
+		}
 	}
 	if j.ImportOptions != nil {
 		fmt.Fprintf(w, "import options: %s\n", *j.ImportOptions)
@@ -312,16 +332,26 @@ func (e *env) cmdOrdersPreview(ctx context.Context, args []string) error {
 	return nil
 }
 
+// cmdOrdersRetry runs a failed or cancelled order again: the runner imports only its files that
+// are not in OMERO yet (its result says which); --all imports every file again.
 func (e *env) cmdOrdersRetry(ctx context.Context, args []string) error {
-	return e.orderAction(ctx, "retry", args, func(s *db.Store, uuid string) (db.Order, error) { return s.Retry(ctx, uuid) })
+	fs := newFlagSet("orders retry")
+	all := fs.Bool("all", false, "import every file of the order again, also those already in OMERO")
+	return e.orderAction(ctx, fs, args, func(s *db.Store, uuid string) (db.Order, error) {
+		if *all {
+			return s.RetryAll(ctx, uuid)
+		}
+		return s.Retry(ctx, uuid)
+	})
 }
 
 func (e *env) cmdOrdersCancel(ctx context.Context, args []string) error {
-	return e.orderAction(ctx, "cancel", args, func(s *db.Store, uuid string) (db.Order, error) { return s.Cancel(ctx, uuid) })
+	return e.orderAction(ctx, newFlagSet("orders cancel"), args, func(s *db.Store, uuid string) (db.Order, error) { return s.Cancel(ctx, uuid) })
 }
 
-func (e *env) orderAction(ctx context.Context, name string, args []string, act func(*db.Store, string) (db.Order, error)) error {
-	rest, err := parse(newFlagSet("orders "+name), args)
+func (e *env) orderAction(ctx context.Context, fs *flag.FlagSet, args []string, act func(*db.Store, string) (db.Order, error)) error {
+	name := strings.TrimPrefix(fs.Name(), "orders ")
+	rest, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
