@@ -12,7 +12,7 @@ section() { printf '\n== %s\n' "$*"; }
 section "order queue: claim + finish, 8 workers, 5,000 orders (targets: >= 3,000/s PostgreSQL, >= 5,000/s SQLite)"
 go test -run '^$' -bench 'ClaimFinish' -benchtime 5000x -count "$COUNT" ./db | scripts/median.awk
 
-section "runner: omero CLI starts per order, through the double: 1 file, 10 files, a 384-image plate, an OME-Zarr registered (target <= 4; before: 7, 25, 775)"
+section "runner: omero CLI starts per order, through the double: 1 file, 10 files, a 384-image plate, an OME-Zarr registered, a partial order of 3 files and its retry (target <= 4 each; before: 7, 25, 775)"
 go test -run '^$' -bench 'CLIStarts' -benchtime 1x -count "$COUNT" ./runner | scripts/median.awk
 
 section "runner: INSERT -> Import Started latency, end-to-end orders/s, overhead per order"
