@@ -15,7 +15,11 @@
 // ConnectRetries times, for the login, the import and the batches alike.
 //
 // The importer's ids are read from the --file log, where omero-py sends the Java importer's stdout,
-// and from stdout, so either behaviour works.
+// and from stdout, so either behaviour works; its log (--errs: the summary, the filesets found, the
+// files that failed) is read into ImportResult.Log. Prepare's batch also reads, with hql in the
+// same CLI start, the files of each created fileset (FilesetEntry.clientPath), so the runner
+// knows which file became which fileset; Entries reads them for any number of filesets in one
+// start, as the admin, to check finished orders.
 //
 // Every call is an argv (never a shell string) with a filtered environment; the admin password
 // travels only in OMERO_PASSWORD of the login call, never in argv or logs. Imports run in their own

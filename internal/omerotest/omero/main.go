@@ -21,8 +21,23 @@
 //     each of the first N filesets creates its own (they run at once and all miss it).
 //   - --file receives what the Java importer prints on stdout (the ids), as in omero-py, and --errs
 //     what it prints on stderr (the log and the summary).
+//   - What the Java importer prints (ome/omero-blitz): "- Fileset: N" first in each YAML document
+//     (LoggingImportMonitor outputYamlResults); log lines in the logback pattern of
+//     examples/logback-cli.xml, with ImportCandidates' "N file(s) parsed into G group(s)" line, the
+//     ErrorHandler's "FILE_EXCEPTION: PATH" / "INTERNAL_EXCEPTION: PATH" lines followed by the
+//     exception, and the closing summary exactly as ImportSummary.report writes it, also after a
+//     failure ("1 file uploaded, 1 fileset, 1 plate created, 1 image imported, 0 errors in
+//     0:00:05.123": singular forms, plates only when created, H:mm:ss.SSS).
+//   - A fileset that fails (world.Failure ImportFail, FailImport) stops the run with exit 2 after the
+//     ids of the filesets done before it; with -c the run goes on and exits 0. A file that fails
+//     while candidates are scanned (ScanFail) is dropped and counted as an error, and the run goes
+//     on (exit 0); when nothing is left, "No imports due to errors!", the summary, exit 0.
+//   - hql answers two shapes: the templatePrefixes of images, and `select fe.fileset.id,
+//     fe.clientPath from FilesetEntry fe where fe.fileset.id in (…)` (client paths without their
+//     leading "/", unsanitized), both with --style plain (csv rows, index first; no rows: one empty
+//     line), in the session's group, or every group with --all (admins only, else exit 53).
 //   - A path that does not exist fails the import before anything is imported (exit 1); nothing
-//     found to import is "No imports found" (exit 1); a target that does not exist or lies in another
+//     found to import is "No imports found" (exit 1, CommandLineImporter.start shows the usage); a target that does not exist or lies in another
 //     group than the session's fails with exit 2 and no import; a ManagedRepository the double cannot
 //     write fails an ln_s import with exit 2 and the "Check failed" message.
 //   - `--transfer` must be written `--transfer=TYPE` (TYPE one of ln_s, ln, cp, upload); `--skip`
