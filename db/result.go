@@ -104,16 +104,13 @@ func (r Result) Describe(limit int) string {
 	case len(in) == 0:
 		fmt.Fprintf(&b, "%s in OMERO. Not in OMERO: %s.", noneOf(n), list(out, limit))
 	default:
-		fmt.Fprintf(&b, "%d of %s in OMERO: %s. Not in OMERO: %s.", len(in), files(n), list(in, limit), list(out, limit))
+		verb := "are"
+		if len(in) == 1 {
+			verb = "is"
+		}
+		fmt.Fprintf(&b, "%d of %d files %s in OMERO: %s. Not in OMERO: %s.", len(in), n, verb, list(in, limit), list(out, limit))
 	}
 	return b.String()
-}
-
-func files(n int) string {
-	if n == 1 {
-		return "1 file is"
-	}
-	return strconv.Itoa(n) + " files are"
 }
 
 func allOf(n int) string {

@@ -173,7 +173,7 @@ func TestOMEROFailures(t *testing.T) {
 		{"login refused", omerotest.Failure{BadPassword: true}, "log in"},
 		{"connection refused", omerotest.Failure{ConnectionRefused: -1}, "connect"},
 		{"unknown host", omerotest.Failure{UnknownHost: -1}, "host"},
-		{"fileset fails", omerotest.Failure{FailImport: true, FailImportAfter: 1}, "1 of 2 files are in OMERO: "},
+		{"fileset fails", omerotest.Failure{FailImport: true, FailImportAfter: 1}, "1 of 2 files is in OMERO: "},
 		{"exit 0 without output", omerotest.Failure{NoImports: true}, "no"},
 	}
 	for _, c := range cases {

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -141,6 +142,11 @@ func (r *Runner) verify(j *job, res omero.ImportResult, rerr error, entries map[
 				fr.State = worse(fr.State, db.FileNotTried)
 				reasons = append(reasons, "the importer stopped at a failure before it tried everything below the folder")
 			case len(got) > 0:
+			case res.Log.Filesets > len(res.Filesets):
+				// The ids of some filesets were lost (log_dir filled up during the import).
+				fr.State = worse(fr.State, db.FileUnknown)
+				reasons = append(reasons, fmt.Sprintf("the importer's summary counts %s but it reported the ids of %d; it may be in OMERO",
+					plural(res.Log.Filesets, "fileset"), len(res.Filesets)))
 			case len(unmatched) > 0:
 				fr.State = worse(fr.State, db.FileUnknown)
 				reasons = append(reasons, "the import created "+filesetList(ids(unmatched))+" whose files could not be read; it may hold this file")

@@ -3,6 +3,7 @@ package runner_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -250,5 +251,66 @@ func mustExec(t *testing.T, e *env, q string, args ...any) {
 	t.Helper()
 	if _, err := e.store.DB().Exec(q, args...); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A folder whose second fileset fails is partly in OMERO: the retry imports only the files below
+// it that no fileset holds.
+func TestPartialFolderRetry(t *testing.T) {
+	e := setup(t, pgtest.SQLiteURL, withOMERO(func(c *omero.Config) { c.ParallelFilesets = 1 }))
+	e.double.SetFailure(t, omerotest.Failure{ImportFail: []int{1}})
+	e.start()
+	for _, f := range []string{"a.tif", "b.tif", "c.tif"} {
+		e.file("demo/alice/run1/"+f, f)
+	}
+	folder := filepath.Join(e.data, "demo/alice/run1")
+	uuid := e.insert("alice", "Demo", "151", "Dataset", []string{folder})
+	o := e.expect(uuid, db.StageFailed, 30*time.Second)
+	f := o.Result.Files[0]
+	if f.State != db.FilePartial || len(f.Filesets) != 1 || len(f.InOMERO) != 1 || filepath.Base(f.InOMERO[0]) != "a.tif" ||
+		!strings.Contains(f.Reason, "b.tif: the server failed to import it") {
+		t.Fatalf("folder after a failed fileset: %+v", f)
+	}
+	if !strings.Contains(o.Description, "part of "+folder+" as Fileset ") {
+		t.Errorf("description: %s", o.Description)
+	}
+	e.double.SetFailure(t, omerotest.Failure{})
+	retry(t, e, uuid, "sql")
+	o = e.expect(uuid, db.StageCompleted, 30*time.Second)
+	st := e.double.State(t)
+	if len(st.Filesets) != 3 {
+		t.Fatalf("the double holds %d filesets, want 3", len(st.Filesets))
+	}
+	if f := o.Result.Files[0]; f.State != db.FileImported || len(f.Filesets) != 3 || len(f.Images) != 3 {
+		t.Errorf("folder after the retry: %+v", f)
+	}
+	imp := st.Imports[len(st.Imports)-1]
+	if len(imp.Paths) != 2 || filepath.Base(imp.Paths[0]) != "b.tif" || filepath.Base(imp.Paths[1]) != "c.tif" {
+		t.Errorf("the retry imported %v, want b.tif and c.tif", imp.Paths)
+	}
+}
+
+// A retry cannot import only the missing files when the stored result does not say which file is
+// in OMERO (written before per-file outcomes, or by an attempt that stopped before recording
+// them): it fails without importing, naming orders retry --all.
+func TestRetryRefusesAnUnknownResult(t *testing.T) {
+	for _, tc := range []struct{ name, result, want string }{
+		{"filesets without files", `{"filesets":[55],"images":[101]}`, "which of the order's files they hold is not recorded"},
+		{"files that may be in OMERO", `{"filesets":[55],"files":[{"path":"PATH","state":"unknown","reason":"imported by attempt 1"}]}`, "may have put"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t, pgtest.SQLiteURL)
+			p := e.file("demo/alice/a.tif", "a")
+			uuid := e.insert("alice", "Demo", "151", "Dataset", []string{p})
+			mustExec(t, e, `UPDATE imports SET result = $1 WHERE uuid = $2`, strings.ReplaceAll(tc.result, "PATH", p), uuid)
+			e.start()
+			o := e.expect(uuid, db.StageFailed, 30*time.Second)
+			if !strings.Contains(o.Description, tc.want) || !strings.Contains(o.Description, "omero-adi orders retry --all "+uuid) {
+				t.Errorf("description: %s", o.Description)
+			}
+			if n := len(e.double.State(t).Imports); n != 0 {
+				t.Errorf("%d imports ran", n)
+			}
+		})
 	}
 }
