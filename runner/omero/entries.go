@@ -77,16 +77,9 @@ func parseEntries(rows []string) (map[int64][]string, error) {
 // filesets (`omero load`: login as the admin, an hql line per 500 filesets, logout) in a session
 // folder of its own below SessionRoot. It is how finished orders are checked against OMERO.
 func (c *Client) Entries(ctx context.Context, filesetIDs []int64) (map[int64][]string, error) {
-	ids := append([]int64(nil), filesetIDs...)
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	var uniq []int64
-	for i, id := range ids {
-		if id <= 0 {
-			return nil, fmt.Errorf("%w: fileset id %d", ErrRequest, id)
-		}
-		if i == 0 || id != ids[i-1] {
-			uniq = append(uniq, id)
-		}
+	uniq, err := filesetSet(filesetIDs)
+	if err != nil {
+		return nil, err
 	}
 	if len(uniq) == 0 {
 		return map[int64][]string{}, nil
@@ -127,5 +120,21 @@ func (c *Client) Entries(ctx context.Context, filesetIDs []int64) (map[int64][]s
 		return nil, fmt.Errorf("read fileset entries: %w", err)
 	}
 	c.log.WithFields(logrus.Fields{"filesets": len(uniq), "found": len(out)}).Debug("fileset entries read")
+	return out, nil
+}
+
+// filesetSet is ids sorted, each once; an id that is not positive is an error.
+func filesetSet(ids []int64) ([]int64, error) {
+	sorted := append([]int64(nil), ids...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	var out []int64
+	for i, id := range sorted {
+		if id <= 0 {
+			return nil, fmt.Errorf("%w: fileset id %d", ErrRequest, id)
+		}
+		if i == 0 || id != sorted[i-1] {
+			out = append(out, id)
+		}
+	}
 	return out, nil
 }

@@ -121,16 +121,9 @@ func (c *Client) Prepare(ctx context.Context, s *Session, filesetIDs []int64, ns
 // returns their output lines.
 func (c *Client) prepare(ctx context.Context, s *Session, filesetIDs []int64, ns string, targets, reads []string) (Prepared, []string, error) {
 	out := Prepared{Prefixes: map[int64]string{}, Annotations: map[string]string{}, EntriesErr: errors.New("not read")}
-	ids := append([]int64(nil), filesetIDs...)
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	var uniq []int64
-	for i, id := range ids {
-		if id <= 0 {
-			return out, nil, fmt.Errorf("%w: fileset id %d", ErrRequest, id)
-		}
-		if i == 0 || id != ids[i-1] {
-			uniq = append(uniq, id)
-		}
+	uniq, err := filesetSet(filesetIDs)
+	if err != nil {
+		return out, nil, err
 	}
 	if len(targets) > 0 && (ns == "" || strings.ContainsAny(ns, "\x00\n\r")) {
 		return out, nil, fmt.Errorf("%w: annotation namespace %q: must be one non-empty line", ErrRequest, ns)
