@@ -122,9 +122,15 @@ func TestRoundTrip(t *testing.T) {
 	}
 	prefixes := prep.Prefixes
 	links := 0
+	if prep.EntriesErr != nil || len(prep.Entries) != len(st.Filesets) {
+		t.Errorf("entries %v (%v), want the files of %d filesets", prep.Entries, prep.EntriesErr, len(st.Filesets))
+	}
 	for _, fs := range st.Filesets {
 		if prefixes[fs.ID] != fs.TemplatePrefix {
 			t.Errorf("prefix of %d = %q, want %q", fs.ID, prefixes[fs.ID], fs.TemplatePrefix)
+		}
+		if want := append([]string(nil), fs.ClientPaths...); !reflect.DeepEqual(prep.Entries[fs.ID], sortedCopy(want)) {
+			t.Errorf("entries of %d = %v, want %v", fs.ID, prep.Entries[fs.ID], fs.ClientPaths)
 		}
 		// every link below the prefix points at the original
 		err := filepath.WalkDir(filepath.Join(f.d.ManagedRepo, prefixes[fs.ID]), func(p string, e os.DirEntry, err error) error {
@@ -705,4 +711,38 @@ func (h *onMessage) Fire(e *logrus.Entry) error {
 		h.once.Do(func() { close(h.seen) })
 	}
 	return nil
+}
+
+func sortedCopy(s []string) []string {
+	out := append([]string(nil), s...)
+	sort.Strings(out)
+	return out
+}
+
+// Entries reads, as the admin, the files of filesets of any group in one CLI start; a fileset that
+// no longer exists is missing from the answer.
+func TestEntries(t *testing.T) {
+	f := setup(t)
+	s := f.login(t, "order-entries")
+	data := files(t, "a.tif", "b.tif")
+	res, err := f.c.Import(context.Background(), s, ImportRequest{OrderUUID: "order-entries", Target: order.Target{Kind: "Dataset", ID: 151}, Paths: []string{data}})
+	if err != nil || len(res.Filesets) != 2 {
+		t.Fatalf("import: %+v, %v", res, err)
+	}
+	calls := len(f.d.State(t).Calls)
+	got, err := f.c.Entries(context.Background(), []int64{res.Filesets[1].ID, res.Filesets[0].ID, 424242})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int64][]string{res.Filesets[0].ID: {filepath.Join(data, "a.tif")}, res.Filesets[1].ID: {filepath.Join(data, "b.tif")}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("entries = %v, want %v", got, want)
+	}
+	st := f.d.State(t)
+	if n := len(st.Calls) - calls; n != 1 || st.PasswordInArgv {
+		t.Errorf("%d CLI starts (want 1), password in argv: %v", n, st.PasswordInArgv)
+	}
+	if last := st.Sessions[len(st.Sessions)-1]; last.UserID != 0 || !last.Closed {
+		t.Errorf("the admin session %+v is not closed", last)
+	}
 }
