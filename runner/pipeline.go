@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -217,15 +218,19 @@ func (r *Runner) merged(j *job, res omero.ImportResult, prev earlier) db.Result 
 	return out
 }
 
-// fileEntries are the files of each fileset: as the server lists them (Prepare), else as the
-// ManagedRepository links show them.
+// fileEntries are the files of each fileset: as the server lists them (Prepare) and as the
+// ManagedRepository links show them (the exact client paths, where the server's are sanitized).
 func fileEntries(prep omero.Prepared, sources map[int64]fileset) map[int64][]string {
-	if prep.Entries != nil {
-		return prep.Entries
-	}
 	out := map[int64][]string{}
+	for id, paths := range prep.Entries {
+		out[id] = append(out[id], paths...)
+	}
 	for id, src := range sources {
-		out[id] = src.targets
+		for _, t := range src.targets {
+			if !slices.Contains(out[id], t) {
+				out[id] = append(out[id], t)
+			}
+		}
 	}
 	return out
 }
