@@ -81,13 +81,13 @@ func (r Result) Describe(limit int) string {
 		}
 		return "In OMERO: " + objects(r.Filesets, r.Images, r.Plates) + "."
 	}
-	var in, out []string
+	var in, part, out []string
 	for _, f := range r.Files {
 		switch {
 		case f.In():
 			in = append(in, f.Path+" as "+objects(f.Filesets, f.Images, f.Plates))
 		case f.State == FilePartial:
-			in = append(in, fmt.Sprintf("part of %s as %s (not the rest: %s)", f.Path, objects(f.Filesets, f.Images, f.Plates), f.Reason))
+			part = append(part, fmt.Sprintf("%s as %s (not the rest: %s)", f.Path, objects(f.Filesets, f.Images, f.Plates), f.Reason))
 		default:
 			why := f.State
 			if f.Reason != "" {
@@ -99,16 +99,22 @@ func (r Result) Describe(limit int) string {
 	n := len(r.Files)
 	var b strings.Builder
 	switch {
-	case len(out) == 0:
+	case len(in) == n:
 		fmt.Fprintf(&b, "%s in OMERO: %s.", allOf(n), list(in, limit))
 	case len(in) == 0:
-		fmt.Fprintf(&b, "%s in OMERO. Not in OMERO: %s.", noneOf(n), list(out, limit))
+		fmt.Fprintf(&b, "%s entirely in OMERO.", noneOf(n))
 	default:
 		verb := "are"
 		if len(in) == 1 {
 			verb = "is"
 		}
-		fmt.Fprintf(&b, "%d of %d files %s in OMERO: %s. Not in OMERO: %s.", len(in), n, verb, list(in, limit), list(out, limit))
+		fmt.Fprintf(&b, "%d of %d files %s in OMERO: %s.", len(in), n, verb, list(in, limit))
+	}
+	if len(part) > 0 {
+		fmt.Fprintf(&b, " In OMERO in part: %s.", list(part, limit))
+	}
+	if len(out) > 0 {
+		fmt.Fprintf(&b, " Not in OMERO: %s.", list(out, limit))
 	}
 	return b.String()
 }

@@ -51,11 +51,17 @@ func (r *Runner) importCause(j *job, res omero.ImportResult, ierr error) error {
 }
 
 // partialFailure is the failure of an import that left some or none of the order's files in
-// OMERO (ver says which): cause, then the files in plain words.
-func partialFailure(cause error, ver db.Result) error {
+// OMERO (ver says which): cause, then the files in plain words. A file that preprocessing made
+// into several images, some of them in OMERO, cannot be retried without importing those again.
+func partialFailure(j *job, cause error, ver db.Result) error {
 	desc := strings.TrimRight(cause.Error(), ". ") + ". " + ver.Describe(describeLimit)
 	if ver.Outcome == db.OutcomeNothing {
 		return failf("%s", desc)
+	}
+	for _, f := range ver.Files {
+		if f.State == db.FilePartial && j.pre != nil {
+			return &failure{desc: desc, imported: true}
+		}
 	}
 	return &failure{desc: desc, partial: true}
 }

@@ -129,7 +129,7 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 			if err := r.saveResult(ctx, j, ver); err != nil {
 				return "", err
 			}
-			ferr = partialFailure(r.importCause(j, res, ierr), ver)
+			ferr = partialFailure(j, r.importCause(j, res, ierr), ver)
 		}
 		return "", r.abandonTemp(ctx, j, sess, res, ferr)
 	}
@@ -172,7 +172,7 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 		}
 	}
 	if ver.Outcome != db.OutcomeComplete {
-		return "", partialFailure(r.importCause(j, res, ierr), ver)
+		return "", partialFailure(j, r.importCause(j, res, ierr), ver)
 	}
 	return summary(j, ver), nil
 }

@@ -101,7 +101,7 @@ func TestNothingImported(t *testing.T) {
 	uuid := e.insert("alice", "Demo", "151", "Dataset", files)
 	o := e.expect(uuid, db.StageFailed, 30*time.Second)
 	checkFiles(t, o, files, []string{db.FileFailed, db.FileFailed}, []string{"FILE_EXCEPTION", "FILE_EXCEPTION"}, e.double.State(t))
-	if o.Result.Outcome != db.OutcomeNothing || !strings.Contains(o.Description, "None of the 2 files is in OMERO") {
+	if o.Result.Outcome != db.OutcomeNothing || !strings.Contains(o.Description, "None of the 2 files is entirely in OMERO") {
 		t.Errorf("outcome %q, description %s", o.Result.Outcome, o.Description)
 	}
 	if strings.Contains(o.Description, "A retry imports only") {
@@ -271,7 +271,7 @@ func TestPartialFolderRetry(t *testing.T) {
 		!strings.Contains(f.Reason, "b.tif: the server failed to import it") {
 		t.Fatalf("folder after a failed fileset: %+v", f)
 	}
-	if !strings.Contains(o.Description, "part of "+folder+" as Fileset ") {
+	if !strings.Contains(o.Description, "In OMERO in part: "+folder+" as Fileset ") {
 		t.Errorf("description: %s", o.Description)
 	}
 	e.double.SetFailure(t, omerotest.Failure{})
