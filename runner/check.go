@@ -9,6 +9,7 @@ import (
 
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/order"
+	"github.com/omero-adi/omero-adi/runner/omero"
 )
 
 // EntryReader reads the files of filesets as OMERO holds them now (omero.Client implements it):
@@ -111,11 +112,11 @@ func checkOrder(o db.Order, entries map[int64][]string) Check {
 }
 
 // holds reports whether a fileset's client paths hold path (a file, or a folder's files), also
-// under the path's resolved name.
+// under the path's resolved name, and as the importer records names (omero.ClientPath).
 func holds(paths []string, path string) bool {
-	roots := []string{filepath.Clean(path)}
-	if real, err := filepath.EvalSymlinks(path); err == nil && real != roots[0] {
-		roots = append(roots, real)
+	roots := []string{filepath.Clean(path), omero.ClientPath(path)}
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		roots = append(roots, real, omero.ClientPath(real))
 	}
 	for _, p := range paths {
 		for _, r := range roots {

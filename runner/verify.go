@@ -92,7 +92,7 @@ func (r *Runner) verify(j *job, res omero.ImportResult, rerr error, entries map[
 	for _, fs := range res.Filesets {
 		var it *item
 		for _, p := range entries[fs.ID] {
-			if it, _ = j.source(p); it != nil {
+			if it = j.itemOf(p); it != nil {
 				break
 			}
 		}
@@ -176,6 +176,20 @@ func (r *Runner) verify(j *job, res omero.ImportResult, rerr error, entries map[
 	}
 	out.Outcome = db.Outcome(out.Files)
 	return out
+}
+
+// itemOf finds the item a fileset's file p came from: by its path, or by the path the importer
+// records for it (omero.ClientPath: the server's names are made portable).
+func (j *job) itemOf(p string) *item {
+	if it, _ := j.source(p); it != nil {
+		return it
+	}
+	for i := range j.items {
+		if order.Within(omero.ClientPath(j.items[i].path), p) {
+			return &j.items[i]
+		}
+	}
+	return nil
 }
 
 // worse is the state of a file with two parts in states a and b.

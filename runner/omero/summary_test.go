@@ -60,3 +60,17 @@ func TestParseEntries(t *testing.T) {
 		}
 	}
 }
+
+func TestClientPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/data/g/a.tif":              "/data/g/a.tif",
+		"/data/g/12:30 \"x\"|y?.tif": "/data/g/12;30 'x'!y%.tif",
+		"/data/CON/con.txt":          "/data/CON_/_con.txt",
+		"/data/$RECYCLE/a\tb":        "/data/_$RECYCLE/a_b",
+		"/data/COM10.tif":            "/data/COM10.tif",
+	} {
+		if got := ClientPath(in); got != want {
+			t.Errorf("ClientPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
