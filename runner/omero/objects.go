@@ -86,6 +86,9 @@ func (c *Client) batchLines(ctx context.Context, s *Session, what, name string, 
 		return lines, fmt.Errorf("%s: %w", what, c.unreachable(attempts, res))
 	case res.code == exitBadKey:
 		return lines, fmt.Errorf("%s: %w: the session key was rejected (the session expired or was closed)%s", what, ErrLogin, detail(res))
+	case res.code != 0 && len(tail) > 0 && len(lines) >= len(actions):
+		// Every action reported; a line of the tail failed after them.
+		return lines, &tailError{fmt.Errorf("%s: %w (exit %d after the %d actions)%s", what, ErrCall, res.code, len(actions), detail(res))}
 	case res.code != 0:
 		return lines, fmt.Errorf("%s: %w (exit %d, %d of %d actions done)%s", what, ErrCall, res.code, min(len(lines), len(actions)), len(actions), detail(res))
 	case len(lines) < len(actions) || (len(tail) == 0 && len(lines) != len(actions)):
@@ -96,6 +99,11 @@ func (c *Client) batchLines(ctx context.Context, s *Session, what, name string, 
 	}
 	return lines, nil
 }
+
+// tailError is a batch whose actions all ran and reported, and whose tail (after them) failed.
+type tailError struct{ error }
+
+func (e *tailError) Unwrap() error { return e.error }
 
 // Prepared is what Prepare read and created.
 type Prepared struct {
@@ -148,7 +156,11 @@ func (c *Client) prepare(ctx context.Context, s *Session, filesetIDs []int64, ns
 	}
 	queries := entryQueries(uniq, false)
 	lines, rows, err := c.batch(ctx, s, "read fileset templatePrefix and create annotations", "batch-prepare", actions, queries, false)
-	if out.EntriesErr = err; err == nil {
+	var te *tailError
+	if errors.As(err, &te) {
+		// The fileset query failed after every action ran: the annotations stand.
+		out.EntriesErr, err = te.error, nil
+	} else if out.EntriesErr = err; err == nil {
 		out.Entries, out.EntriesErr = parseEntries(rows)
 	}
 	for i, id := range uniq {

@@ -746,3 +746,23 @@ func TestEntries(t *testing.T) {
 		t.Errorf("the admin session %+v is not closed", last)
 	}
 }
+
+// A fileset query that fails after the batch's actions ran leaves the prefixes and annotations
+// standing; only the files of the filesets are unknown.
+func TestPrepareWithoutEntries(t *testing.T) {
+	f := setup(t)
+	s := f.login(t, "order-nohql")
+	res, err := f.c.Import(context.Background(), s, ImportRequest{OrderUUID: "order-nohql", Target: order.Target{Kind: "Dataset", ID: 151}, Paths: []string{files(t, "a.tif")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.d.SetFailure(t, omerotest.Failure{FailHQL: true})
+	img := fmt.Sprintf("Image:%d", res.Filesets[0].Images[0])
+	prep, err := f.c.Prepare(context.Background(), s, []int64{res.Filesets[0].ID}, "ns", []string{img})
+	if err != nil || prep.Prefixes[res.Filesets[0].ID] == "" || prep.Annotations[img] == "" {
+		t.Fatalf("prepare: %+v, %v", prep, err)
+	}
+	if prep.Entries != nil || prep.EntriesErr == nil || !strings.Contains(prep.EntriesErr.Error(), "Bad query") {
+		t.Errorf("entries %v, %v: want the query's failure", prep.Entries, prep.EntriesErr)
+	}
+}

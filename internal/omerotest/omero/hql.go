@@ -49,6 +49,14 @@ func cmdHQL(statePath string, args []string) error {
 	if len(p.pos) != 1 {
 		return usageError("omero hql", "give exactly one query")
 	}
+	if err := readSession(statePath, p, func(st *world.State, _ *world.Session) error {
+		if st.Failure.FailHQL {
+			return die(52, "Bad query: QueryException: the double was told to reject every query")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	if p.get("style") != "plain" {
 		return die(1, "the OMERO double prints only --style plain")
 	}

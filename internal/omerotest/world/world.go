@@ -224,6 +224,8 @@ type Failure struct {
 	Hang bool `json:"hang"`
 	// FailObj makes every obj action fail as the server refusing the change (exit 80).
 	FailObj bool `json:"fail_obj"`
+	// FailHQL makes every hql query fail as a query the server rejects (exit 52, "Bad query").
+	FailHQL bool `json:"fail_hql,omitempty"`
 	// ImportDelay is slept before each fileset of an import.
 	ImportDelay time.Duration `json:"import_delay"`
 	// AsRoot makes every call refuse to run as if started by root: "FATAL: Running … as root …" on
