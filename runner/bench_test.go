@@ -30,6 +30,11 @@ type fakeImporter struct {
 
 var _ runner.Importer = (*fakeImporter)(nil)
 
+func (f *fakeImporter) LoginFinding(ctx context.Context, orderUUID, user, group string, _ []string) (*omero.Session, omero.Found, error, error) {
+	s, err := f.Login(ctx, orderUUID, user, group)
+	return s, omero.Found{}, nil, err
+}
+
 func (f *fakeImporter) Login(_ context.Context, orderUUID, user, group string) (*omero.Session, error) {
 	if f.onLogin != nil {
 		f.onLogin(orderUUID)

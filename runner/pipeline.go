@@ -36,13 +36,16 @@ type item struct {
 	path   string             // a checked file (resolved), or a container's result
 	origin string             // the order's file it came from, as given
 	output *preprocess.Output // the container's result; nil without preprocessing
+	found  []int64            // a retry found it in these filesets already: not imported again
 }
 
 // paths lists what omero import gets.
 func (j *job) paths() []string {
-	out := make([]string, len(j.items))
-	for i, it := range j.items {
-		out[i] = it.path
+	var out []string
+	for _, it := range j.items {
+		if len(it.found) == 0 {
+			out = append(out, it.path)
+		}
 	}
 	return out
 }
@@ -106,12 +109,21 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 		}
 		return "nothing to import: every file was in OMERO from an earlier attempt. " + ver.Describe(describeLimit), nil
 	}
-	sess, err := r.imp.Login(ctx, o.UUID, o.User, o.Group)
+	sess, err := r.login(ctx, j, prev)
 	if err != nil {
 		err = describeOMERO("log in to OMERO as user "+strconv.Quote(o.User)+" in group "+strconv.Quote(o.Group), err)
 		return "", r.abandonTemp(ctx, j, nil, omero.ImportResult{}, err)
 	}
 	defer r.imp.Close(context.WithoutCancel(ctx), sess)
+	if len(j.paths()) == 0 {
+		// A retry found every file it was to import in OMERO already.
+		ver := r.verify(j, omero.ImportResult{}, nil, nil, prev)
+		if err := r.saveResult(ctx, j, ver); err != nil {
+			return "", r.abandonTemp(ctx, j, sess, omero.ImportResult{}, err)
+		}
+		r.removeTempIfAny(j)
+		return "nothing to import: every file was in OMERO from an earlier attempt. " + ver.Describe(describeLimit), nil
+	}
 
 	res, ierr := r.imp.Import(ctx, sess, r.importRequest(j, j.paths()))
 	if ierr != nil && (ctx.Err() != nil || len(res.Filesets) == 0) {
@@ -175,6 +187,36 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 		return "", partialFailure(j, r.importCause(j, res, ierr), ver)
 	}
 	return summary(j, ver), nil
+}
+
+// login opens the order's session. A retry also asks OMERO, in the same CLI start, whether it
+// holds any file it is about to import (a fileset in flight when an earlier attempt stopped may
+// have finished on the server unreported): those are not imported again.
+func (r *Runner) login(ctx context.Context, j *job, prev earlier) (*omero.Session, error) {
+	if prev.result == nil {
+		return r.imp.Login(ctx, j.Order.UUID, j.Order.User, j.Order.Group)
+	}
+	sess, found, lerr, err := r.imp.LoginFinding(ctx, j.Order.UUID, j.Order.User, j.Order.Group, j.paths())
+	if err != nil {
+		return nil, err
+	}
+	if lerr != nil {
+		r.event(ctx, j, "could not ask OMERO which files it holds already (the retry imports every missing file): "+lerr.Error())
+	}
+	for i := range j.items {
+		if ids := found[j.items[i].path]; len(ids) > 0 {
+			j.items[i].found = ids
+			r.event(ctx, j, fmt.Sprintf("%s is in OMERO already (%s), from an earlier attempt that did not report it: not imported again", j.items[i].path, filesetList(ids)))
+		}
+	}
+	return sess, nil
+}
+
+// removeTempIfAny removes the local temp folder of a preprocessed order that imported nothing.
+func (r *Runner) removeTempIfAny(j *job) {
+	if j.pre != nil && j.pre.TempDir != "" {
+		r.removeTemp(j)
+	}
 }
 
 // plainItems lists what an order without preprocessing imports: each file not in OMERO yet, by

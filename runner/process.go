@@ -17,6 +17,7 @@ import (
 type Importer interface {
 	Login(ctx context.Context, orderUUID, user, group string) (*omero.Session, error)
 	LoginArgs(user, group string) (argv []string, stdin string)
+	LoginFinding(ctx context.Context, orderUUID, user, group string, paths []string) (*omero.Session, omero.Found, error, error)
 	Close(ctx context.Context, s *omero.Session)
 	ImportArgs(s *omero.Session, req omero.ImportRequest) []string
 	Import(ctx context.Context, s *omero.Session, req omero.ImportRequest) (omero.ImportResult, error)

@@ -125,6 +125,10 @@ func (r *Runner) verify(j *job, res omero.ImportResult, rerr error, entries map[
 			}
 			tried = true
 			got := byItem[it]
+			for _, id := range it.found {
+				got = append(got, omero.Fileset{ID: id})
+				out.Filesets = append(out.Filesets, id)
+			}
 			for _, fs := range got {
 				fr.Filesets = append(fr.Filesets, fs.ID)
 				fr.Images = append(fr.Images, fs.Images...)

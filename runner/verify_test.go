@@ -314,3 +314,46 @@ func TestRetryRefusesAnUnknownResult(t *testing.T) {
 		})
 	}
 }
+
+// A fileset in flight when the importer stopped can finish on the server without being reported:
+// the retry asks OMERO (in its login's CLI start) which of its files it holds already, and does not
+// import those again.
+func TestRetryFindsUnreportedFileset(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, url func(testing.TB) string) {
+		e := setup(t, url, withOMERO(func(c *omero.Config) { c.ParallelFilesets = 1 }))
+		e.double.SetFailure(t, omerotest.Failure{ImportFail: []int{1}})
+		e.start()
+		files := []string{e.file("demo/alice/a.tif", "a"), e.file("demo/alice/b.tif", "b"), e.file("demo/alice/c.tif", "c")}
+		uuid := e.insert("alice", "Demo", "151", "Dataset", files)
+		e.expect(uuid, db.StageFailed, 30*time.Second)
+		// c.tif reached OMERO after all, unreported.
+		e.double.Update(t, func(s *omerotest.State) {
+			s.Filesets = append(s.Filesets, omerotest.Fileset{ID: 9000, GroupID: omerotest.DemoGroupID, OwnerID: omerotest.AliceID, ClientPaths: []string{files[2]}})
+		})
+		e.double.SetFailure(t, omerotest.Failure{})
+		calls := len(e.double.State(t).Calls)
+		retry(t, e, uuid, "store")
+		o := e.expect(uuid, db.StageCompleted, 30*time.Second)
+		st := e.double.State(t)
+		if n := len(st.Calls) - calls; n > 4 {
+			t.Errorf("the retry started the CLI %d times", n)
+		}
+		if imp := st.Imports[len(st.Imports)-1]; len(imp.Paths) != 1 || imp.Paths[0] != files[1] {
+			t.Errorf("the retry imported %v, want only %s", imp.Paths, files[1])
+		}
+		if len(st.Filesets) != 3 {
+			t.Errorf("the double holds %d filesets, want 3", len(st.Filesets))
+		}
+		if f := o.Result.Files[2]; f.State != db.FileImported || len(f.Filesets) != 1 || f.Filesets[0] != 9000 {
+			t.Errorf("c.tif: %+v", f)
+		}
+		hist, _ := e.store.History(context.Background(), uuid)
+		var said bool
+		for _, h := range hist {
+			said = said || strings.Contains(h.Description, files[2]+" is in OMERO already (Fileset 9000)")
+		}
+		if !said {
+			t.Errorf("the history does not say c.tif was found: %+v", hist)
+		}
+	})
+}

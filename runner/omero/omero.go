@@ -198,22 +198,81 @@ func (c *Client) loginScript(user, group string) string {
 // in OMERO_PASSWORD of this call only), then `sessions key`. A refused connection or an unknown
 // host is retried ConnectRetries times.
 func (c *Client) Login(ctx context.Context, orderUUID, user, group string) (*Session, error) {
+	s, _, err := c.login(ctx, orderUUID, user, group, nil)
+	return s, err
+}
+
+// Found maps client paths (absolute, as asked) to the filesets OMERO holds them in.
+type Found map[string][]int64
+
+// LoginFinding is Login that also asks, in the same CLI start (hql lines after `sessions key`),
+// which of paths OMERO already holds in the group: a FilesetEntry with the path's client path
+// (ClientPath). A retry asks it, so that a fileset that reached OMERO without being reported (in
+// flight when the importer stopped, or when the agent died) is not imported again. A failed
+// lookup returns the session and a nil Found with lookupErr set.
+func (c *Client) LoginFinding(ctx context.Context, orderUUID, user, group string, paths []string) (s *Session, found Found, lookupErr error, err error) {
+	var queries [][]string
+	byClient := map[string][]string{}
+	var lits []string
+	for _, p := range paths {
+		cp := ClientPath(p)
+		if _, seen := byClient[cp]; !seen {
+			lits = append(lits, "'"+strings.ReplaceAll(strings.TrimPrefix(cp, "/"), "'", "''")+"'")
+		}
+		byClient[cp] = append(byClient[cp], p)
+	}
+	for start := 0; start < len(lits); start += lookupsPerQuery {
+		chunk := lits[start:min(start+lookupsPerQuery, len(lits))]
+		queries = append(queries, []string{"hql", "-q", "--style", "plain", "--limit", strconv.Itoa(entryLimit),
+			"select fe.fileset.id, fe.clientPath from FilesetEntry fe where fe.clientPath in (" + strings.Join(chunk, ",") + ")"})
+	}
+	s, rows, err := c.login(ctx, orderUUID, user, group, queries)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if rows == nil && len(queries) > 0 {
+		return s, nil, fmt.Errorf("%w: the lookup of the files in OMERO failed", ErrCall), nil
+	}
+	entries, perr := parseEntries(rows)
+	if perr != nil {
+		return s, nil, perr, nil
+	}
+	found = Found{}
+	for fs, cps := range entries {
+		for _, cp := range cps {
+			for _, p := range byClient[cp] {
+				found[p] = append(found[p], fs)
+			}
+		}
+	}
+	return s, found, nil, nil
+}
+
+// lookupsPerQuery bounds the client paths of one hql line of LoginFinding.
+const lookupsPerQuery = 200
+
+// login is Login with CLI lines after `sessions key` in the same run; it returns their rows
+// (lines starting "INDEX,"), nil when one of them failed after the session was opened.
+func (c *Client) login(ctx context.Context, orderUUID, user, group string, tail [][]string) (*Session, []string, error) {
 	if err := checkUUID(orderUUID); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := checkArg("user", user); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := checkArg("group", group); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	dir := filepath.Join(c.cfg.SessionRoot, orderUUID)
 	if err := freshDir(dir); err != nil {
-		return nil, fmt.Errorf("create session folder: %w", err)
+		return nil, nil, fmt.Errorf("create session folder: %w", err)
 	}
 	s := &Session{User: user, Group: group, Dir: dir}
 	log := c.log.WithFields(logrus.Fields{"order": orderUUID, "user": user, "group": group})
 	script := c.loginScript(user, group)
+	for _, l := range tail {
+		script += cliLine(l) + "\n"
+	}
 	env := []string{"OMERO_SESSIONDIR=" + dir, "OMERO_PASSWORD=" + c.cfg.AdminPassword}
 	var res callResult
 	attempts, q := 0, new(retry.Quiet)
@@ -232,25 +291,39 @@ func (c *Client) Login(ctx context.Context, orderUUID, user, group string) (*Ses
 	if err != nil {
 		if _, spent := err.(unreachableError); !spent {
 			removeDir(dir)
-			return nil, fmt.Errorf("log in: %w", err)
+			return nil, nil, fmt.Errorf("log in: %w", err)
 		}
 		c.gaveUp(log, q, attempts, res.code)
 	}
-	if res.code != 0 {
-		removeDir(dir)
-		return nil, c.loginError(res, user, group, attempts)
-	}
+	var rows []string
 	for _, line := range strings.Split(string(res.stdout), "\n") {
-		if line = strings.TrimSpace(line); keyRE.MatchString(line) {
+		line = strings.TrimSpace(line)
+		if keyRE.MatchString(line) {
 			s.Key = line
+		} else if i := strings.IndexByte(line, ','); s.Key != "" && i > 0 {
+			if _, err := strconv.Atoi(line[:i]); err == nil {
+				rows = append(rows, line)
+			}
 		}
 	}
-	if s.Key == "" {
+	switch {
+	case res.code != 0 && s.Key != "" && len(tail) > 0:
+		// The session is open; a line after `sessions key` failed.
+		log.WithField("exit", res.code).Warn("OMERO lookup after the login failed")
+		log.Debug("OMERO session opened")
+		return s, nil, nil
+	case res.code != 0:
+		removeDir(dir)
+		return nil, nil, c.loginError(res, user, group, attempts)
+	case s.Key == "":
 		c.Close(ctx, s)
-		return nil, fmt.Errorf("%w: `omero sessions key` printed no session key%s", ErrLogin, detail(res))
+		return nil, nil, fmt.Errorf("%w: `omero sessions key` printed no session key%s", ErrLogin, detail(res))
 	}
 	log.Debug("OMERO session opened")
-	return s, nil
+	if rows == nil {
+		rows = []string{}
+	}
+	return s, rows, nil
 }
 
 // connectPolicy retries a call that found the server unreachable ConnectRetries times, after

@@ -15,6 +15,10 @@ import (
 // entryQueryRE is the query of a fileset's files (FilesetEntry.clientPath; runner/omero Entries).
 var entryQueryRE = regexp.MustCompile(`(?is)^\s*select\s+fe\.fileset\.id\s*,\s*fe\.clientPath\s+from\s+FilesetEntry\s+(?:as\s+)?fe\s+where\s+fe\.fileset\.id\s+in\s*\(([\d\s,]*)\)(?:\s+order\s+by\s+fe\.fileset\.id\s*,\s*fe\.id)?\s*$`)
 
+// pathQueryRE is the query of the filesets that hold given client paths (HQL string literals,
+// ' doubled inside).
+var pathQueryRE = regexp.MustCompile(`(?is)^\s*select\s+fe\.fileset\.id\s*,\s*fe\.clientPath\s+from\s+FilesetEntry\s+(?:as\s+)?fe\s+where\s+fe\.clientPath\s+in\s*\((.*)\)\s*$`)
+
 var prefixQueryRE = regexp.MustCompile(`(?is)^\s*select\s+distinct\s+fs\.templatePrefix\s+from\s+Image\s+(?:as\s+)?i\s+join\s+i\.fileset\s+(?:as\s+)?fs\s+where\s+i\.id\s+in\s*\(([\d\s,]*)\)\s*$`)
 
 // filesQuery is the OriginalFile query of package integrity (runner/omero OriginalFiles).
@@ -84,6 +88,26 @@ func cmdHQL(statePath string, args []string) error {
 				}
 				for _, cp := range f.ClientPaths {
 					rows = append(rows, []string{strconv.FormatInt(f.ID, 10), strings.TrimPrefix(cp, "/")})
+				}
+			}
+			return printRows(rows, limit, offset)
+		})
+	}
+	if m := pathQueryRE.FindStringSubmatch(p.pos[0]); m != nil {
+		paths, err := parseLiterals(m[1])
+		if err != nil {
+			return err
+		}
+		return readSession(statePath, p, func(st *world.State, s *world.Session) error {
+			var rows [][]string
+			for _, f := range st.Filesets {
+				if f.GroupID != s.GroupID {
+					continue
+				}
+				for _, cp := range f.ClientPaths {
+					if cp = strings.TrimPrefix(cp, "/"); paths[cp] {
+						rows = append(rows, []string{strconv.FormatInt(f.ID, 10), cp})
+					}
 				}
 			}
 			return printRows(rows, limit, offset)
@@ -217,4 +241,40 @@ func printRows(rows [][]string, limit, offset int) error {
 	}
 	fmt.Println(strings.Join(lines, "\n"))
 	return nil
+}
+
+// parseLiterals reads a list of HQL string literals: 'a', 'b”c'.
+func parseLiterals(list string) (map[string]bool, error) {
+	out := map[string]bool{}
+	rest := strings.TrimSpace(list)
+	for rest != "" {
+		if rest[0] != '\'' {
+			return nil, die(52, "Bad query: QueryException: expected a string literal at %q", rest)
+		}
+		var b strings.Builder
+		i := 1
+		for ; i < len(rest); i++ {
+			if rest[i] == '\'' {
+				if i+1 < len(rest) && rest[i+1] == '\'' {
+					b.WriteByte('\'')
+					i++
+					continue
+				}
+				break
+			}
+			b.WriteByte(rest[i])
+		}
+		if i >= len(rest) {
+			return nil, die(52, "Bad query: QueryException: unterminated string literal")
+		}
+		out[b.String()] = true
+		rest = strings.TrimSpace(rest[i+1:])
+		if rest != "" {
+			if rest[0] != ',' {
+				return nil, die(52, "Bad query: QueryException: expected ',' at %q", rest)
+			}
+			rest = strings.TrimSpace(rest[1:])
+		}
+	}
+	return out, nil
 }

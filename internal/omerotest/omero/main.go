@@ -32,9 +32,9 @@
 //     ids of the filesets done before it; with -c the run goes on and exits 0. A file that fails
 //     while candidates are scanned (ScanFail) is dropped and counted as an error, and the run goes
 //     on (exit 0); when nothing is left, "No imports due to errors!", the summary, exit 0.
-//   - hql answers two shapes: the templatePrefixes of images, and `select fe.fileset.id,
-//     fe.clientPath from FilesetEntry fe where fe.fileset.id in (…)` (client paths without their
-//     leading "/", unsanitized), both with --style plain (csv rows, index first; no rows: one empty
+//   - hql answers three shapes: the templatePrefixes of images, and `select fe.fileset.id,
+//     fe.clientPath from FilesetEntry fe where fe.fileset.id in (…)` or `… where fe.clientPath in
+//     ('…', …)` (client paths without their leading "/", unsanitized), with --style plain (csv rows, index first; no rows: one empty
 //     line), in the session's group, or every group with --all (admins only, else exit 53).
 //   - A path that does not exist fails the import before anything is imported (exit 1); nothing
 //     found to import is "No imports found" (exit 1, CommandLineImporter.start shows the usage); a target that does not exist or lies in another
