@@ -243,7 +243,8 @@ func printRows(rows [][]string, limit, offset int) error {
 	return nil
 }
 
-// parseLiterals reads a list of HQL string literals: 'a', 'b”c'.
+// parseLiterals reads a list of HQL string literals, each in single quotes, a quote inside one
+// written twice.
 func parseLiterals(list string) (map[string]bool, error) {
 	out := map[string]bool{}
 	rest := strings.TrimSpace(list)
