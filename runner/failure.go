@@ -20,11 +20,12 @@ import (
 // failure is an outcome that ends the order Import Failed with a description for people.
 // imported marks a failure after the images reached OMERO, where a retry would import them again;
 // partial one where the order's result says which files are in OMERO, so that a retry imports
-// only the others.
+// only the others; all one where only a retry of every file can follow (orders retry --all).
 type failure struct {
 	desc     string
 	imported bool
 	partial  bool
+	all      bool
 }
 
 // describeLimit bounds how many files a description names in each of its lists (in OMERO, not
@@ -69,6 +70,11 @@ func partialFailure(j *job, cause error, ver db.Result) error {
 func (f *failure) Error() string { return f.desc }
 
 func failf(format string, args ...any) error { return &failure{desc: fmt.Sprintf(format, args...)} }
+
+// retryAllf is a failure after which only a retry of every file can follow.
+func retryAllf(format string, args ...any) error {
+	return &failure{desc: fmt.Sprintf(format, args...), all: true}
+}
 
 // describeOMERO turns an adapter error into an order description: what was tried and why it failed.
 func describeOMERO(what string, err error) error {
@@ -167,7 +173,9 @@ func failureText(uuid string, err error) string {
 	case f != nil && f.imported:
 		hint = "The images are in OMERO (see the order's result): do not retry the order, that would import them again."
 	case f != nil && f.partial:
-		hint = "A retry imports only the files that are not in OMERO yet (omero-adi orders retry --all " + uuid + " imports every file again). " + hint
+		hint = "A retry imports only the files that are not in OMERO yet. " + hint + " With --all it imports every file again."
+	case f != nil && f.all:
+		hint = fmt.Sprintf("Once checked, import every file again with: omero-adi orders retry --all %s (or in SQL: UPDATE imports SET stage = 'Import Pending', result = NULL WHERE uuid = '%s';)", uuid, uuid)
 	}
 	return strings.TrimRight(desc, ". ") + ". " + hint
 }

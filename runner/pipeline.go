@@ -334,8 +334,8 @@ func (r *Runner) preprocess(ctx context.Context, j *job, prev earlier) error {
 		case db.FileImported:
 			continue
 		case db.FilePartial:
-			return failf("files[%d]: an earlier attempt imported part of what preprocessing made of %s (%s); a retry would import the rest twice: check it in OMERO, then import every file again with: omero-adi orders retry --all %s",
-				i, f.Path, prev.files[f.Path].Reason, j.Order.UUID)
+			return retryAllf("files[%d]: an earlier attempt imported part of what preprocessing made of %s (%s); a retry of the rest would import it twice: check it in OMERO (remove what is incomplete).",
+				i, f.Path, prev.files[f.Path].Reason)
 		}
 		real = append(real, f.Real)
 	}

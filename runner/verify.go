@@ -33,15 +33,15 @@ func previous(o db.Order) (earlier, error) {
 	if r == nil || (len(r.Files) == 0 && len(r.Filesets) == 0) {
 		return e, nil
 	}
-	all := "check the order's objects in OMERO (remove them if they are incomplete), then import every file again with: omero-adi orders retry --all " + o.UUID
+	const check = "check the order's objects in OMERO (remove them if they are incomplete)"
 	if len(r.Files) == 0 {
-		return e, failf("an earlier attempt put %s into OMERO, but which of the order's files they hold is not recorded, so a retry could import files twice; %s",
-			filesetList(r.Filesets), all)
+		return e, retryAllf("an earlier attempt put %s into OMERO, but which of the order's files they hold is not recorded, so a retry could import files twice; %s.",
+			filesetList(r.Filesets), check)
 	}
 	for _, f := range r.Files {
 		switch f.State {
 		case db.FileUnknown:
-			return e, failf("an earlier attempt may have put %s into OMERO, but it did not record its outcome (%s); %s", f.Path, f.Reason, all)
+			return e, retryAllf("an earlier attempt may have put %s into OMERO, but it did not record its outcome (%s); %s.", f.Path, f.Reason, check)
 		case db.FileImported, db.FilePartial:
 			e.files[f.Path] = f
 		}

@@ -60,6 +60,7 @@ func TestPartialImportsAndRetry(t *testing.T) {
 				if !strings.Contains(o.Description, "A retry imports only the files that are not in OMERO yet") {
 					t.Errorf("description without the retry note: %s", o.Description)
 				}
+				checkRetryHint(t, tc.name, o.Description)
 
 				// The retry imports only what is missing: each file is in exactly one fileset.
 				e.double.SetFailure(t, omerotest.Failure{})
@@ -107,6 +108,7 @@ func TestNothingImported(t *testing.T) {
 	if strings.Contains(o.Description, "A retry imports only") {
 		t.Errorf("an empty import speaks of a partial retry: %s", o.Description)
 	}
+	checkRetryHint(t, "nothing imported", o.Description)
 }
 
 // A Screen import reads its plates from the summary and the YAML alike; the order is complete.
@@ -308,6 +310,7 @@ func TestRetryRefusesAnUnknownResult(t *testing.T) {
 			if !strings.Contains(o.Description, tc.want) || !strings.Contains(o.Description, "omero-adi orders retry --all "+uuid) {
 				t.Errorf("description: %s", o.Description)
 			}
+			checkRetryHint(t, tc.name, o.Description)
 			if n := len(e.double.State(t).Imports); n != 0 {
 				t.Errorf("%d imports ran", n)
 			}
