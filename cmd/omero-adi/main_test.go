@@ -56,6 +56,25 @@ func newFixture(t *testing.T, url string) fixture {
 
 func quote(s string) string { b, _ := json.Marshal(s); return string(b) }
 
+// useDouble points f's settings at the OMERO CLI double d ([omero] cli, port, managed_repository,
+// session_dir, then the [omero] lines of extra), and the test's environment and f's admin
+// password at it.
+func (f fixture) useDouble(t *testing.T, d *omerotest.Double, extra string) {
+	t.Helper()
+	dir := filepath.Dir(f.data)
+	text := "base_dir = " + quote(f.data) + "\nlog_dir = " + quote(filepath.Join(dir, "log")) + "\nlisten = \"\"\n" +
+		"[omero]\ncli = " + quote(d.Bin) + "\nport = " + strconv.Itoa(d.Port) + "\nmanaged_repository = " + quote(d.ManagedRepo) +
+		"\nsession_dir = " + quote(filepath.Join(dir, "sessions")) + "\n" + extra
+	if err := os.WriteFile(f.config, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range d.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	f.env["OMERO_PASSWORD"] = omerotest.AdminPassword
+}
+
 func (f fixture) file(t *testing.T, rel string) string {
 	t.Helper()
 	p := filepath.Join(f.data, rel)
@@ -340,18 +359,7 @@ func TestDoctorReachesOMERO(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	text := "base_dir = " + quote(f.data) + "\nlog_dir = " + quote(filepath.Join(dir, "log")) + "\nlisten = \"\"\n" +
-		"[omero]\ncli = " + quote(d.Bin) + "\nport = " + strconv.Itoa(d.Port) + "\nmanaged_repository = " + quote(d.ManagedRepo) +
-		"\nlocal_tmp_root = " + quote(filepath.Join(dir, "inplace")) + "\nsession_dir = " + quote(filepath.Join(dir, "sessions")) +
-		"\nenv = [" + quote("OMERODIR="+omerodir) + "]\n"
-	if err := os.WriteFile(f.config, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for _, kv := range d.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	f.env["OMERO_PASSWORD"] = omerotest.AdminPassword
+	f.useDouble(t, d, "local_tmp_root = "+quote(filepath.Join(dir, "inplace"))+"\nenv = ["+quote("OMERODIR="+omerodir)+"]\n")
 
 	out, errs, code := cli(t, f.env, "--config", f.config, "doctor")
 	if code != 1 || !strings.Contains(out, "FAIL  OMERO.java importer jars") || !strings.Contains(out, "--fetch-jars") {

@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -25,18 +22,7 @@ func TestOrdersVerifyShowRetryAll(t *testing.T) {
 		t.Run(engine.name, func(t *testing.T) {
 			d := omerotest.New(t)
 			f := newFixture(t, engine.url(t))
-			dir := filepath.Dir(f.data)
-			text := "base_dir = " + quote(f.data) + "\nlog_dir = " + quote(filepath.Join(dir, "log")) + "\nlisten = \"\"\n" +
-				"[omero]\ncli = " + quote(d.Bin) + "\nport = " + strconv.Itoa(d.Port) + "\nmanaged_repository = " + quote(d.ManagedRepo) +
-				"\nsession_dir = " + quote(filepath.Join(dir, "sessions")) + "\n"
-			if err := os.WriteFile(f.config, []byte(text), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			for _, kv := range d.Env() {
-				k, v, _ := strings.Cut(kv, "=")
-				t.Setenv(k, v)
-			}
-			f.env["OMERO_PASSWORD"] = omerotest.AdminPassword
+			f.useDouble(t, d, "")
 
 			a, b := f.file(t, "demo/alice/a.tif"), f.file(t, "demo/alice/b.tif")
 			var uuids []string
