@@ -20,6 +20,8 @@ type engine interface {
 	// change runs statement st (made by changeSQL, parameters args) and writes a history row with
 	// worker and description for every row it changed, atomically; it returns how many it changed.
 	change(ctx context.Context, st string, args []any, worker, desc string) (int, error)
+	// changeTx is change inside the write transaction tx (for a change that writes more with it).
+	changeTx(ctx context.Context, tx *sql.Tx, st string, args []any, worker, desc string) (int, error)
 	// claim runs Claim: the orders it moved to Import Started, with their preprocessing.
 	claim(ctx context.Context, worker string, max int, lease time.Duration) ([]Order, error)
 	// watch sends signal whenever new pending work may exist, until ctx is done (see Notify).

@@ -70,8 +70,18 @@ func (e *postgresEngine) write(ctx context.Context, fn func(ctx context.Context,
 }
 
 func (e *postgresEngine) change(ctx context.Context, st string, args []any, worker, desc string) (int, error) {
+	return e.changeIn(ctx, e.db, st, args, worker, desc)
+}
+
+func (e *postgresEngine) changeTx(ctx context.Context, tx *sql.Tx, st string, args []any, worker, desc string) (int, error) {
+	return e.changeIn(ctx, tx, st, args, worker, desc)
+}
+
+func (e *postgresEngine) changeIn(ctx context.Context, x interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, st string, args []any, worker, desc string) (int, error) {
 	all := append(append(make([]any, 0, len(args)+2), args...), worker, desc)
-	res, err := e.db.ExecContext(ctx, st, all...)
+	res, err := x.ExecContext(ctx, st, all...)
 	if err != nil {
 		return 0, err
 	}

@@ -100,12 +100,21 @@ func (s *Store) SetResult(ctx context.Context, l Lease, r Result) error {
 }
 
 // Finish ends a running order with Import Completed, Import Failed or Import Cancelled and the
-// description (empty clears it), fenced by l, and drops the lease.
-func (s *Store) Finish(ctx context.Context, l Lease, stage, description string) error {
+// description (empty clears it), fenced by l, and drops the lease. The notices are written to the
+// outbox in the same transaction (see Notice): they exist exactly when the stage was written.
+func (s *Store) Finish(ctx context.Context, l Lease, stage, description string, notices ...Notice) error {
 	if stage != StageCompleted && stage != StageFailed && stage != StageCancelled {
 		return fmt.Errorf("%w final stage %q (want %q, %q or %q)", ErrInvalid, stage, StageCompleted, StageFailed, StageCancelled)
 	}
-	n, err := s.eng.change(ctx, s.st.finish, append(fenceArgs(l), stage, description), l.Owner, description)
+	var (
+		n   int
+		err error
+	)
+	if len(notices) == 0 {
+		n, err = s.eng.change(ctx, s.st.finish, append(fenceArgs(l), stage, description), l.Owner, description)
+	} else {
+		n, err = s.finishWithNotices(ctx, l, stage, description, notices)
+	}
 	if err != nil {
 		return fmt.Errorf("finish order %s: %w", l.UUID, err)
 	}

@@ -222,44 +222,48 @@ func (e *sqliteEngine) stmt(ctx context.Context, tx *sql.Tx, query string) (*sql
 func (e *sqliteEngine) change(ctx context.Context, st string, args []any, worker, desc string) (int, error) {
 	var changed int
 	err := e.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		changed = 0
-		update, err := e.stmt(ctx, tx, st)
-		if err != nil {
-			return err
-		}
-		rows, err := update.QueryContext(ctx, args...)
-		if err != nil {
-			return err
-		}
-		type row struct{ uuid, stage string }
-		var done []row
-		for rows.Next() {
-			var c row
-			if err := rows.Scan(&c.uuid, &c.stage); err != nil {
-				rows.Close()
-				return err
-			}
-			done = append(done, c)
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		history, err := e.stmt(ctx, tx, e.historySQL)
-		if err != nil {
-			return err
-		}
-		for _, c := range done {
-			if _, err := history.ExecContext(ctx, c.uuid, c.stage, worker, desc); err != nil {
-				return err
-			}
-		}
-		changed = len(done)
-		return nil
+		var err error
+		changed, err = e.changeTx(ctx, tx, st, args, worker, desc)
+		return err
 	})
 	return changed, err
+}
+
+func (e *sqliteEngine) changeTx(ctx context.Context, tx *sql.Tx, st string, args []any, worker, desc string) (int, error) {
+	update, err := e.stmt(ctx, tx, st)
+	if err != nil {
+		return 0, err
+	}
+	rows, err := update.QueryContext(ctx, args...)
+	if err != nil {
+		return 0, err
+	}
+	type row struct{ uuid, stage string }
+	var done []row
+	for rows.Next() {
+		var c row
+		if err := rows.Scan(&c.uuid, &c.stage); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		done = append(done, c)
+	}
+	if err := rows.Close(); err != nil {
+		return 0, err
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	history, err := e.stmt(ctx, tx, e.historySQL)
+	if err != nil {
+		return 0, err
+	}
+	for _, c := range done {
+		if _, err := history.ExecContext(ctx, c.uuid, c.stage, worker, desc); err != nil {
+			return 0, err
+		}
+	}
+	return len(done), nil
 }
 
 func (e *sqliteEngine) claim(ctx context.Context, worker string, max int, lease time.Duration) ([]Order, error) {

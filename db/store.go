@@ -55,6 +55,7 @@ type Store struct {
 
 	notifyOnce sync.Once
 	notifyCh   chan struct{}
+	outboxCh   chan struct{} // notices written (OutboxNotify)
 	stop       context.CancelFunc
 	stopCtx    context.Context
 	wg         sync.WaitGroup // the engine's writer and the notification listener
@@ -85,7 +86,8 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	if opts.LegacyPendingMaxAge <= 0 {
 		opts.LegacyPendingMaxAge = DefaultLegacyPendingMaxAge
 	}
-	s := &Store{opts: opts, log: opts.Logger.WithField("component", "db"), notifyCh: make(chan struct{}, 1)}
+	s := &Store{opts: opts, log: opts.Logger.WithField("component", "db"), notifyCh: make(chan struct{}, 1),
+		outboxCh: make(chan struct{}, 1)}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	fail := func(err error) (*Store, error) {
 		s.stop()

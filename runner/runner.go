@@ -25,7 +25,7 @@ type Store interface {
 	SetStage(ctx context.Context, l db.Lease, stage, description string) error
 	SetResult(ctx context.Context, l db.Lease, r db.Result) error
 	SetLinks(ctx context.Context, l db.Lease, links []db.Link) error
-	Finish(ctx context.Context, l db.Lease, stage, description string) error
+	Finish(ctx context.Context, l db.Lease, stage, description string, notices ...db.Notice) error
 	Release(ctx context.Context, l db.Lease) error
 	Recover(ctx context.Context, p db.RecoverPolicy, held ...db.Lease) (int, error)
 	AddEvent(ctx context.Context, uuid, stage, description string) error
