@@ -73,6 +73,10 @@ type Config struct {
 	ImportConfig `toml:"-"`    // the top-level import keys
 	LogDir       string        `toml:"-"` // log_dir: cli.<uuid>.logs and cli.<uuid>.errs go here
 	KillGrace    time.Duration `toml:"-"` // between SIGTERM and SIGKILL of a cancelled call; 0: 5 seconds
+	// ReadUsers: the login of an order also reads its user's name and e-mail address (`user info
+	// --style json` in the same `omero load`), unless a login read them within the last hour;
+	// Session.Person and Known return them (for notifications).
+	ReadUsers bool `toml:"-"`
 }
 
 // DefaultConfig returns the [omero] defaults with DefaultImportConfig; LogDir is left to the agent.

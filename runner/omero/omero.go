@@ -4,7 +4,8 @@
 // templatePrefix of each fileset, and writes key-value annotations and image names.
 //
 // An order starts the CLI at most four times whatever its size: `omero load` for the login and
-// `sessions key`, the import, and two `omero load` runs of an `obj --file` batch (Prepare: the
+// `sessions key` (with Config.ReadUsers also `user info --style json`, the requester's name and
+// address for notifications, cached per user), the import, and two `omero load` runs of an `obj --file` batch (Prepare: the
 // templatePrefix reads, the MapAnnotations and their links; Finish: every map-set and rename, then
 // the logout). Each start is about a second of Python and a session join on a real host. An
 // OME-Zarr registration (Register, see zarr.go) takes the import's place, and PrepareImages
@@ -35,6 +36,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -82,12 +84,17 @@ const (
 type Client struct {
 	cfg Config
 	log *logrus.Entry
+
+	mu     sync.Mutex
+	people map[string]cachedPerson // by login, see Known
 }
 
 // Session is one order's OMERO session. Dir is its OMERO_SESSIONDIR; Key is secret-ish and is
-// masked in logs. loggedOut is set once a batch logged the session out (Finish).
+// masked in logs. loggedOut is set once a batch logged the session out (Finish). Person is the
+// user's name and address when Config.ReadUsers is set and they are known (nil otherwise).
 type Session struct {
 	Key, User, Group, Dir string
+	Person                *Person
 	loggedOut             bool
 }
 
@@ -142,7 +149,7 @@ func New(cfg Config, log *logrus.Entry) (*Client, error) {
 	}
 	cfg.Env = append([]string(nil), cfg.Env...)
 	cfg.PassEnv = append([]string(nil), cfg.PassEnv...)
-	return &Client{cfg: cfg, log: log.WithField("component", "omero")}, nil
+	return &Client{cfg: cfg, log: log.WithField("component", "omero"), people: map[string]cachedPerson{}}, nil
 }
 
 var (
@@ -270,6 +277,11 @@ func (c *Client) login(ctx context.Context, orderUUID, user, group string, tail 
 	s := &Session{User: user, Group: group, Dir: dir}
 	log := c.log.WithFields(logrus.Fields{"order": orderUUID, "user": user, "group": group})
 	script := c.loginScript(user, group)
+	readPerson := c.wantPerson(user)
+	if readPerson {
+		// After the key: should the line fail, the login stands (the key was printed).
+		script += userInfoLine + "\n"
+	}
 	for _, l := range tail {
 		script += cliLine(l) + "\n"
 	}
@@ -306,12 +318,12 @@ func (c *Client) login(ctx context.Context, orderUUID, user, group string, tail 
 			}
 		}
 	}
+	lookedUp := true // every line after `sessions key` ran
 	switch {
-	case res.code != 0 && s.Key != "" && len(tail) > 0:
+	case res.code != 0 && s.Key != "" && (len(tail) > 0 || readPerson):
 		// The session is open; a line after `sessions key` failed.
 		log.WithField("exit", res.code).Warn("OMERO lookup after the login failed")
-		log.Debug("OMERO session opened")
-		return s, nil, nil
+		lookedUp = false
 	case res.code != 0:
 		removeDir(dir)
 		return nil, nil, c.loginError(res, user, group, attempts)
@@ -319,11 +331,39 @@ func (c *Client) login(ctx context.Context, orderUUID, user, group string, tail 
 		c.Close(ctx, s)
 		return nil, nil, fmt.Errorf("%w: `omero sessions key` printed no session key%s", ErrLogin, detail(res))
 	}
+	if readPerson {
+		p, err := parsePerson(res.stdout, user)
+		if err == nil && res.code != 0 {
+			err = fmt.Errorf("%w (exit %d)%s", ErrCall, res.code, detail(res))
+		}
+		if err != nil {
+			log.WithError(err).Warn("read the user's name and e-mail address")
+		} else {
+			c.remember(p)
+		}
+	}
+	if p, ok := c.Known(user); ok {
+		s.Person = &p
+	}
 	log.Debug("OMERO session opened")
-	if rows == nil {
+	switch {
+	case !lookedUp:
+		rows = nil // unknown
+	case rows == nil:
 		rows = []string{}
 	}
 	return s, rows, nil
+}
+
+// sessionKey is the last session key on stdout ("" when none).
+func sessionKey(stdout []byte) string {
+	key := ""
+	for _, line := range strings.Split(string(stdout), "\n") {
+		if line = strings.TrimSpace(line); keyRE.MatchString(line) {
+			key = line
+		}
+	}
+	return key
 }
 
 // connectPolicy retries a call that found the server unreachable ConnectRetries times, after

@@ -766,3 +766,53 @@ func TestPrepareWithoutEntries(t *testing.T) {
 		t.Errorf("entries %v, %v: want the query's failure", prep.Entries, prep.EntriesErr)
 	}
 }
+
+// TestLoginReadsUser: with ReadUsers the login's own `omero load` reads the user's name and
+// address (no extra CLI start), once per user while cached; a user without an address has Email "".
+func TestLoginReadsUser(t *testing.T) {
+	f := setup(t, func(c *Config) { c.ReadUsers = true })
+	calls := func() int { return len(f.d.State(t).Calls) }
+	before := calls()
+	s := f.login(t, "order-1")
+	if s.Person == nil || *s.Person != (Person{ID: omerotest.AliceID, Login: "alice", FirstName: "Alice", LastName: "Liddell",
+		Email: omerotest.AliceEmail}) {
+		t.Fatalf("Person = %+v", s.Person)
+	}
+	st := f.d.State(t)
+	if n := calls() - before; n != 1 || !contains(st.Calls[len(st.Calls)-1].Lines, userInfoLine) {
+		t.Fatalf("login: %d calls, lines %q; want one load with %q", n, st.Calls[len(st.Calls)-1].Lines, userInfoLine)
+	}
+	s2 := f.login(t, "order-2")
+	st = f.d.State(t)
+	if s2.Person == nil || s2.Person.Email != omerotest.AliceEmail || contains(st.Calls[len(st.Calls)-1].Lines, userInfoLine) {
+		t.Fatalf("second login: Person %+v, lines %q; want the cached person and no user info", s2.Person, st.Calls[len(st.Calls)-1].Lines)
+	}
+	bob, err := f.c.Login(context.Background(), "order-3", "bob", "Demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.c.Close(context.Background(), bob)
+	if bob.Person == nil || bob.Person.Email != "" || bob.Person.Name() != "Bob Builder" {
+		t.Fatalf("bob = %+v", bob.Person)
+	}
+	if p, ok := f.c.Known("bob"); !ok || p.Login != "bob" {
+		t.Fatalf("Known(bob) = %+v, %v", p, ok)
+	}
+	if _, ok := f.c.Known("carol"); ok {
+		t.Fatal("Known(carol) without a login")
+	}
+	// Without ReadUsers nothing is read.
+	g := setup(t)
+	if s := g.login(t, "order-4"); s.Person != nil {
+		t.Fatalf("Person without ReadUsers: %+v", s.Person)
+	}
+}
+
+func contains(lines []string, v string) bool {
+	for _, l := range lines {
+		if l == v {
+			return true
+		}
+	}
+	return false
+}
