@@ -83,6 +83,8 @@ func (f *fakeImporter) Prepare(_ context.Context, _ *omero.Session, ids []int64,
 
 func (f *fakeImporter) Finish(context.Context, *omero.Session, omero.Write) error { return nil }
 
+func (f *fakeImporter) Known(string) (omero.Person, bool) { return omero.Person{}, false }
+
 // startWith runs a runner with imp as its importer until the test or benchmark ends.
 func (e *env) startWith(imp runner.Importer) {
 	e.t.Helper()

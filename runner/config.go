@@ -50,6 +50,8 @@ type Config struct {
 	// ZarrRules the modes of the rules that set one, by rule name (an order's source).
 	Zarr      order.ZarrMode            `toml:"-"`
 	ZarrRules map[string]order.ZarrMode `toml:"-"`
+	// Notifier, when set, names the notices each final stage writes with it (notifications).
+	Notifier Notifier `toml:"-"`
 }
 
 // DefaultConfig returns the runner's defaults.

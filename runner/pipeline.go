@@ -115,6 +115,7 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 		return "", r.abandonTemp(ctx, j, nil, omero.ImportResult{}, err)
 	}
 	defer r.imp.Close(context.WithoutCancel(ctx), sess)
+	j.out.person = sess.Person
 	if len(j.paths()) == 0 {
 		// A retry found every file it was to import in OMERO already.
 		ver := r.verify(j, omero.ImportResult{}, nil, nil, prev)

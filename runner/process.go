@@ -3,6 +3,8 @@ package runner
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -23,6 +25,16 @@ type Importer interface {
 	Import(ctx context.Context, s *omero.Session, req omero.ImportRequest) (omero.ImportResult, error)
 	Prepare(ctx context.Context, s *omero.Session, filesetIDs []int64, ns string, targets []string) (omero.Prepared, error)
 	Finish(ctx context.Context, s *omero.Session, w omero.Write) error
+	// Known returns a user's name and address read by an earlier login (for an order that ended
+	// before its own login).
+	Known(user string) (omero.Person, bool)
+}
+
+// Notifier turns an order's final stage into the notices written with it, in its transaction
+// (notify.Notifier implements it). o carries the final stage, description and result; p is the
+// user's name and address, nil when unknown; logs are the order's log files that exist.
+type Notifier interface {
+	Notices(o db.Order, p *omero.Person, logs []string) []db.Notice
 }
 
 // Preprocessor runs an order's preprocessing container (preprocess.Runner implements it).
@@ -61,6 +73,7 @@ type outcome struct {
 	result  db.Result
 	unsaved bool // result not stored yet
 	events  []pendingEvent
+	person  *omero.Person // the user's name and address, when the login read them
 }
 
 type pendingEvent struct{ stage, desc string }
@@ -109,11 +122,12 @@ func (r *Runner) process(work context.Context, o db.Order) {
 	case err != nil:
 		stage, desc = db.StageFailed, failureText(o.UUID, err)
 	}
+	notices := r.notices(o, stage, desc, out)
 	err = r.retryWrites(work, log, func(ctx context.Context) error {
 		if err := r.saveOutcome(ctx, lease, out); err != nil {
 			return err
 		}
-		return r.store.Finish(ctx, lease, stage, desc)
+		return r.store.Finish(ctx, lease, stage, desc, notices...)
 	})
 	switch {
 	case errors.Is(err, db.ErrLeaseLost):
@@ -132,6 +146,35 @@ func (r *Runner) process(work context.Context, o db.Order) {
 	} else {
 		entry.Info("order finished")
 	}
+}
+
+// notices asks the Notifier (if any) what o's final stage sends.
+func (r *Runner) notices(o db.Order, stage, desc string, out *outcome) []db.Notice {
+	if r.cfg.Notifier == nil {
+		return nil
+	}
+	o.Stage, o.Description = stage, desc
+	if res := out.result; len(res.Filesets) > 0 || res.TempDir != "" {
+		o.Result = &res
+	}
+	p := out.person
+	if p == nil {
+		if known, ok := r.imp.Known(o.User); ok {
+			p = &known
+		}
+	}
+	var logs []string
+	for _, name := range []string{"cli." + o.UUID + ".logs", "cli." + o.UUID + ".errs", "preprocessing." + o.UUID + ".log"} {
+		if path := filepath.Join(r.cfg.LogDir, name); r.cfg.LogDir != "" && fileExists(path) {
+			logs = append(logs, path)
+		}
+	}
+	return r.cfg.Notifier.Notices(o, p, logs)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // saveOutcome writes what out still holds: the import's ids (fenced by the lease) and the

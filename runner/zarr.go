@@ -85,6 +85,7 @@ func (r *Runner) register(ctx context.Context, j *job, zarrs []string) (string, 
 		return "", describeOMERO("log in to OMERO as user "+strconv.Quote(o.User)+" in group "+strconv.Quote(o.Group), err)
 	}
 	defer r.imp.Close(context.WithoutCancel(ctx), sess)
+	j.out.person = sess.Person // the requester's name and address for the notifier
 	what := fmt.Sprintf("register %s into %s", plural(len(zarrs), "OME-Zarr"), j.Target)
 	res, err := r.reg.Register(ctx, sess, omero.RegisterRequest{OrderUUID: o.UUID, Target: j.Target, Zarrs: zarrs})
 	ids := db.Result{Images: res.Images()}
