@@ -23,6 +23,7 @@ import (
 
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/integrity"
+	"github.com/omero-adi/omero-adi/notify"
 	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/rules"
 	"github.com/omero-adi/omero-adi/runner"
@@ -123,6 +124,7 @@ type Agent struct {
 	watcher   *watcher.Watcher
 	web       *web.Server        // nil unless [web] enabled
 	integrity *integrity.Checker // with the runner: the periodic check of what the orders linked
+	notifier  *notify.Notifier   // nil when nothing is to be notified or this agent runs no orders
 
 	// BrokenOrders, when set before Run, receives each order the periodic integrity check finds
 	// newly broken (the notifier plugs in here).
@@ -179,6 +181,7 @@ func New(cfg Config, role string, log *logrus.Logger) (*Agent, error) {
 func NewOmeroClient(cfg Config, log *logrus.Entry) (*omero.Client, error) {
 	oc := cfg.Omero
 	oc.ImportConfig, oc.LogDir = cfg.ImportConfig, cfg.LogDir
+	oc.ReadUsers = cfg.Notify.SMTPURL != "" // the mails need the requester's address
 	client, err := omero.New(oc, log)
 	if err != nil {
 		return nil, settings.Errorf("", "%v", err)
@@ -225,6 +228,14 @@ func (a *Agent) start(ctx context.Context) error {
 		}
 		rc := runnerConfig(cfg, a.zarrRules)
 		rc.Registerer = a.reg
+		a.notifier, err = notify.New(cfg.Notify, notify.Deps{Store: store, Log: a.log.WithField("component", "notify"),
+			Registerer: a.reg, Worker: WorkerName(cfg)})
+		if err != nil {
+			return settings.Prefix("notify", err)
+		}
+		if a.notifier != nil {
+			rc.Notifier = a.notifier
+		}
 		a.runner, err = runner.New(rc, store, a.omero, a.pre, a.log.WithField("component", "runner"))
 		if err != nil {
 			return err
@@ -322,6 +333,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.integrity != nil {
 		g.Go(func() error { return a.integrity.Run(gctx) })
+	}
+	if a.notifier != nil {
+		g.Go(func() error { return a.notifier.Run(gctx) })
 	}
 	notifySystemd(gctx, a.log)
 	err := g.Wait()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/integrity"
+	"github.com/omero-adi/omero-adi/notify"
 	"github.com/omero-adi/omero-adi/order"
 	"github.com/omero-adi/omero-adi/rules"
 	"github.com/omero-adi/omero-adi/runner"
@@ -53,6 +54,7 @@ type Config struct {
 	Watch         watcher.Config    `toml:"watch"`
 	Web           web.Config        `toml:"web"`
 	Integrity     integrity.Config  `toml:"integrity"`
+	Notify        notify.Config     `toml:"notify"`
 	Rules         []rules.Rule      `toml:"rules"`
 
 	// Path is the settings file this was loaded from ("" when none); set by Load.
@@ -106,13 +108,14 @@ func Defaults() Config {
 		Watch:         watcher.DefaultConfig(),
 		Web:           web.DefaultConfig(),
 		Integrity:     integrity.DefaultConfig(),
+		Notify:        notify.DefaultConfig(),
 	}
 }
 
 // EnvOverrides lists the environment variables that win over the settings file.
 var EnvOverrides = []string{
 	"INGEST_TRACKING_DB_URL", "OMERO_HOST", "OMERO_PORT", "OMERO_USER", "OMERO_PASSWORD",
-	"PODMAN_USERNS_MODE", "PROCESSED_DATA_FOLDER", "ADI_LOG_LEVEL", "USE_REGISTER_ZARR",
+	"PODMAN_USERNS_MODE", "PROCESSED_DATA_FOLDER", "ADI_LOG_LEVEL", "USE_REGISTER_ZARR", notify.PasswordEnv,
 }
 
 // ErrSettings marks errors in the settings (file, environment or rules): exit code 2.
@@ -163,7 +166,7 @@ func (c *Config) resolvePaths(dir string) {
 		}
 	}
 	for _, p := range []*string{&c.BaseDir, &c.LogDir, &c.LogFilePath, &c.RulesDir, &c.Omero.ManagedRepository,
-		&c.Omero.LocalTmpRoot, &c.Omero.SessionRoot} {
+		&c.Omero.LocalTmpRoot, &c.Omero.SessionRoot, &c.Notify.TemplateFile} {
 		abs(p)
 	}
 	for g, gc := range c.Groups {
@@ -227,6 +230,7 @@ func (c *Config) Validate() error {
 		p.Add("web.enabled", "the status page is served on listen, which is empty: set listen (e.g. \"127.0.0.1:9464\")")
 	}
 	p.Include("integrity", c.Integrity.Validate())
+	p.Include("notify", c.Notify.Validate())
 	if p.Err() == nil && len(c.Rules) > 0 {
 		if _, err := c.RuleSet(); err != nil {
 			p.Include("", err)

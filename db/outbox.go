@@ -227,12 +227,12 @@ func (s *Store) QueuedNotices(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// KnownRecipient returns the newest address a mail notice of user was written with ("" when
-// none): the address of a user whose order ended before it reached an OMERO session.
+// KnownRecipient returns the newest address (holding '@') a mail notice of user was written with
+// ("" when none): the address of a user whose order ended before it reached an OMERO session.
 func (s *Store) KnownRecipient(ctx context.Context, user string) (string, error) {
 	var to string
 	err := s.db.QueryRowContext(ctx, `SELECT recipient FROM adi_outbox WHERE channel = 'mail' AND recipient <> ''
-		AND user_name = $1 ORDER BY id DESC LIMIT 1`, user).Scan(&to)
+		AND user_name = $1 AND recipient LIKE '%@%' ORDER BY id DESC LIMIT 1`, user).Scan(&to)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}

@@ -7,8 +7,9 @@ import (
 	"net/url"
 	"os"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/omero-adi/omero-adi/settings"
 )
 
 // PasswordEnv is the environment variable that holds the SMTP password (the user is in smtp_url).
@@ -120,10 +121,8 @@ func masked(raw string) string {
 
 // Validate checks every key; errors name the key (relative to [notify]) and the bad value.
 func (c Config) Validate() error {
-	var errs []string
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, key+": "+fmt.Sprintf(format, args...))
-	}
+	var p settings.Problems
+	bad := p.Add
 	if c.SMTPURL != "" {
 		if _, err := parseSMTPURL(c.SMTPURL); err != nil {
 			bad("smtp_url", "%v, got %q", err, masked(c.SMTPURL))
@@ -173,8 +172,5 @@ func (c Config) Validate() error {
 			bad("template_file", "cannot be read: %v", err)
 		}
 	}
-	if len(errs) > 0 {
-		return errors.New(strings.Join(errs, "; "))
-	}
-	return nil
+	return p.Err()
 }

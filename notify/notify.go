@@ -35,6 +35,7 @@ import (
 
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/runner/omero"
+	"github.com/omero-adi/omero-adi/settings"
 )
 
 // Store is what the sender needs of the orders database (db.Store implements it).
@@ -100,7 +101,7 @@ func New(cfg Config, deps Deps) (*Notifier, error) {
 	}
 	t, err := loadTemplates(cfg.TemplateFile)
 	if err != nil {
-		return nil, err
+		return nil, settings.Errorf("template_file", "%v", err)
 	}
 	m, err := newMetrics(deps.Registerer)
 	if err != nil {
@@ -113,7 +114,7 @@ func New(cfg Config, deps Deps) (*Notifier, error) {
 		n.smtp = &s
 		n.pass = deps.Getenv(PasswordEnv)
 		if s.user != "" && n.pass == "" {
-			return nil, fmt.Errorf("smtp_url: names user %q but env %s is empty: set the SMTP password there", s.user, PasswordEnv)
+			return nil, settings.Errorf("smtp_url", "names user %q but env %s is empty: set the SMTP password there", s.user, PasswordEnv)
 		}
 		a, _ := mail.ParseAddress(cfg.From)
 		n.from = a.String()

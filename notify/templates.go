@@ -119,18 +119,18 @@ func loadTemplates(file string) (*templates, error) {
 	}
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("template_file: %w", err)
+		return nil, err
 	}
 	if _, err := t.text.Parse(string(b)); err != nil {
-		return nil, fmt.Errorf("template_file %s: %w", file, err)
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	if _, err := t.html.Parse(string(b)); err != nil {
-		return nil, fmt.Errorf("template_file %s: %w", file, err)
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	// Render a sample, so that a template that cannot run is a settings error, not a lost mail.
 	sample := Message{Name: "Ada", Orders: []Order{{Outcome: Outcome{UUID: "sample", Event: EventFailed, Files: []string{"/data/a.tif"}}}}}
 	if _, err := t.render(sample); err != nil {
-		return nil, fmt.Errorf("template_file %s: %w", file, err)
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	return t, nil
 }

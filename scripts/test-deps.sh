@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need when they are missing: PostgreSQL server binaries,
-# podman with runc, bindfs (FUSE), debootstrap (the deploy tests' Debian root), and chromium with
-# node and npm for the status page's browser test. As root it runs apt-get; otherwise it prints the
-# command. Then it installs playwright-core (pinned) from npm into ADI_NODE_DIR (default: the
-# user's cache folder, outside the repository).
+# podman with runc, bindfs (FUSE), debootstrap (the deploy tests' Debian root), python3-aiosmtpd
+# (a real SMTP server for the notification tests, run with Debian's /usr/bin/python3), and chromium
+# with node and npm for the status page's browser test. As root it runs apt-get; otherwise it
+# prints the command. Then it installs playwright-core (pinned) from npm into ADI_NODE_DIR
+# (default: the user's cache folder, outside the repository).
 set -euo pipefail
 
 missing=()
@@ -17,6 +18,7 @@ command -v runc >/dev/null 2>&1 || missing+=(runc)
 command -v bindfs >/dev/null 2>&1 || missing+=(bindfs)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 command -v fusermount3 >/dev/null 2>&1 || command -v fusermount >/dev/null 2>&1 || missing+=(fuse3)
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
