@@ -29,7 +29,7 @@ type Notice struct {
 	Payload   string // JSON, owned by package notify
 	Created   time.Time
 	Attempts  int    // claims so far, this one included
-	Batch     string // the message that carries it, set when it was first claimed ("" before)
+	Batch     string // the message that carries it: set when it was first claimed, kept by later claims
 }
 
 // OutboxNotify returns a channel that receives (coalesced, buffered 1) when this Store wrote
@@ -71,8 +71,9 @@ func (s *Store) finishWithNotices(ctx context.Context, l Lease, stage, descripti
 // ClaimNotices leases, for lease, every unsent notice of up to maxGroups groups (one channel and
 // recipient) whose oldest unsent notice is at least window old, skipping notices still leased or
 // backing off. owner must be unique per call (it fences NoticesSent and NoticesFailed): several
-// senders may claim at once, and each notice goes to one of them. Notices come ordered by group,
-// then id.
+// senders may claim at once, and each notice goes to one of them. A notice claimed for the first
+// time joins batch "OWNER/N" (N: its group's place in this claim); a notice claimed again keeps
+// its batch, so a retry sends the same message. Notices come ordered by group, then id.
 func (s *Store) ClaimNotices(ctx context.Context, owner string, maxGroups int, lease, window time.Duration) ([]Notice, error) {
 	if owner == "" || maxGroups <= 0 || lease <= 0 || window < 0 {
 		return nil, fmt.Errorf("%w claim notices: owner %q, max %d, lease %s, window %s", ErrInvalid, owner, maxGroups, lease, window)
@@ -83,8 +84,8 @@ func (s *Store) ClaimNotices(ctx context.Context, owner string, maxGroups int, l
 	groups := `SELECT channel, recipient FROM adi_outbox WHERE sent_at IS NULL GROUP BY channel, recipient
 		HAVING min(created) <= ` + s.d.later(1) + ` AND max(CASE WHEN ` + free + ` THEN 1 ELSE 0 END) = 1
 		ORDER BY min(id) LIMIT $2`
-	claim := `UPDATE adi_outbox SET lease_owner = $1, lease_expires = ` + s.d.later(2) + `, attempts = attempts + 1
-		WHERE channel = $3 AND recipient = $4 AND ` + free + `
+	claim := `UPDATE adi_outbox SET lease_owner = $1, lease_expires = ` + s.d.later(2) + `, attempts = attempts + 1,
+		batch = COALESCE(batch, $5) WHERE channel = $3 AND recipient = $4 AND ` + free + `
 		RETURNING id, notice_key, uuid, user_name, channel, recipient, payload, created, attempts, COALESCE(batch, '')`
 	var out []Notice
 	err := s.eng.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -106,8 +107,8 @@ func (s *Store) ClaimNotices(ctx context.Context, owner string, maxGroups int, l
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		for _, k := range keys {
-			rows, err := tx.QueryContext(ctx, claim, owner, s.d.dur(lease), k[0], k[1])
+		for i, k := range keys {
+			rows, err := tx.QueryContext(ctx, claim, owner, s.d.dur(lease), k[0], k[1], fmt.Sprintf("%s/%d", owner, i))
 			if err != nil {
 				return err
 			}
@@ -173,19 +174,6 @@ func (s *Store) eachNotice(ctx context.Context, stmt, owner string, ids []int64,
 // ErrNoticeLost is returned when none of the notices is leased by owner any more (the lease expired
 // and another sender claimed them, or they were sent).
 var ErrNoticeLost = errors.New("notice lease lost")
-
-// SetNoticeBatch records batch as the message that carries the notices ids (leased by owner),
-// before it is sent: a retry sends them together again, under the same Message-ID.
-func (s *Store) SetNoticeBatch(ctx context.Context, owner string, ids []int64, batch string) error {
-	n, err := s.eachNotice(ctx, `UPDATE adi_outbox SET batch = $3 WHERE lease_owner = $1 AND id = $2 AND sent_at IS NULL`, owner, ids, batch)
-	if err != nil {
-		return fmt.Errorf("set batch %s: %w", batch, err)
-	}
-	if n == 0 && len(ids) > 0 {
-		return fmt.Errorf("set batch %s: %w", batch, ErrNoticeLost)
-	}
-	return nil
-}
 
 // NoticesSent marks the notices ids (leased by owner) sent, with note (why nothing was sent, e.g.
 // no address; "" when the server accepted them). It returns ErrNoticeLost when none was still

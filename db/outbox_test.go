@@ -85,8 +85,8 @@ func TestOutbox(t *testing.T) {
 			if len(got) != 1 {
 				t.Fatalf("claimed %d", len(got))
 			}
-			if err := s.SetNoticeBatch(ctx(t), "a", []int64{got[0].ID}, got[0].Key); err != nil {
-				t.Fatal(err)
+			if got[0].Batch != "a/0" {
+				t.Fatalf("batch of a first claim = %q, want a/0", got[0].Batch)
 			}
 			if err := s.NoticesFailed(ctx(t), "a", []int64{got[0].ID}, time.Hour, "dial: refused"); err != nil {
 				t.Fatal(err)
@@ -99,7 +99,7 @@ func TestOutbox(t *testing.T) {
 			}
 			// A short lease that runs out lets another sender claim it, batch kept.
 			got, _ = s.ClaimNotices(ctx(t), "b", 10, 50*time.Millisecond, 0)
-			if len(got) != 1 || got[0].Attempts != 2 || got[0].Batch != got[0].Key {
+			if len(got) != 1 || got[0].Attempts != 2 || got[0].Batch != "a/0" {
 				t.Fatalf("claim after backoff = %+v", got)
 			}
 			deadline := time.Now().Add(10 * time.Second)

@@ -41,7 +41,6 @@ import (
 // Store is what the sender needs of the orders database (db.Store implements it).
 type Store interface {
 	ClaimNotices(ctx context.Context, owner string, maxGroups int, lease, window time.Duration) ([]db.Notice, error)
-	SetNoticeBatch(ctx context.Context, owner string, ids []int64, batch string) error
 	NoticesSent(ctx context.Context, owner string, ids []int64, note string) error
 	NoticesFailed(ctx context.Context, owner string, ids []int64, backoff time.Duration, reason string) error
 	QueuedNotices(ctx context.Context) (int, error)
@@ -208,6 +207,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 }
 
 // drain claims and sends one round of notices; it reports whether it claimed any (more may wait).
+// The mails of a round go over one SMTP connection.
 func (n *Notifier) drain(ctx context.Context) bool {
 	s := n.deps.Store
 	if q, err := s.QueuedNotices(ctx); err == nil {
@@ -222,41 +222,130 @@ func (n *Notifier) drain(ctx context.Context) bool {
 		}
 		return false
 	}
-	for _, b := range batches(claimed) {
-		// Sends finish even at shutdown (bounded by send_timeout), so a mail the server accepted
-		// is marked sent.
-		n.send(context.WithoutCancel(ctx), owner, b)
+	if len(claimed) == 0 {
+		return false
 	}
-	return len(claimed) > 0
+	// Sends finish even at shutdown (bounded by send_timeout), so that what a server accepted is
+	// marked sent.
+	ctx = context.WithoutCancel(ctx)
+	r := round{n: n, owner: owner}
+	var mails []*outgoing
+	for _, b := range batches(claimed) {
+		msg, to, skip, err := n.message(ctx, b)
+		switch {
+		case err != nil:
+			r.failed(ctx, b, err)
+		case skip != "":
+			if err := s.NoticesSent(ctx, owner, b.ids(), skip); err != nil {
+				n.log.WithError(err).Warn("mark notification skipped")
+			}
+		case b.channel() == db.ChannelWebhook:
+			pctx, cancel := context.WithTimeout(ctx, n.cfg.SendTimeout)
+			err := n.post(pctx, b.key, msg.webhook)
+			cancel()
+			r.done(ctx, b, err)
+		default:
+			m, err := n.mailMsg(to, b.key, msg)
+			if err != nil {
+				r.failed(ctx, b, err)
+				continue
+			}
+			mails = append(mails, &outgoing{b: b, msg: m})
+		}
+	}
+	if len(mails) > 0 {
+		sctx, cancel := context.WithTimeout(ctx, n.cfg.SendTimeout*time.Duration(1+len(mails)/10))
+		err := n.sendMails(sctx, mails)
+		cancel()
+		for _, o := range mails {
+			switch {
+			case err != nil:
+				r.done(ctx, o.b, err)
+			case o.msg.HasSendError():
+				r.done(ctx, o.b, o.msg.SendError())
+			default:
+				r.done(ctx, o.b, nil)
+			}
+		}
+	}
+	r.flush(ctx)
+	return true
 }
 
-// batch is one message: notices of one channel and recipient, under one batch key.
+// outgoing is a mail of a round with its batch.
+type outgoing struct {
+	b   batch
+	msg *gomail.Msg
+}
+
+// round records what one drain sent: the sent notices are marked in one write at its end.
+type round struct {
+	n     *Notifier
+	owner string
+	sent  []int64
+}
+
+// done records the result of sending b.
+func (r *round) done(ctx context.Context, b batch, err error) {
+	if err != nil {
+		r.failed(ctx, b, err)
+		return
+	}
+	r.n.m.sent.WithLabelValues(b.channel()).Add(float64(len(b.notices)))
+	r.sent = append(r.sent, b.ids()...)
+	r.n.log.WithFields(logrus.Fields{"channel": b.channel(), "notices": len(b.notices), "batch": b.key}).Debug("notification sent")
+}
+
+// failed releases b for a retry after its backoff.
+func (r *round) failed(ctx context.Context, b batch, err error) {
+	n := r.n
+	n.m.failed.WithLabelValues(b.channel()).Inc()
+	attempts := b.notices[0].Attempts
+	wait := n.backoff(attempts)
+	entry := n.log.WithError(err).WithFields(logrus.Fields{"channel": b.channel(), "notices": len(b.notices),
+		"batch": b.key, "retry_in": wait, "attempt": attempts})
+	if attempts == 1 {
+		entry.Warn("send notification failed; retrying")
+	} else {
+		entry.Debug("send notification failed; retrying")
+	}
+	if err := n.deps.Store.NoticesFailed(ctx, r.owner, b.ids(), wait, err.Error()); err != nil {
+		n.log.WithError(err).Warn("record failed notification")
+	}
+}
+
+// flush marks what the round sent.
+func (r *round) flush(ctx context.Context) {
+	if len(r.sent) == 0 {
+		return
+	}
+	if err := r.n.deps.Store.NoticesSent(ctx, r.owner, r.sent, ""); err != nil {
+		// Another sender took the notices over (the lease ran out): it sends them again, under
+		// the same Message-ID.
+		r.n.log.WithError(err).Warn("mark notifications sent")
+	}
+}
+
+// batch is one message: the notices of one channel and recipient in one db batch.
 type batch struct {
 	key     string
-	fresh   bool // the key was chosen now (not yet stored)
 	notices []db.Notice
 }
 
-// batches groups claimed notices into messages: those already given a batch keep it (a retry sends
-// the same message again); the others of one channel and recipient form a new one, keyed by the
-// first notice's key.
+func (b batch) channel() string { return b.notices[0].Channel }
+
+// batches groups claimed notices into messages by their batch (ClaimNotices gave every notice
+// one; a notice claimed again keeps its own, so a retry sends the same message again).
 func batches(ns []db.Notice) []batch {
 	var out []batch
 	index := map[string]int{}
 	for _, nt := range ns {
-		k, fresh := nt.Batch, false
-		if k == "" {
-			k, fresh = "new|"+nt.Channel+"|"+nt.Recipient, true
-		}
+		k := nt.Channel + "|" + nt.Recipient + "|" + nt.Batch
 		i, ok := index[k]
 		if !ok {
 			i = len(out)
 			index[k] = i
-			key := nt.Batch
-			if fresh {
-				key = nt.Key
-			}
-			out = append(out, batch{key: key, fresh: fresh})
+			out = append(out, batch{key: nt.Batch})
 		}
 		out[i].notices = append(out[i].notices, nt)
 	}
@@ -276,53 +365,6 @@ func (b batch) ids() []int64 {
 func MessageID(key, domain string) string {
 	sum := sha256.Sum256([]byte(key))
 	return "omero-adi." + hex.EncodeToString(sum[:16]) + "@" + domain
-}
-
-// send delivers one batch and records the result.
-func (n *Notifier) send(ctx context.Context, owner string, b batch) {
-	s := n.deps.Store
-	first := b.notices[0]
-	log := n.log.WithFields(logrus.Fields{"channel": first.Channel, "notices": len(b.notices), "batch": b.key})
-	if b.fresh {
-		if err := s.SetNoticeBatch(ctx, owner, b.ids(), b.key); err != nil {
-			log.WithError(err).Warn("record notification batch")
-			return
-		}
-	}
-	msg, to, skip, err := n.message(ctx, b)
-	if err == nil && skip != "" {
-		if err := s.NoticesSent(ctx, owner, b.ids(), skip); err != nil {
-			log.WithError(err).Warn("mark notification skipped")
-		}
-		return
-	}
-	if err == nil {
-		sctx, cancel := context.WithTimeout(ctx, n.cfg.SendTimeout)
-		err = n.deliver(sctx, first.Channel, to, b.key, msg)
-		cancel()
-	}
-	if err != nil {
-		n.m.failed.WithLabelValues(first.Channel).Inc()
-		wait := n.backoff(first.Attempts)
-		entry := log.WithError(err).WithField("retry_in", wait)
-		if first.Attempts == 1 {
-			entry.Warn("send notification failed; retrying")
-		} else {
-			entry.Debug("send notification failed; retrying")
-		}
-		if err := s.NoticesFailed(ctx, owner, b.ids(), wait, err.Error()); err != nil {
-			log.WithError(err).Warn("record failed notification")
-		}
-		return
-	}
-	n.m.sent.WithLabelValues(first.Channel).Add(float64(len(b.notices)))
-	if err := s.NoticesSent(ctx, owner, b.ids(), ""); err != nil {
-		// Another sender took the notices over (the lease ran out): it sends them again, under
-		// the same Message-ID.
-		log.WithError(err).Warn("mark notification sent")
-		return
-	}
-	log.Debug("notification sent")
 }
 
 func (n *Notifier) backoff(attempts int) time.Duration {
@@ -371,18 +413,11 @@ func (n *Notifier) message(ctx context.Context, b batch) (rendered, string, stri
 	return r, to, "", err
 }
 
-// deliver sends a rendered batch over its channel.
-func (n *Notifier) deliver(ctx context.Context, channel, to, key string, r rendered) error {
-	if channel == db.ChannelWebhook {
-		return n.post(ctx, key, r.webhook)
-	}
-	return n.mail(ctx, to, key, r)
-}
-
-func (n *Notifier) mail(ctx context.Context, to, key string, r rendered) error {
+// mailMsg builds the mail of a rendered batch to the addresses to (comma-separated).
+func (n *Notifier) mailMsg(to, key string, r rendered) (*gomail.Msg, error) {
 	m := gomail.NewMsg()
 	if err := m.From(n.from); err != nil {
-		return fmt.Errorf("from %q: %w", n.from, err)
+		return nil, fmt.Errorf("from %q: %w", n.from, err)
 	}
 	var rcpts []string
 	for _, a := range strings.Split(to, ",") {
@@ -391,7 +426,7 @@ func (n *Notifier) mail(ctx context.Context, to, key string, r rendered) error {
 		}
 	}
 	if err := m.To(rcpts...); err != nil {
-		return fmt.Errorf("to %q: %w", to, err)
+		return nil, fmt.Errorf("to %q: %w", to, err)
 	}
 	m.Subject(r.subject)
 	m.SetMessageIDWithValue(MessageID(key, n.domain))
@@ -399,6 +434,12 @@ func (n *Notifier) mail(ctx context.Context, to, key string, r rendered) error {
 	m.SetBulk()
 	m.SetBodyString(gomail.TypeTextPlain, r.text)
 	m.AddAlternativeString(gomail.TypeTextHTML, r.html)
+	return m, nil
+}
+
+// sendMails sends the mails of a round over one connection; each mail's own failure is on it
+// (HasSendError), the error is the connection's.
+func (n *Notifier) sendMails(ctx context.Context, mails []*outgoing) error {
 	opts := []gomail.Option{gomail.WithPort(n.smtp.port), gomail.WithTimeout(n.cfg.SendTimeout)}
 	if n.smtp.tls {
 		opts = append(opts, gomail.WithSSL())
@@ -413,9 +454,16 @@ func (n *Notifier) mail(ctx context.Context, to, key string, r rendered) error {
 	if err != nil {
 		return fmt.Errorf("smtp client: %w", err)
 	}
-	if err := c.DialAndSendWithContext(ctx, m); err != nil {
-		return fmt.Errorf("send mail via %s:%d: %w", n.smtp.host, n.smtp.port, err)
+	if err := c.DialWithContext(ctx); err != nil {
+		return fmt.Errorf("connect to %s:%d: %w", n.smtp.host, n.smtp.port, err)
 	}
+	defer func() { _ = c.Close() }()
+	msgs := make([]*gomail.Msg, len(mails))
+	for i, o := range mails {
+		msgs[i] = o.msg
+	}
+	// Per-mail errors are on each Msg; a mail without one was accepted.
+	_ = c.Send(msgs...)
 	return nil
 }
 

@@ -279,15 +279,10 @@ func cpuTime() time.Duration {
 // BenchmarkCLIStarts: omero CLI processes started per order, through the double (a process per
 // call, as with the real CLI, each about a second of Python and a session join on a real host),
 // for an order of 1 file, of 10 files, of one 384-image plate imported into a Screen, and of one
-// OME-Zarr registered into a Dataset.
+// OME-Zarr registered into a Dataset; each also with notifications on (-notify: the login reads
+// the requester's address too).
 func BenchmarkCLIStarts(b *testing.B) {
-	cases := []struct {
-		name      string
-		files     []string
-		destID    string
-		destType  string
-		wantImage int
-	}{
+	cases := []cliCase{
 		{"1-file", []string{"one.tif"}, "151", "Dataset", 1},
 		{"10-files", []string{"f0.tif", "f1.tif", "f2.tif", "f3.tif", "f4.tif", "f5.tif", "f6.tif", "f7.tif", "f8.tif", "f9.tif"}, "151", "Dataset", 10},
 		{"384-image-plate", []string{"wells__series_384.plate"}, "201", "Screen", 384},
@@ -295,32 +290,8 @@ func BenchmarkCLIStarts(b *testing.B) {
 		{"zarr-registered", []string{"cells.ome.zarr/"}, "151", "Dataset", 2},
 	}
 	for _, c := range cases {
-		b.Run(c.name, func(b *testing.B) {
-			e := setup(b, engines[0].url)
-			e.start()
-			starts, elapsed := 0, time.Duration(0)
-			for i := 0; i < b.N; i++ {
-				var paths []string
-				for _, f := range c.files {
-					rel := fmt.Sprintf("demo/alice/%d/%s", i, f)
-					if strings.HasSuffix(f, "/") {
-						paths = append(paths, e.zarr(rel, omerotest.ZarrSeries))
-						continue
-					}
-					paths = append(paths, e.file(rel, "pixels"))
-				}
-				before := len(e.double.State(b).Calls)
-				t0 := time.Now()
-				o := e.expect(e.insert("alice", "Demo", c.destID, c.destType, paths), db.StageCompleted, 2*time.Minute)
-				elapsed += time.Since(t0)
-				starts += len(e.double.State(b).Calls) - before
-				if o.Result == nil || len(o.Result.Images) != c.wantImage {
-					b.Fatalf("result %+v, want %d images", o.Result, c.wantImage)
-				}
-			}
-			b.ReportMetric(float64(starts)/float64(b.N), "starts/order")
-			b.ReportMetric(elapsed.Seconds()/float64(b.N), "s/order")
-		})
+		b.Run(c.name, func(b *testing.B) { c.run(b) })
+		b.Run(c.name+"-notify", func(b *testing.B) { c.run(b, withNotify(b)) })
 	}
 	// A partial order: the second of 3 filesets fails (rc 2, the third is not tried); the order is
 	// verified in its annotation batch, then retried, and the retry imports the 2 missing files.
@@ -354,4 +325,39 @@ func BenchmarkCLIStarts(b *testing.B) {
 		b.ReportMetric(float64(partial)/float64(b.N), "starts/partial-order")
 		b.ReportMetric(float64(again)/float64(b.N), "starts/retry")
 	})
+}
+
+type cliCase struct {
+	name      string
+	files     []string
+	destID    string
+	destType  string
+	wantImage int
+}
+
+func (c cliCase) run(b *testing.B, opts ...option) {
+	e := setup(b, engines[0].url, opts...)
+	e.start()
+	starts, elapsed := 0, time.Duration(0)
+	for i := 0; i < b.N; i++ {
+		var paths []string
+		for _, f := range c.files {
+			rel := fmt.Sprintf("demo/alice/%d/%s", i, f)
+			if strings.HasSuffix(f, "/") {
+				paths = append(paths, e.zarr(rel, omerotest.ZarrSeries))
+				continue
+			}
+			paths = append(paths, e.file(rel, "pixels"))
+		}
+		before := len(e.double.State(b).Calls)
+		t0 := time.Now()
+		o := e.expect(e.insert("alice", "Demo", c.destID, c.destType, paths), db.StageCompleted, 2*time.Minute)
+		elapsed += time.Since(t0)
+		starts += len(e.double.State(b).Calls) - before
+		if o.Result == nil || len(o.Result.Images) != c.wantImage {
+			b.Fatalf("result %+v, want %d images", o.Result, c.wantImage)
+		}
+	}
+	b.ReportMetric(float64(starts)/float64(b.N), "starts/order")
+	b.ReportMetric(elapsed.Seconds()/float64(b.N), "s/order")
 }

@@ -12,11 +12,19 @@ section() { printf '\n== %s\n' "$*"; }
 section "order queue: claim + finish, 8 workers, 5,000 orders (targets: >= 3,000/s PostgreSQL, >= 5,000/s SQLite)"
 go test -run '^$' -bench 'ClaimFinish' -benchtime 5000x -count "$COUNT" ./db | scripts/median.awk
 
-section "runner: omero CLI starts per order, through the double: 1 file, 10 files, a 384-image plate, an OME-Zarr registered, a partial order of 3 files and its retry (target <= 4 each; before: 7, 25, 775)"
+section "runner: omero CLI starts per order, through the double: 1 file, 10 files, a 384-image plate, an OME-Zarr registered, a partial order of 3 files and its retry, each also with notifications on (-notify) (target <= 4 each; before: 7, 25, 775)"
 go test -run '^$' -bench 'CLIStarts' -benchtime 1x -count "$COUNT" ./runner | scripts/median.awk
 
 section "runner: INSERT -> Import Started latency, end-to-end orders/s, overhead per order"
-go test -run '^$' -bench 'Runner' -benchtime 1x -count "$COUNT" ./runner | scripts/median.awk
+go test -run '^$' -bench 'Runner(PickupLatency|EndToEnd|Overhead)' -benchtime 1x -count "$COUNT" ./runner | scripts/median.awk
+
+section "notify: final stage -> mail accepted by a real SMTP server (python3-aiosmtpd), digest off (target: median <= 1 s)"
+go test -run '^$' -bench 'FinishToMail' -benchtime 1x -count "$COUNT" ./notify | scripts/median.awk
+
+section "runner: orders/s through the double with notifications off and on (mails sent meanwhile), alternated (target: on within 5 % of off, ratio of medians)"
+go test -run '^$' -bench 'RunnerNotify' -benchtime 1x -count "$COUNT" ./runner | scripts/median.awk | tee /dev/stderr |
+	awk '$1 == "BenchmarkRunnerNotify" && $3 == "off-orders/s" { off = $2 } $1 == "BenchmarkRunnerNotify" && $3 == "on-orders/s" { on = $2 }
+	END { if (off > 0) printf "on/off orders/s: %.3f (target >= 0.95: %s)\n", on / off, (on / off >= 0.95 ? "ok" : "MISSED") }'
 
 section "status page: 100,000 orders in PostgreSQL, median server time (targets: My orders and /api/orders <= 50 ms, queue <= 100 ms; plans printed); 200 open event streams at idle (target < 5 %cpu)"
 go test -run '^$' -bench 'StatusPage' -benchtime 1x -count 1 ./web | scripts/median.awk
