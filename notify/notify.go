@@ -214,7 +214,8 @@ func (n *Notifier) drain(ctx context.Context) bool {
 		n.m.queued.Set(float64(q))
 	}
 	owner := fmt.Sprintf("%s#%d", n.deps.Worker, n.claims.Add(1))
-	lease := 2*n.cfg.SendTimeout + 10*time.Second
+	// A round's sends take at most 2.6 send timeouts (see sendMails' deadline): the lease outlives them.
+	lease := 4 * n.cfg.SendTimeout
 	claimed, err := s.ClaimNotices(ctx, owner, maxGroups, lease, n.cfg.DigestWindow)
 	if err != nil {
 		if ctx.Err() == nil {

@@ -53,6 +53,14 @@ func quiet() *logrus.Entry {
 // the settings first. The intervals are shrunk: the numbers are not the point here.
 func setup(t testing.TB, url string, edit ...func(*notify.Config)) *env {
 	t.Helper()
+	e := newEnv(t, url, edit...)
+	e.run(t, e.n)
+	return e
+}
+
+// newEnv is setup without a running sender.
+func newEnv(t testing.TB, url string, edit ...func(*notify.Config)) *env {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	store, err := db.Open(ctx, url, db.Options{Logger: quiet(), Worker: "test"})
@@ -78,9 +86,14 @@ func setup(t testing.TB, url string, edit ...func(*notify.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e
+}
+
+// run runs the sender n until the test ends.
+func (e *env) run(t testing.TB, n *notify.Notifier) {
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- e.n.Run(runCtx) }()
+	go func() { done <- n.Run(runCtx) }()
 	t.Cleanup(func() {
 		stop()
 		select {
@@ -92,7 +105,6 @@ func setup(t testing.TB, url string, edit ...func(*notify.Config)) *env {
 			t.Error("Run did not return after its context ended")
 		}
 	})
-	return e
 }
 
 type syncWriter struct {
@@ -471,4 +483,40 @@ func BenchmarkFinishToMail(b *testing.B) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	b.ReportMetric(float64(lat[len(lat)/2])/float64(time.Millisecond), "ms-median")
 	b.ReportMetric(float64(lat[len(lat)*9/10])/float64(time.Millisecond), "ms-p90")
+}
+
+// lostMark is a Store whose first NoticesSent fails, as when the agent dies after the server
+// accepted a mail and before it marked it sent.
+type lostMark struct {
+	*db.Store
+	mu   sync.Mutex
+	lost bool
+}
+
+func (s *lostMark) NoticesSent(ctx context.Context, owner string, ids []int64, note string) error {
+	s.mu.Lock()
+	first := !s.lost
+	s.lost = true
+	s.mu.Unlock()
+	if first {
+		return fmt.Errorf("mark notices sent: connection reset")
+	}
+	return s.Store.NoticesSent(ctx, owner, ids, note)
+}
+
+// TestRetryAfterALostMarkKeepsTheMessageID: a mail sent again because its "sent" was not recorded
+// carries the same Message-ID, so the repeat is recognisable.
+func TestRetryAfterALostMarkKeepsTheMessageID(t *testing.T) {
+	e := newEnv(t, pgtest.SQLiteURL(t), func(c *notify.Config) { c.SendTimeout = 500 * time.Millisecond }) // lease 2 s
+	n, err := notify.New(e.cfg, notify.Deps{Store: &lostMark{Store: e.store}, Log: quiet(), Worker: "lossy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.run(t, n)
+	o := e.finish(t, "alice", alice, []string{"/data/demo/alice/x.tif"}, db.StageCompleted, "", nil)
+	ms := e.smtp.Wait(t, 2, 30*time.Second)
+	if ms[0].MessageID != ms[1].MessageID || !strings.Contains(ms[1].Text, o.UUID) {
+		t.Fatalf("Message-IDs %q and %q, want one", ms[0].MessageID, ms[1].MessageID)
+	}
+	waitQueued(t, e.store, 0)
 }

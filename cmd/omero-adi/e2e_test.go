@@ -120,6 +120,24 @@ func (w *world) startAgent(name, extra string, race bool) *exec.Cmd {
 	return w.startRole(name, w.settings(name, extra), "runner", race)
 }
 
+// agentWithTables is agent with tables (e.g. a [notify] table) added to its settings file.
+func (w *world) agentWithTables(name, tables string) *exec.Cmd {
+	w.t.Helper()
+	settings := w.settings(name, "")
+	f, err := os.OpenFile(settings, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	_, err = f.WriteString(tables)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return w.startRole(name, settings, "runner", true)
+}
+
 // startRole starts `omero-adi --config settings run --role role` (see startAgent).
 func (w *world) startRole(name, settings, role string, race bool) *exec.Cmd {
 	w.t.Helper()
