@@ -293,9 +293,10 @@ func TestDigestGroupsOrdersOfOnePerson(t *testing.T) {
 	}
 	carol := &omero.Person{Login: "carol", FirstName: "Carol", Email: "carol@example.org"}
 	e.finish(t, "carol", carol, []string{"/data/demo/carol/c.tif"}, db.StageCompleted, "", nil)
-	ms := e.smtp.Wait(t, 2, 20*time.Second)
+	e.smtp.Wait(t, 2, 20*time.Second)
 	time.Sleep(500 * time.Millisecond)
-	if ms = e.smtp.Messages(t); len(ms) != 2 {
+	ms := e.smtp.Messages(t)
+	if len(ms) != 2 {
 		t.Fatalf("%d messages, want a digest to alice and one to carol", len(ms))
 	}
 	for _, m := range ms {

@@ -126,12 +126,12 @@ func withSentNotify(b testing.TB) option {
 	}
 }
 
-// BenchmarkRunnerNotify: BenchmarkRunnerEndToEnd's 400 orders through the omero CLI double with
+// BenchmarkRunnerNotify: 200 orders at once through the omero CLI double, drained by 8 workers, with
 // notifications off and on (mails to a real SMTP server, sent while the runner works), the two
 // alternated in each iteration so that the machine's load drifts over both alike. Target: on-orders/s
 // within 5 % of off-orders/s (ratio of medians, computed by make bench).
 func BenchmarkRunnerNotify(b *testing.B) {
-	const n = 400
+	const n = 200
 	cfg := withConfig(func(c *runner.Config) { c.MaxWorkers = 8; c.Lease = 30 * time.Second })
 	off := setup(b, pgtest.SQLiteURL, cfg)
 	on := setup(b, pgtest.SQLiteURL, cfg, withSentNotify(b))

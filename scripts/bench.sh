@@ -22,7 +22,7 @@ section "notify: final stage -> mail accepted by a real SMTP server (python3-aio
 go test -run '^$' -bench 'FinishToMail' -benchtime 1x -count "$COUNT" ./notify | scripts/median.awk
 
 section "runner: orders/s through the double with notifications off and on (mails sent meanwhile), alternated (target: on within 5 % of off, ratio of medians)"
-go test -run '^$' -bench 'RunnerNotify' -benchtime 1x -count "$COUNT" ./runner | scripts/median.awk | tee /dev/stderr |
+go test -run '^$' -bench 'RunnerNotify' -benchtime 1x -count "$COUNT" -timeout 60m ./runner | scripts/median.awk | tee /dev/stderr |
 	awk '$1 == "BenchmarkRunnerNotify" && $3 == "off-orders/s" { off = $2 } $1 == "BenchmarkRunnerNotify" && $3 == "on-orders/s" { on = $2 }
 	END { if (off > 0) printf "on/off orders/s: %.3f (target >= 0.95: %s)\n", on / off, (on / off >= 0.95 ? "ok" : "MISSED") }'
 

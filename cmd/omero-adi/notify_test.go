@@ -92,7 +92,7 @@ func TestKilledAgentBetweenCommitAndSendDeliversOnce(t *testing.T) {
 	}
 	srv := smtptest.Start(t)
 	w.agentWithTables("rescuer", notifySettings(srv.URL()))
-	ms := srv.Wait(t, 1, time.Minute)
+	srv.Wait(t, 1, time.Minute)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		q, err := w.store.QueuedNotices(context.Background())
@@ -105,7 +105,8 @@ func TestKilledAgentBetweenCommitAndSendDeliversOnce(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(time.Second)
-	if ms = srv.Messages(t); len(ms) != 1 {
+	ms := srv.Messages(t)
+	if len(ms) != 1 {
 		t.Fatalf("%d mails, want exactly 1", len(ms))
 	}
 	m := ms[0]
