@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/mail"
@@ -21,6 +22,9 @@ type Config struct {
 	// SMTPURL is smtp://[user@]host[:port] (STARTTLS when the server offers it; port 25 by default)
 	// or smtps://[user@]host[:port] (TLS from the start; port 465). "" sends no mail.
 	SMTPURL string `toml:"smtp_url"`
+	// CAFile is a PEM file of certificate authorities trusted for the mail server's certificate
+	// besides the system's (an internal CA). "": the system's only.
+	CAFile string `toml:"ca_file"`
 	// From is the sender address of every mail, e.g. "OMERO imports <omero@example.org>".
 	From string `toml:"from"`
 	// WebclientURL is OMERO.web's webclient, e.g. "https://omero.example.org/webclient/"; the mails
@@ -167,10 +171,31 @@ func (c Config) Validate() error {
 	if c.RetryBackoffMax > 0 && c.RetryBackoff > c.RetryBackoffMax {
 		bad("retry_backoff_max", "must be at least retry_backoff (%s), got %q", c.RetryBackoff, c.RetryBackoffMax)
 	}
+	if c.CAFile != "" {
+		if _, err := loadCAs(c.CAFile); err != nil {
+			bad("ca_file", "%v", err)
+		}
+	}
 	if c.TemplateFile != "" {
 		if _, err := os.Stat(c.TemplateFile); err != nil {
 			bad("template_file", "cannot be read: %v", err)
 		}
 	}
 	return p.Err()
+}
+
+// loadCAs returns the system's certificate pool with the PEM certificates of file added.
+func loadCAs(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("cannot be read: %v", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
 }

@@ -30,6 +30,7 @@ func TestValidate(t *testing.T) {
 		{"negative window", func(c *Config) { ok(c); c.DigestWindow = -time.Second }, "digest_window: must be 0"},
 		{"zero send timeout", func(c *Config) { ok(c); c.SendTimeout = 0 }, "send_timeout: must be a positive duration"},
 		{"backoff above its max", func(c *Config) { ok(c); c.RetryBackoff = time.Hour }, "retry_backoff_max: must be at least retry_backoff"},
+		{"ca file without a certificate", func(c *Config) { ok(c); c.CAFile = "/dev/null" }, "ca_file: /dev/null holds no PEM certificate"},
 		{"missing template file", func(c *Config) { ok(c); c.TemplateFile = "/nonexistent/t.tmpl" }, "template_file: cannot be read"},
 	}
 	for _, c := range cases {

@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -70,7 +71,8 @@ type Notifier struct {
 	smtp    *smtpServer // nil: no mail
 	pass    string
 	from    string
-	domain  string // of From, for Message-IDs
+	domain  string      // of From, for Message-IDs
+	tls     *tls.Config // for the mail server
 	http    *http.Client
 	m       *metrics
 	claims  atomic.Int64
@@ -111,6 +113,12 @@ func New(cfg Config, deps Deps) (*Notifier, error) {
 	if cfg.SMTPURL != "" {
 		s, _ := parseSMTPURL(cfg.SMTPURL) // Validate checked it
 		n.smtp = &s
+		n.tls = &tls.Config{ServerName: s.host, MinVersion: tls.VersionTLS12}
+		if cfg.CAFile != "" {
+			if n.tls.RootCAs, err = loadCAs(cfg.CAFile); err != nil {
+				return nil, settings.Errorf("ca_file", "%v", err)
+			}
+		}
 		n.pass = deps.Getenv(PasswordEnv)
 		if s.user != "" && n.pass == "" {
 			return nil, settings.Errorf("smtp_url", "names user %q but env %s is empty: set the SMTP password there", s.user, PasswordEnv)
@@ -441,7 +449,7 @@ func (n *Notifier) mailMsg(to, key string, r rendered) (*gomail.Msg, error) {
 // sendMails sends the mails of a round over one connection; each mail's own failure is on it
 // (HasSendError), the error is the connection's.
 func (n *Notifier) sendMails(ctx context.Context, mails []*outgoing) error {
-	opts := []gomail.Option{gomail.WithPort(n.smtp.port), gomail.WithTimeout(n.cfg.SendTimeout)}
+	opts := []gomail.Option{gomail.WithPort(n.smtp.port), gomail.WithTimeout(n.cfg.SendTimeout), gomail.WithTLSConfig(n.tls)}
 	if n.smtp.tls {
 		opts = append(opts, gomail.WithSSL())
 	} else {

@@ -521,3 +521,36 @@ func TestRetryAfterALostMarkKeepsTheMessageID(t *testing.T) {
 	}
 	waitQueued(t, e.store, 0)
 }
+
+// TestTLS: STARTTLS (which this server requires before MAIL) and SMTPS, trusting the server's
+// certificate through ca_file; without it the certificate is refused and the mail waits.
+func TestTLS(t *testing.T) {
+	for _, mode := range []string{smtptest.STARTTLS, smtptest.SMTPS} {
+		t.Run(mode, func(t *testing.T) {
+			srv := smtptest.StartTLS(t, mode)
+			e := setup(t, pgtest.SQLiteURL(t), func(c *notify.Config) { c.SMTPURL, c.CAFile = srv.URL(), srv.CAFile })
+			o := e.finish(t, "alice", alice, []string{"/data/demo/alice/tls.tif"}, db.StageCompleted, "", nil)
+			if m := srv.Wait(t, 1, 20*time.Second)[0]; !strings.Contains(m.Text, o.UUID) {
+				t.Errorf("mail over %s:\n%s", mode, m.Text)
+			}
+		})
+	}
+	t.Run("untrusted certificate", func(t *testing.T) {
+		srv := smtptest.StartTLS(t, smtptest.STARTTLS)
+		e := setup(t, pgtest.SQLiteURL(t), func(c *notify.Config) { c.SMTPURL = srv.URL() })
+		e.finish(t, "alice", alice, []string{"/data/demo/alice/tls.tif"}, db.StageCompleted, "", nil)
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(e.logText(), "certificate") {
+			if time.Now().After(deadline) {
+				t.Fatalf("no certificate error logged:\n%s", e.logText())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := len(srv.Messages(t)); n != 0 {
+			t.Fatalf("%d mails over an untrusted connection", n)
+		}
+		if q, _ := e.store.QueuedNotices(context.Background()); q != 1 {
+			t.Fatalf("queued = %d, want the mail kept", q)
+		}
+	})
+}

@@ -7,8 +7,15 @@ package smtptest
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"mime"
 	"mime/multipart"
 	"mime/quotedprintable"
@@ -34,19 +41,34 @@ const python = "/usr/bin/python3"
 
 const hint = "apt-get install python3-aiosmtpd"
 
-// Server is one aiosmtpd process. Addr is host:port; Port its port.
+// Server is one aiosmtpd process. Addr is host:port; Port its port; CAFile, with TLS, the PEM
+// certificate the server presents (self-signed for 127.0.0.1), to trust.
 type Server struct {
-	Addr string
-	Port int
-	dir  string
+	Addr   string
+	Port   int
+	CAFile string
+	dir    string
+	tls    []string // aiosmtpd's TLS flags
+	scheme string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has exited
 }
 
+// TLS modes of StartTLS.
+const (
+	STARTTLS = "starttls" // plain connection upgraded by STARTTLS, which the server requires
+	SMTPS    = "smtps"    // TLS from the first byte
+)
+
 // Start runs a server on a free port of 127.0.0.1, stopped when the test ends.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { return start(t, "") }
+
+// StartTLS is Start with TLS (STARTTLS or SMTPS) and a fresh self-signed certificate (CAFile).
+func StartTLS(t testing.TB, mode string) *Server { return start(t, mode) }
+
+func start(t testing.TB, mode string) *Server {
 	t.Helper()
 	if err := exec.Command(python, "-c", "import aiosmtpd").Run(); err != nil {
 		testenv.Missing(t, "python3-aiosmtpd ("+python+" -m aiosmtpd)", hint)
@@ -57,14 +79,55 @@ func Start(t testing.TB) *Server {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	_ = ln.Close()
-	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, dir: filepath.Join(t.TempDir(), "maildir")}
+	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, dir: filepath.Join(t.TempDir(), "maildir"), scheme: "smtp"}
+	if mode != "" {
+		cert, key := selfSigned(t)
+		s.CAFile = cert
+		s.tls = []string{"--tlscert", cert, "--tlskey", key}
+		if mode == SMTPS {
+			s.tls, s.scheme = []string{"--smtpscert", cert, "--smtpskey", key}, "smtps"
+		}
+	}
 	s.Start(t)
 	t.Cleanup(func() { s.Stop(t) })
 	return s
 }
 
 // URL is the server as a notify smtp_url.
-func (s *Server) URL() string { return "smtp://" + s.Addr }
+func (s *Server) URL() string { return s.scheme + "://" + s.Addr }
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and localhost and its key (PEM).
+func selfSigned(t testing.TB) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "smtptest"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA: true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
 
 // Start (re)starts the server on its port and waits until it accepts connections.
 func (s *Server) Start(t testing.TB) {
@@ -74,7 +137,8 @@ func (s *Server) Start(t testing.TB) {
 	if s.cmd != nil {
 		return
 	}
-	cmd := exec.Command(python, "-m", "aiosmtpd", "-n", "-l", s.Addr, "-c", "aiosmtpd.handlers.Mailbox", s.dir)
+	args := append([]string{"-m", "aiosmtpd", "-n", "-l", s.Addr}, s.tls...)
+	cmd := exec.Command(python, append(args, "-c", "aiosmtpd.handlers.Mailbox", s.dir)...)
 	var errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = io.Discard, &errb
 	if err := cmd.Start(); err != nil {
