@@ -72,8 +72,9 @@ func (s *Store) finishWithNotices(ctx context.Context, l Lease, stage, descripti
 // recipient) whose oldest unsent notice is at least window old, skipping notices still leased or
 // backing off. owner must be unique per call (it fences NoticesSent and NoticesFailed): several
 // senders may claim at once, and each notice goes to one of them. A notice claimed for the first
-// time joins batch "OWNER/N" (N: its group's place in this claim); a notice claimed again keeps
-// its batch, so a retry sends the same message. Notices come ordered by group, then id.
+// time joins batch "OWNER/N" (N: its group's place in this claim), or with window 0 gets a batch of
+// its own ("OWNER/N/ID": one message per notice); a notice claimed again keeps its batch, so a
+// retry sends the same message. Notices come ordered by group, then id.
 func (s *Store) ClaimNotices(ctx context.Context, owner string, maxGroups int, lease, window time.Duration) ([]Notice, error) {
 	if owner == "" || maxGroups <= 0 || lease <= 0 || window < 0 {
 		return nil, fmt.Errorf("%w claim notices: owner %q, max %d, lease %s, window %s", ErrInvalid, owner, maxGroups, lease, window)
@@ -85,7 +86,8 @@ func (s *Store) ClaimNotices(ctx context.Context, owner string, maxGroups int, l
 		HAVING min(created) <= ` + s.d.later(1) + ` AND max(CASE WHEN ` + free + ` THEN 1 ELSE 0 END) = 1
 		ORDER BY min(id) LIMIT $2`
 	claim := `UPDATE adi_outbox SET lease_owner = $1, lease_expires = ` + s.d.later(2) + `, attempts = attempts + 1,
-		batch = COALESCE(batch, $5) WHERE channel = $3 AND recipient = $4 AND ` + free + `
+		batch = COALESCE(batch, CAST($5 AS TEXT) || CASE WHEN $6 = 1 THEN '/' || CAST(id AS TEXT) ELSE '' END)
+		WHERE channel = $3 AND recipient = $4 AND ` + free + `
 		RETURNING id, notice_key, uuid, user_name, channel, recipient, payload, created, attempts, COALESCE(batch, '')`
 	var out []Notice
 	err := s.eng.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -108,7 +110,11 @@ func (s *Store) ClaimNotices(ctx context.Context, owner string, maxGroups int, l
 			return err
 		}
 		for i, k := range keys {
-			rows, err := tx.QueryContext(ctx, claim, owner, s.d.dur(lease), k[0], k[1], fmt.Sprintf("%s/%d", owner, i))
+			own := 0
+			if window == 0 {
+				own = 1
+			}
+			rows, err := tx.QueryContext(ctx, claim, owner, s.d.dur(lease), k[0], k[1], fmt.Sprintf("%s/%d", owner, i), own)
 			if err != nil {
 				return err
 			}

@@ -85,8 +85,8 @@ func TestOutbox(t *testing.T) {
 			if len(got) != 1 {
 				t.Fatalf("claimed %d", len(got))
 			}
-			if got[0].Batch != "a/0" {
-				t.Fatalf("batch of a first claim = %q, want a/0", got[0].Batch)
+			if want := fmt.Sprintf("a/0/%d", got[0].ID); got[0].Batch != want {
+				t.Fatalf("batch of a first claim = %q, want %s (window 0: a batch of its own)", got[0].Batch, want)
 			}
 			if err := s.NoticesFailed(ctx(t), "a", []int64{got[0].ID}, time.Hour, "dial: refused"); err != nil {
 				t.Fatal(err)
@@ -99,7 +99,7 @@ func TestOutbox(t *testing.T) {
 			}
 			// A short lease that runs out lets another sender claim it, batch kept.
 			got, _ = s.ClaimNotices(ctx(t), "b", 10, 50*time.Millisecond, 0)
-			if len(got) != 1 || got[0].Attempts != 2 || got[0].Batch != "a/0" {
+			if len(got) != 1 || got[0].Attempts != 2 || got[0].Batch != fmt.Sprintf("a/0/%d", got[0].ID) {
 				t.Fatalf("claim after backoff = %+v", got)
 			}
 			deadline := time.Now().Add(10 * time.Second)
@@ -139,8 +139,8 @@ func TestOutbox(t *testing.T) {
 				t.Fatalf("claimed %d (%v), want alice's 3", len(got), err)
 			}
 			for _, n := range got {
-				if n.Recipient != "alice@example.org" {
-					t.Fatalf("claimed %+v", n)
+				if n.Recipient != "alice@example.org" || n.Batch != "a/0" {
+					t.Fatalf("claimed %+v, want alice's, in one batch", n)
 				}
 			}
 		})

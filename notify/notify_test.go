@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
 	"github.com/omero-adi/omero-adi/db"
@@ -36,6 +37,7 @@ var alice = &omero.Person{ID: 5, Login: "alice", FirstName: "Alice", LastName: "
 
 type env struct {
 	mu    *sync.Mutex // the log buffer's, shared with its syncWriter
+	reg   *prometheus.Registry
 	store *db.Store
 	smtp  *smtptest.Server
 	n     *notify.Notifier
@@ -71,7 +73,7 @@ func newEnv(t testing.TB, url string, edit ...func(*notify.Config)) *env {
 	if _, err := store.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{store: store, smtp: smtptest.Start(t), logs: &bytes.Buffer{}, mu: &sync.Mutex{}}
+	e := &env{store: store, smtp: smtptest.Start(t), logs: &bytes.Buffer{}, mu: &sync.Mutex{}, reg: prometheus.NewRegistry()}
 	cfg := notify.DefaultConfig()
 	cfg.SMTPURL, cfg.From, cfg.WebclientURL = e.smtp.URL(), "OMERO imports <omero@example.org>", webclient
 	cfg.PollInterval, cfg.RetryBackoff, cfg.RetryBackoffMax, cfg.SendTimeout = 50*time.Millisecond, 100*time.Millisecond, time.Second, 5*time.Second
@@ -82,7 +84,7 @@ func newEnv(t testing.TB, url string, edit ...func(*notify.Config)) *env {
 	l := logrus.New()
 	l.SetOutput(&syncWriter{mu: e.mu, w: e.logs})
 	l.SetLevel(logrus.DebugLevel)
-	e.n, err = notify.New(cfg, notify.Deps{Store: store, Log: logrus.NewEntry(l), Worker: "test"})
+	e.n, err = notify.New(cfg, notify.Deps{Store: store, Log: logrus.NewEntry(l), Worker: "test", Registerer: e.reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,6 +222,9 @@ func TestCompletedOrderMailsTheRequester(t *testing.T) {
 		if time.Sleep(300 * time.Millisecond); len(e.smtp.Messages(t)) != 1 {
 			t.Fatalf("%d messages, want 1", len(e.smtp.Messages(t)))
 		}
+		if sent := metric(t, e.reg, "omero_adi_notifications_sent_total", "mail"); sent != 1 {
+			t.Errorf("omero_adi_notifications_sent_total{channel=mail} = %v, want 1", sent)
+		}
 	})
 }
 
@@ -352,6 +357,9 @@ func TestSMTPOutageLosesNothingAndSendsNothingTwice(t *testing.T) {
 	}
 	if len(ms) != orders || len(seen) != orders {
 		t.Fatalf("%d messages with %d Message-IDs after the outage, want %d of each", len(ms), len(seen), orders)
+	}
+	if failed := metric(t, e.reg, "omero_adi_notifications_failed_total", "mail"); failed < 1 {
+		t.Errorf("omero_adi_notifications_failed_total{channel=mail} = %v, want the failed attempts counted", failed)
 	}
 }
 
@@ -553,4 +561,26 @@ func TestTLS(t *testing.T) {
 			t.Fatalf("queued = %d, want the mail kept", q)
 		}
 	})
+}
+
+// metric is the value of counter name with label channel in reg (0 when absent).
+func metric(t *testing.T, reg *prometheus.Registry, name, channel string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "channel" && l.GetValue() == channel {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
