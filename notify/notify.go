@@ -255,6 +255,14 @@ func (n *Notifier) drain(ctx context.Context) bool {
 			r.done(ctx, b, err)
 		default:
 			m, err := n.mailMsg(to, b.key, msg)
+			if errors.Is(err, errBadAddress) {
+				// OMERO holds an address no server takes: a retry cannot help.
+				n.log.WithError(err).WithField("user", b.notices[0].User).Error("notification not sent: fix the user's e-mail address in OMERO")
+				if err := s.NoticesSent(ctx, owner, b.ids(), err.Error()); err != nil {
+					n.log.WithError(err).Warn("mark notification skipped")
+				}
+				continue
+			}
 			if err != nil {
 				r.failed(ctx, b, err)
 				continue
@@ -422,6 +430,9 @@ func (n *Notifier) message(ctx context.Context, b batch) (rendered, string, stri
 	return r, to, "", err
 }
 
+// errBadAddress: a recipient is not an e-mail address.
+var errBadAddress = errors.New("not an e-mail address:")
+
 // mailMsg builds the mail of a rendered batch to the addresses to (comma-separated).
 func (n *Notifier) mailMsg(to, key string, r rendered) (*gomail.Msg, error) {
 	m := gomail.NewMsg()
@@ -435,7 +446,7 @@ func (n *Notifier) mailMsg(to, key string, r rendered) (*gomail.Msg, error) {
 		}
 	}
 	if err := m.To(rcpts...); err != nil {
-		return nil, fmt.Errorf("to %q: %w", to, err)
+		return nil, fmt.Errorf("%w %q: %v", errBadAddress, to, err)
 	}
 	m.Subject(r.subject)
 	m.SetMessageIDWithValue(MessageID(key, n.domain))

@@ -584,3 +584,13 @@ func metric(t *testing.T, reg *prometheus.Registry, name, channel string) float6
 	}
 	return 0
 }
+
+// TestBadAddressIsNotRetried: an address from OMERO that is no address is logged and dropped.
+func TestBadAddressIsNotRetried(t *testing.T) {
+	e := setup(t, pgtest.SQLiteURL(t))
+	e.finish(t, "mallory", &omero.Person{Login: "mallory", Email: "not an address"}, []string{"/data/x.tif"}, db.StageCompleted, "", nil)
+	waitQueued(t, e.store, 0)
+	if !strings.Contains(e.logText(), "fix the user's e-mail address in OMERO") || len(e.smtp.Messages(t)) != 0 {
+		t.Errorf("logs:\n%s", e.logText())
+	}
+}
