@@ -816,3 +816,30 @@ func contains(lines []string, v string) bool {
 	}
 	return false
 }
+
+func TestParsePerson(t *testing.T) {
+	alice := `{"id": "5", "login": "alice", "first name": "Alice", "last name": "L", "email": "a@x.org", "active": "Yes", "ldap": "False", "admin": "", "member of": "3", "owner of": ""}`
+	bob := `{"id": "6", "login": "bob", "first name": "Bob", "last name": "B", "email": "", "active": "Yes", "ldap": "False", "admin": "", "member of": "3", "owner of": ""}`
+	key := "2f1b5c9e-1111-4222-8333-444455556666"
+	cases := []struct {
+		name, stdout, user string
+		want               Person
+		bad                bool
+	}{
+		{"after the key", key + "\n[" + alice + "]\n", "alice", Person{ID: 5, Login: "alice", FirstName: "Alice", LastName: "L", Email: "a@x.org"}, false},
+		{"several rows", "[" + alice + ",\n" + bob + "]\n", "bob", Person{ID: 6, Login: "bob", FirstName: "Bob", LastName: "B"}, false},
+		{"other output after it", key + "\n[" + alice + "]\n0,alice_5/2024-01/15/10-30-00.123/\n", "alice",
+			Person{ID: 5, Login: "alice", FirstName: "Alice", LastName: "L", Email: "a@x.org"}, false},
+		{"no list", key + "\n", "alice", Person{}, true},
+		{"empty list", "[]\n", "alice", Person{}, true},
+		{"another user only", "[" + bob + "]\n", "alice", Person{}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := parsePerson([]byte(c.stdout), c.user)
+			if (err != nil) != c.bad || got != c.want {
+				t.Errorf("parsePerson = %+v, %v; want %+v (error %v)", got, err, c.want, c.bad)
+			}
+		})
+	}
+}

@@ -67,8 +67,9 @@ func (c *Client) remember(p Person) {
 	c.people[p.Login] = cachedPerson{p: p, at: time.Now()}
 }
 
-// parsePerson finds the JSON list `user info --style json` printed among stdout's lines (it begins
-// at a line starting with '[' and runs to the end) and returns the row of user.
+// parsePerson finds the JSON list `user info --style json` printed among stdout's lines (JSONStyle
+// prints "[{…}," … "{…}]" one row a line, or "[]") and returns the row of user. Lines before and
+// after it (the login's, other commands of the same load) are not read.
 func parsePerson(stdout []byte, user string) (Person, error) {
 	lines := strings.Split(string(stdout), "\n")
 	start := -1
@@ -81,8 +82,15 @@ func parsePerson(stdout []byte, user string) (Person, error) {
 	if start < 0 {
 		return Person{}, fmt.Errorf("%w: `%s` printed no JSON list", ErrCall, userInfoLine)
 	}
+	end := start
+	for end < len(lines) && !strings.HasSuffix(strings.TrimSpace(lines[end]), "]") {
+		end++
+	}
+	if end == len(lines) {
+		end--
+	}
 	var rows []map[string]string
-	if err := json.Unmarshal([]byte(strings.Join(lines[start:], "\n")), &rows); err != nil {
+	if err := json.Unmarshal([]byte(strings.Join(lines[start:end+1], "\n")), &rows); err != nil {
 		return Person{}, fmt.Errorf("%w: `%s`: %v", ErrCall, userInfoLine, err)
 	}
 	for _, r := range rows {
