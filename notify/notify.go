@@ -209,18 +209,27 @@ func (n *Notifier) Run(ctx context.Context) error {
 			n.log.Info("notifications stopped")
 			return nil
 		case <-tick.C:
+			if q, err := n.deps.Store.QueuedNotices(ctx); err == nil {
+				n.m.queued.Set(float64(q))
+			}
 		case <-wake:
+			// Orders often finish close together: gather them, so that one claim, one SMTP
+			// connection and one write serve several.
+			select {
+			case <-ctx.Done():
+			case <-time.After(min(gather, n.cfg.PollInterval)):
+			}
 		}
 	}
 }
+
+// gather is how long the sender waits after a wake-up for more notices to send in the same round.
+const gather = 100 * time.Millisecond
 
 // drain claims and sends one round of notices; it reports whether it claimed any (more may wait).
 // The mails of a round go over one SMTP connection.
 func (n *Notifier) drain(ctx context.Context) bool {
 	s := n.deps.Store
-	if q, err := s.QueuedNotices(ctx); err == nil {
-		n.m.queued.Set(float64(q))
-	}
 	owner := fmt.Sprintf("%s#%d", n.deps.Worker, n.claims.Add(1))
 	// A round's sends take at most 2.6 send timeouts (see sendMails' deadline): the lease outlives them.
 	lease := 4 * n.cfg.SendTimeout
