@@ -159,15 +159,10 @@ func (c Config) Validate() error {
 	if c.DigestWindow < 0 {
 		bad("digest_window", "must be 0 (one mail per order) or a positive duration such as \"10m\", got %q", c.DigestWindow)
 	}
-	for _, d := range []struct {
-		key string
-		v   time.Duration
-	}{{"poll_interval", c.PollInterval}, {"retry_backoff", c.RetryBackoff}, {"retry_backoff_max", c.RetryBackoffMax},
-		{"send_timeout", c.SendTimeout}} {
-		if d.v <= 0 {
-			bad(d.key, "must be a positive duration such as \"30s\", got %q", d.v)
-		}
-	}
+	p.Positive("poll_interval", c.PollInterval, "500ms")
+	p.Positive("retry_backoff", c.RetryBackoff, "10s")
+	p.Positive("retry_backoff_max", c.RetryBackoffMax, "10m")
+	p.Positive("send_timeout", c.SendTimeout, "30s")
 	if c.RetryBackoffMax > 0 && c.RetryBackoff > c.RetryBackoffMax {
 		bad("retry_backoff_max", "must be at least retry_backoff (%s), got %q", c.RetryBackoff, c.RetryBackoffMax)
 	}
