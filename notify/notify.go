@@ -440,7 +440,7 @@ func (n *Notifier) message(ctx context.Context, b batch) (rendered, string, stri
 }
 
 // errBadAddress: a recipient is not an e-mail address.
-var errBadAddress = errors.New("not an e-mail address:")
+var errBadAddress = errors.New("not an e-mail address")
 
 // mailMsg builds the mail of a rendered batch to the addresses to (comma-separated).
 func (n *Notifier) mailMsg(to, key string, r rendered) (*gomail.Msg, error) {

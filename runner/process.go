@@ -150,7 +150,8 @@ func (r *Runner) process(work context.Context, o db.Order) {
 
 // notices asks the Notifier (if any) what o's final stage sends.
 func (r *Runner) notices(o db.Order, stage, desc string, out *outcome) []db.Notice {
-	if r.cfg.Notifier == nil {
+	if r.cfg.Notifier == nil || r.cfg.DryRun {
+		// A dry run imports nothing: nobody is told that it did.
 		return nil
 	}
 	o.Stage, o.Description = stage, desc
