@@ -355,17 +355,6 @@ func (c *Client) login(ctx context.Context, orderUUID, user, group string, tail 
 	return s, rows, nil
 }
 
-// sessionKey is the last session key on stdout ("" when none).
-func sessionKey(stdout []byte) string {
-	key := ""
-	for _, line := range strings.Split(string(stdout), "\n") {
-		if line = strings.TrimSpace(line); keyRE.MatchString(line) {
-			key = line
-		}
-	}
-	return key
-}
-
 // connectPolicy retries a call that found the server unreachable ConnectRetries times, after
 // ConnectBackoff, doubled for each further retry up to maxConnectBackoff. The first wait of a
 // call is logged at Warn on q, the others at Debug.
