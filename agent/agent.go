@@ -273,7 +273,9 @@ func (a *Agent) startWeb() error {
 		d.Health = a.watcher.Health
 	}
 	var err error
-	a.web, err = web.New(a.cfg.Web, d)
+	wc := a.cfg.Web
+	wc.WebclientURL = a.cfg.Notify.WebclientURL
+	a.web, err = web.New(wc, d)
 	if err != nil {
 		return settings.Prefix("web", err)
 	}

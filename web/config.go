@@ -3,7 +3,6 @@ package web
 import (
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -32,8 +31,9 @@ type Config struct {
 	// LiveInterval is how often the page looks for changes to push to open pages.
 	LiveInterval time.Duration `toml:"live_interval"`
 	// WebclientURL is OMERO.web's webclient (https://omero.example.org/webclient/): created images
-	// and plates link there. "" shows ids without links.
-	WebclientURL string `toml:"webclient_url"`
+	// and plates link there; "" shows ids without links. The agent sets it from
+	// [notify] webclient_url, which owns and checks it: pages and mails link to the same place.
+	WebclientURL string `toml:"-"`
 }
 
 // DefaultConfig returns the [web] defaults: off; password sign-in; sessions idle for an hour end;
@@ -81,12 +81,6 @@ func (c Config) Validate() error {
 	}
 	if c.Enabled && !c.PasswordSignIn && c.SSOHeader == "" {
 		p.Add("password_signin", "is false and sso_header is empty: nobody could sign in")
-	}
-	if c.WebclientURL != "" {
-		u, err := url.Parse(c.WebclientURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			p.Add("webclient_url", "must be an http:// or https:// URL of OMERO.web's webclient, got %q", c.WebclientURL)
-		}
 	}
 	return p.Err()
 }

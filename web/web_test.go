@@ -673,7 +673,6 @@ func TestConfig(t *testing.T) {
 		{"bad header", func(c *Config) { c.SSOHeader = "X Remote"; c.TrustedProxies = []string{"::1"} }, "sso_header: must be a header name"},
 		{"bad proxy", func(c *Config) { c.TrustedProxies = []string{"proxy.local"} }, `trusted_proxies: must be IP addresses or CIDR ranges such as "127.0.0.1" or "10.0.0.0/8", got "proxy.local"`},
 		{"nobody can sign in", func(c *Config) { c.Enabled, c.PasswordSignIn = true, false }, "password_signin: is false and sso_header is empty"},
-		{"webclient", func(c *Config) { c.WebclientURL = "omero.example.org" }, `webclient_url: must be an http:// or https:// URL`},
 		{"failures", func(c *Config) { c.SignInFailures = 0 }, "signin_failures: must be at least 1, got 0"},
 		{"admins", func(c *Config) { c.Admins = []string{" root"} }, `admins: entry 0 must be a login name`},
 	}

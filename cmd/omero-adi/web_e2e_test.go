@@ -85,6 +85,7 @@ mode = "events"
 [web]
 enabled = true
 live_interval = "300ms"
+[notify]
 webclient_url = "https://omero.example.org/webclient/"
 [[rules]]
 name = "dropbox"
