@@ -496,7 +496,9 @@ new ImageAnnotationLink parent=Image:%[3]d child@=other
 
 	q := fmt.Sprintf("select distinct fs.templatePrefix from Image i join i.fileset fs where i.id in (%d, %d)", img1, img2)
 	r = run(t, d, dir, nil, "", append([]string{"hql", "-q", "--style", "plain", "--limit", "1000"}, append(conn, q)...)...)
-	if r.code != 0 || r.stdout != "0,"+fs.TemplatePrefix+"\n" {
+	// PlainStyle (omero-py util/text.py): Python's csv writer ends the row "\r\n", rows are joined
+	// with "\n" and printed.
+	if r.code != 0 || r.stdout != "0,"+fs.TemplatePrefix+"\r\n\n" {
 		t.Errorf("hql: %+v", r)
 	}
 	q = "select distinct fs.templatePrefix from Image i join i.fileset fs where i.id in (424242)"

@@ -2,7 +2,9 @@ package omero
 
 import (
 	"context"
+	"encoding/csv"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 )
@@ -106,23 +108,20 @@ func (c *Client) InPlaceFiles(ctx context.Context, s *Session, offset, limit int
 	if err != nil {
 		return nil, fmt.Errorf("read in-place files: %w", err)
 	}
-	var files []ServerFile
-	for _, line := range strings.Split(out, "\n") {
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		f := strings.SplitN(line, ",", 4)
-		if len(f) != 4 {
-			return files, fmt.Errorf("read in-place files: %w: unexpected hql row %q", ErrCall, line)
-		}
+	rows, err := plainRows(out, 4)
+	if err != nil {
+		return nil, fmt.Errorf("read in-place files: %w", err)
+	}
+	files := make([]ServerFile, 0, len(rows))
+	for _, f := range rows {
 		id, err := strconv.ParseInt(f[1], 10, 64)
 		if err != nil {
-			return files, fmt.Errorf("read in-place files: %w: unexpected hql row %q", ErrCall, line)
+			return files, fmt.Errorf("read in-place files: %w: unexpected hql row %q", ErrCall, strings.Join(f, ","))
 		}
 		sf := ServerFile{Fileset: id, Path: f[3], Size: -1}
 		if f[2] != "None" {
 			if sf.Size, err = strconv.ParseInt(f[2], 10, 64); err != nil {
-				return files, fmt.Errorf("read in-place files: %w: unexpected hql row %q", ErrCall, line)
+				return files, fmt.Errorf("read in-place files: %w: unexpected hql row %q", ErrCall, strings.Join(f, ","))
 			}
 		}
 		files = append(files, sf)
@@ -130,22 +129,19 @@ func (c *Client) InPlaceFiles(ctx context.Context, s *Session, offset, limit int
 	return files, nil
 }
 
-// parseFiles reads "index,size,hasher,hash,path" rows; an empty line is no row.
+// parseFiles reads "index,size,hasher,hash,path" rows (plainRows).
 func parseFiles(stdout string) ([]OriginalFile, error) {
-	var out []OriginalFile
-	for _, line := range strings.Split(stdout, "\n") {
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		f := strings.SplitN(line, ",", 5)
-		if len(f) != 5 {
-			return nil, fmt.Errorf("unexpected hql row %q", line)
-		}
+	rows, err := plainRows(stdout, 5)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]OriginalFile, 0, len(rows))
+	for _, f := range rows {
 		of := OriginalFile{Path: f[4], Size: -1}
 		if f[1] != "None" {
 			n, err := strconv.ParseInt(f[1], 10, 64)
 			if err != nil {
-				return nil, fmt.Errorf("unexpected size in hql row %q", line)
+				return nil, fmt.Errorf("unexpected size in hql row %q", strings.Join(f, ","))
 			}
 			of.Size = n
 		}
@@ -158,4 +154,30 @@ func parseFiles(stdout string) ([]OriginalFile, error) {
 		out = append(out, of)
 	}
 	return out, nil
+}
+
+// plainRows reads the rows `hql --style plain` prints: omero-py's PlainStyle writes each row with
+// Python's csv writer (a value with a comma or a quote is quoted; the row ends "\r\n") and the
+// rows are joined with "\n", so an empty line follows each; no rows is one empty line. Each row
+// must have n fields, the row index first.
+func plainRows(out string, n int) ([][]string, error) {
+	r := csv.NewReader(strings.NewReader(out)) // drops the "\r" and skips the empty lines
+	r.FieldsPerRecord = -1
+	var rows [][]string
+	for {
+		rec, err := r.Read()
+		if err == io.EOF {
+			return rows, nil
+		}
+		if err != nil {
+			return rows, fmt.Errorf("%w: unreadable hql output: %v", ErrCall, err)
+		}
+		if len(rec) != n {
+			return rows, fmt.Errorf("%w: unexpected hql row %q: want %d fields", ErrCall, strings.Join(rec, ","), n)
+		}
+		if _, err := strconv.Atoi(rec[0]); err != nil {
+			return rows, fmt.Errorf("%w: unexpected hql row %q: no row index first", ErrCall, strings.Join(rec, ","))
+		}
+		rows = append(rows, rec)
+	}
 }

@@ -71,10 +71,14 @@ func TestParseFiles(t *testing.T) {
 		want      []OriginalFile
 		bad       bool
 	}{
+		// As omero-py's PlainStyle prints them: csv rows ending "\r\n", joined with "\n".
 		{name: "no rows", out: "\n"},
-		{name: "nulls", out: "0,None,None,None,u_1/x/a.tif\n", want: []OriginalFile{{Path: "u_1/x/a.tif", Size: -1}}},
-		{name: "comma in path", out: "0,5,SHA1-160,ab,u_1/x/a,b.tif\n1,6,File-Size-64,cd,u_1/x/c.tif\n",
-			want: []OriginalFile{{Path: "u_1/x/a,b.tif", Size: 5, Hasher: "SHA1-160", Hash: "ab"}, {Path: "u_1/x/c.tif", Size: 6, Hasher: "File-Size-64", Hash: "cd"}}},
+		{name: "nulls", out: "0,None,None,None,u_1/x/a.tif\r\n\n", want: []OriginalFile{{Path: "u_1/x/a.tif", Size: -1}}},
+		{name: "comma and quote in path", out: "0,5,SHA1-160,ab,\"u_1/x/a,b.tif\"\r\n\n1,6,File-Size-64,cd,\"u_1/x/c\"\"d.tif\"\r\n\n",
+			want: []OriginalFile{{Path: "u_1/x/a,b.tif", Size: 5, Hasher: "SHA1-160", Hash: "ab"}, {Path: `u_1/x/c"d.tif`, Size: 6, Hasher: "File-Size-64", Hash: "cd"}}},
+		{name: "plain newlines", out: "0,None,None,None,u_1/x/a.tif\n", want: []OriginalFile{{Path: "u_1/x/a.tif", Size: -1}}},
+		{name: "unquoted comma", out: "0,5,SHA1-160,ab,u_1/x/a,b.tif\r\n\n", bad: true},
+		{name: "no index", out: "x,5,SHA1-160,ab,p\r\n\n", bad: true},
 		{name: "short row", out: "0,5,SHA1-160\n", bad: true},
 		{name: "bad size", out: "0,five,SHA1-160,ab,p\n", bad: true},
 	} {
