@@ -25,6 +25,7 @@ import (
 	"github.com/omero-adi/omero-adi/integrity"
 	"github.com/omero-adi/omero-adi/notify"
 	"github.com/omero-adi/omero-adi/order"
+	"github.com/omero-adi/omero-adi/retention"
 	"github.com/omero-adi/omero-adi/rules"
 	"github.com/omero-adi/omero-adi/runner"
 	"github.com/omero-adi/omero-adi/runner/omero"
@@ -117,8 +118,12 @@ type Agent struct {
 	zarrRules map[string]order.ZarrMode
 	omero     *omero.Client      // nil when this agent does not run orders
 	pre       *preprocess.Runner // nil when this agent does not run orders
+	// retainRules are the rules whose retention the agent applies every retention.interval; nil
+	// unless this agent runs orders, the interval is set and a rule has retention on.
+	retainRules *rules.Set
 
 	// Set by Run.
+	retain    *retention.Retention // nil without retainRules
 	store     *db.Store
 	runner    *runner.Runner
 	watcher   *watcher.Watcher
@@ -170,6 +175,9 @@ func New(cfg Config, role string, log *logrus.Logger) (*Agent, error) {
 			return nil, settings.Errorf("rules", "--role watcher needs at least one [[rules]] entry")
 		}
 		a.zarrRules = set.ZarrModes() // a runner reads its orders' rules by name
+		if role != RoleWatcher && cfg.Retention.Interval > 0 && retains(set) {
+			a.retainRules = set
+		}
 		if len(set.Rules()) > 0 && role != RoleRunner {
 			a.set = set
 		}
@@ -243,6 +251,13 @@ func (a *Agent) start(ctx context.Context) error {
 		a.integrity, err = NewChecker(cfg, store, a.omero, a.BrokenOrders, a.reg, a.log.WithField("component", "integrity"))
 		if err != nil {
 			return err
+		}
+		if a.retainRules != nil {
+			a.retain, err = retention.New(retention.Deps{Store: store, Rules: a.retainRules, BaseDir: cfg.BaseDir,
+				ProcessedFolder: cfg.ProcessedFolder, Log: a.log.WithField("component", "retention")})
+			if err != nil {
+				return err
+			}
 		}
 	}
 	if a.set != nil {
@@ -339,6 +354,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.notifier != nil {
 		g.Go(func() error { return a.notifier.Run(gctx) })
 	}
+	if a.retain != nil {
+		g.Go(func() error { return a.retain.Run(gctx, a.cfg.Retention.Interval) })
+	}
 	notifySystemd(gctx, a.log)
 	err := g.Wait()
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
@@ -405,4 +423,14 @@ func notifySystemd(ctx context.Context, log *logrus.Logger) {
 			}
 		}
 	}()
+}
+
+// retains reports whether a rule of set has retention on.
+func retains(set *rules.Set) bool {
+	for _, c := range set.Rules() {
+		if c.Retention.Enabled() {
+			return true
+		}
+	}
+	return false
 }

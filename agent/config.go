@@ -18,6 +18,7 @@ import (
 	"github.com/omero-adi/omero-adi/integrity"
 	"github.com/omero-adi/omero-adi/notify"
 	"github.com/omero-adi/omero-adi/order"
+	"github.com/omero-adi/omero-adi/retention"
 	"github.com/omero-adi/omero-adi/rules"
 	"github.com/omero-adi/omero-adi/runner"
 	"github.com/omero-adi/omero-adi/runner/omero"
@@ -55,6 +56,7 @@ type Config struct {
 	Web           web.Config        `toml:"web"`
 	Integrity     integrity.Config  `toml:"integrity"`
 	Notify        notify.Config     `toml:"notify"`
+	Retention     retention.Config  `toml:"retention"`
 	Rules         []rules.Rule      `toml:"rules"`
 
 	// Path is the settings file this was loaded from ("" when none); set by Load.
@@ -109,6 +111,7 @@ func Defaults() Config {
 		Web:           web.DefaultConfig(),
 		Integrity:     integrity.DefaultConfig(),
 		Notify:        notify.DefaultConfig(),
+		Retention:     retention.DefaultConfig(),
 	}
 }
 
@@ -231,6 +234,7 @@ func (c *Config) Validate() error {
 	}
 	p.Include("integrity", c.Integrity.Validate())
 	p.Include("notify", c.Notify.Validate())
+	p.Include("retention", c.Retention.Validate())
 	if p.Err() == nil && len(c.Rules) > 0 {
 		if _, err := c.RuleSet(); err != nil {
 			p.Include("", err)

@@ -252,3 +252,56 @@ func TestLinkedOnServer(t *testing.T) {
 		}
 	}
 }
+
+// Run applies the plan every interval until its context ends.
+func TestRunMovesEveryInterval(t *testing.T) {
+	f := setup(t, pgtest.SQLiteURL)
+	old := f.file("notes.txt", 40)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.retention().Run(ctx, 50*time.Millisecond) }()
+	deadline := time.After(10 * time.Second)
+	for exists(old) {
+		select {
+		case <-deadline:
+			t.Fatalf("%s was not moved by the periodic run", old)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if !anyFile(t, f.hold) {
+		t.Fatalf("the holding folder %s holds nothing", f.hold)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run = %v, want nil after its context ended", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+func anyFile(t *testing.T, dir string) bool {
+	t.Helper()
+	found := false
+	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, _ error) error {
+		if d != nil && !d.IsDir() {
+			found = true
+		}
+		return nil
+	})
+	return found
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		interval time.Duration
+		want     string
+	}{{0, ""}, {time.Hour, ""}, {time.Second, `interval: must be 0s (only the omero-adi retention command moves files) or at least 1m, got "1s"`}} {
+		err := Config{Interval: tc.interval}.Validate()
+		if (tc.want == "" && err != nil) || (tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want))) {
+			t.Errorf("Validate(%s) = %v, want %q", tc.interval, err, tc.want)
+		}
+	}
+}
