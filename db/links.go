@@ -255,12 +255,14 @@ func (s *Store) LinksTo(ctx context.Context, path string) ([]LinkRef, error) {
 
 // SetIntegrity stores the outcome of a check of one order, replacing the previous one.
 func (s *Store) SetIntegrity(ctx context.Context, in Integrity) error {
-	return s.SetIntegrities(ctx, []Integrity{in})
+	return s.SetIntegrities(ctx, []Integrity{in}, nil)
 }
 
-// SetIntegrities stores the outcomes of a check of several orders in one transaction.
-func (s *Store) SetIntegrities(ctx context.Context, ins []Integrity) error {
-	if len(ins) == 0 {
+// SetIntegrities stores the outcomes of a check of several orders and the notices that report
+// them (each with its UUID set; a key written before is ignored) in one transaction: a report is
+// written exactly when the outcome it reports is.
+func (s *Store) SetIntegrities(ctx context.Context, ins []Integrity, notices []Notice) error {
+	if len(ins) == 0 && len(notices) == 0 {
 		return nil
 	}
 	damage := make([]string, len(ins))
@@ -288,10 +290,13 @@ func (s *Store) SetIntegrities(ctx context.Context, ins []Integrity) error {
 				return err
 			}
 		}
-		return nil
+		return writeNotices(ctx, tx, "", notices)
 	})
 	if err != nil {
 		return fmt.Errorf("record integrity of %d order(s): %w", len(ins), err)
+	}
+	if len(notices) > 0 {
+		s.outboxWritten()
 	}
 	return nil
 }

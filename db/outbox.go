@@ -49,23 +49,37 @@ func (s *Store) finishWithNotices(ctx context.Context, l Lease, stage, descripti
 		if err != nil || n == 0 {
 			return err
 		}
-		for _, nt := range notices {
-			if nt.Key == "" || nt.Channel == "" {
-				return fmt.Errorf("%w notice of order %s: key %q, channel %q: both must be set", ErrInvalid, l.UUID, nt.Key, nt.Channel)
-			}
-			if _, err := tx.ExecContext(ctx, insertNoticeSQL, nt.Key, l.UUID, nt.User, nt.Channel, nt.Recipient, nt.Payload); err != nil {
-				return fmt.Errorf("write notice %s: %w", nt.Key, err)
-			}
-		}
-		return nil
+		return writeNotices(ctx, tx, l.UUID, notices)
 	})
-	if err == nil && n > 0 {
-		select {
-		case s.outboxCh <- struct{}{}:
-		default:
-		}
+	if err == nil && n > 0 && len(notices) > 0 {
+		s.outboxWritten()
 	}
 	return n, err
+}
+
+// writeNotices writes notices in tx; a notice without a UUID is of order uuid. A notice whose key
+// was written before is ignored.
+func writeNotices(ctx context.Context, tx *sql.Tx, uuid string, notices []Notice) error {
+	for _, nt := range notices {
+		if nt.UUID == "" {
+			nt.UUID = uuid
+		}
+		if nt.Key == "" || nt.Channel == "" || nt.UUID == "" {
+			return fmt.Errorf("%w notice of order %q: key %q, channel %q: all three must be set", ErrInvalid, nt.UUID, nt.Key, nt.Channel)
+		}
+		if _, err := tx.ExecContext(ctx, insertNoticeSQL, nt.Key, nt.UUID, nt.User, nt.Channel, nt.Recipient, nt.Payload); err != nil {
+			return fmt.Errorf("write notice %s: %w", nt.Key, err)
+		}
+	}
+	return nil
+}
+
+// outboxWritten wakes an OutboxNotify receiver without blocking.
+func (s *Store) outboxWritten() {
+	select {
+	case s.outboxCh <- struct{}{}:
+	default:
+	}
 }
 
 // ClaimNotices leases, for lease, every unsent notice of up to maxGroups groups (one channel and

@@ -55,7 +55,7 @@ type Store interface {
 	Links(ctx context.Context, uuid string) ([]db.Link, error)
 	CountLinks(ctx context.Context) (int, error)
 	Integrities(ctx context.Context, uuids []string) (map[string]db.Integrity, error)
-	SetIntegrities(ctx context.Context, ins []db.Integrity) error
+	SetIntegrities(ctx context.Context, ins []db.Integrity, notices []db.Notice) error
 	RepointLink(ctx context.Context, uuid string, l db.Link) error
 }
 
@@ -72,17 +72,19 @@ type OMERO interface {
 
 var _ OMERO = (*omero.Client)(nil)
 
-// Reporter receives every order that a check found broken, or broken differently than at its
-// previous check (Broken.New). The agent plugs the notifier in here; see README.md.
+// Reporter turns every order that a check found broken, or broken differently than at its
+// previous check (Broken.New), into the notices (outbox rows) that report it; they are written
+// with the check's outcome, in its transaction, so that a report is neither lost nor written
+// twice (notify.Notifier implements it; the agent plugs it in here; see README.md).
 type Reporter interface {
-	Broken(ctx context.Context, b Broken)
+	Broken(b Broken) []db.Notice
 }
 
 // ReporterFunc adapts a function to Reporter.
-type ReporterFunc func(ctx context.Context, b Broken)
+type ReporterFunc func(b Broken) []db.Notice
 
 // Broken implements Reporter.
-func (f ReporterFunc) Broken(ctx context.Context, b Broken) { f(ctx, b) }
+func (f ReporterFunc) Broken(b Broken) []db.Notice { return f(b) }
 
 // Deps are the Checker's collaborators. OMERO may be nil (no hashing, no repair proofs); Reporter
 // and Registerer may be nil.
@@ -261,8 +263,8 @@ type run struct {
 	sampled int
 }
 
-// page checks a page of orders and stores their outcomes in one write; the broken ones go to
-// found and, when new, to the Reporter.
+// page checks a page of orders and stores their outcomes, with the Reporter's notices of the
+// newly broken ones, in one write; then the broken ones go to found.
 func (r *run) page(ctx context.Context, page []db.LinkedOrder, found func(Broken)) error {
 	outcomes := make([]db.Integrity, len(page))
 	uuids := make([]string, len(page))
@@ -284,9 +286,8 @@ func (r *run) page(ctx context.Context, page []db.LinkedOrder, found func(Broken
 	if err != nil {
 		return err
 	}
-	if err := r.c.d.Store.SetIntegrities(ctx, outcomes); err != nil {
-		return err
-	}
+	var broken []Broken
+	var notices []db.Notice
 	for i, in := range outcomes {
 		if !in.Broken {
 			continue
@@ -295,12 +296,21 @@ func (r *run) page(ctx context.Context, page []db.LinkedOrder, found func(Broken
 		p, seen := prev[o.UUID]
 		b := Broken{UUID: o.UUID, Group: o.Group, User: o.User, Images: o.Images, Damage: in.Damage,
 			New: !seen || !p.Broken || !sameDamage(p.Damage, in.Damage)}
+		broken = append(broken, b)
+		if b.New && r.c.d.Reporter != nil {
+			for _, nt := range r.c.d.Reporter.Broken(b) {
+				nt.UUID = b.UUID
+				notices = append(notices, nt)
+			}
+		}
+	}
+	if err := r.c.d.Store.SetIntegrities(ctx, outcomes, notices); err != nil {
+		return err
+	}
+	for _, b := range broken {
 		r.rep.Broken++
 		if found != nil {
 			found(b)
-		}
-		if b.New && r.c.d.Reporter != nil {
-			r.c.d.Reporter.Broken(ctx, b)
 		}
 	}
 	return nil
