@@ -38,9 +38,11 @@ type Config struct {
 	// WebhookURL receives a JSON POST {"text": …} per order (per digest), as Mattermost, Slack and
 	// Teams incoming webhooks take it. "": no webhook.
 	WebhookURL string `toml:"webhook_url"`
-	// Completed and Failed switch the notifications of each outcome.
+	// Completed and Failed switch the notifications of each outcome; Broken those of an in-place
+	// order whose files the integrity check found changed (moved, deleted, truncated, replaced…).
 	Completed bool `toml:"completed"`
 	Failed    bool `toml:"failed"`
+	Broken    bool `toml:"broken"`
 	// TemplateFile, when set, holds Go templates that replace the built-in ones of the same name:
 	// "subject", "text" (text/template), "html" (html/template) and "webhook" (text/template).
 	TemplateFile string `toml:"template_file"`
@@ -58,6 +60,7 @@ func DefaultConfig() Config {
 	return Config{
 		Completed:       true,
 		Failed:          true,
+		Broken:          true,
 		PollInterval:    500 * time.Millisecond,
 		RetryBackoff:    10 * time.Second,
 		RetryBackoffMax: 10 * time.Minute,

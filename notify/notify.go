@@ -1,10 +1,13 @@
 // Package notify tells people how their imports ended: when an order reaches its final stage the
 // requester gets a mail (name, outcome, files, links into OMERO.web, and on failure the cause and
 // how to retry), the admins a copy of each failure with the log files, and a chat webhook a line,
-// as README.md's configuration reference ([notify]) and operations section describe.
+// as README.md's configuration reference ([notify]) and operations section describe. An in-place
+// order the integrity check finds broken is reported the same way (Broken, an integrity.Reporter):
+// to the requester, a copy to the admins, and the webhook.
 //
 // Nothing is lost and nothing is sent twice: the runner writes the notices (Notices) into the
-// outbox in the transaction of the final stage; Run drains the outbox, claiming notices per
+// outbox in the transaction of the final stage, the integrity check those of a broken order
+// (Broken) in the transaction of its outcome; Run drains the outbox, claiming notices per
 // recipient under a lease (as orders are claimed), and marks them sent once the SMTP server or the
 // webhook accepted them. A failed send backs off and is retried; an agent killed mid-send leaves a
 // lease that expires, and the next sender sends again under the same Message-ID (at least once,
@@ -25,6 +28,7 @@ import (
 	"net/http"
 	"net/mail"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +39,7 @@ import (
 	gomail "github.com/wneessen/go-mail"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/integrity"
 	"github.com/omero-adi/omero-adi/runner/omero"
 	"github.com/omero-adi/omero-adi/settings"
 )
@@ -59,6 +64,9 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	Worker     string              // lease owner prefix, unique per process (host:pid)
 	Getenv     func(string) string // reads PasswordEnv; nil: os.Getenv
+	// Known returns a user's name and address as an earlier login read them (omero.Client.Known),
+	// for a broken order's report; nil: unknown, the sender uses the address of an earlier mail.
+	Known func(user string) (omero.Person, bool)
 }
 
 // Notifier writes notices for finished orders (Notices, called by the runner) and sends what the
@@ -149,21 +157,27 @@ func (n *Notifier) Notices(o db.Order, p *omero.Person, logs []string) []db.Noti
 		n.log.WithError(err).WithField("order", o.UUID).Error("encode notification")
 		return nil
 	}
-	key := fmt.Sprintf("%s.%d.", o.UUID, o.Attempt)
+	return n.fanOut(fmt.Sprintf("%s.%d.", o.UUID, o.Attempt), o.User, p, payload, out.Event == EventFailed)
+}
+
+// fanOut is the notices of one payload about user: the user's mail (p nil: address looked up by
+// the sender; no address: none, logged once), with admin the admin copy, and the webhook post.
+// Their keys are key followed by the channel.
+func (n *Notifier) fanOut(key, user string, p *omero.Person, payload []byte, admin bool) []db.Notice {
 	mk := func(channel, to string) db.Notice {
-		return db.Notice{Key: key + channel, User: o.User, Channel: channel, Recipient: to, Payload: string(payload)}
+		return db.Notice{Key: key + channel, User: user, Channel: channel, Recipient: to, Payload: string(payload)}
 	}
 	var ns []db.Notice
 	if n.smtp != nil {
 		switch {
 		case p == nil:
-			ns = append(ns, mk(db.ChannelMail, unknownAddress+o.User))
+			ns = append(ns, mk(db.ChannelMail, unknownAddress+user))
 		case p.Email == "":
-			n.noAddress(o.User)
+			n.noAddress(user)
 		default:
 			ns = append(ns, mk(db.ChannelMail, p.Email))
 		}
-		if out.Event == EventFailed && len(n.cfg.AdminTo) > 0 {
+		if admin && len(n.cfg.AdminTo) > 0 {
 			ns = append(ns, mk(db.ChannelAdmin, strings.Join(n.cfg.AdminTo, ", ")))
 		}
 	}
@@ -171,6 +185,43 @@ func (n *Notifier) Notices(o db.Order, p *omero.Person, logs []string) []db.Noti
 		ns = append(ns, mk(db.ChannelWebhook, "webhook"))
 	}
 	return ns
+}
+
+// Broken implements integrity.Reporter: the notices that tell the requester, the admins
+// (admin_to) and the webhook that the files of an in-place order changed (none when broken is
+// switched off). Their keys hold the order and a hash of its damage, so that the same damage of an
+// order is reported once, however often the check finds it.
+func (n *Notifier) Broken(b integrity.Broken) []db.Notice {
+	if !n.cfg.Broken {
+		return nil
+	}
+	var p *omero.Person
+	if n.deps.Known != nil {
+		if known, ok := n.deps.Known(b.User); ok {
+			p = &known
+		}
+	}
+	out := brokenOutcome(b, p, time.Now())
+	payload, err := json.Marshal(out)
+	if err != nil {
+		n.log.WithError(err).WithField("order", b.UUID).Error("encode notification")
+		return nil
+	}
+	return n.fanOut("broken."+b.UUID+"."+damageHash(b.Damage)+".", b.User, p, payload, true)
+}
+
+var _ integrity.Reporter = (*Notifier)(nil)
+
+// damageHash names a damage list by what the check compares (integrity's sameDamage): each link
+// and its kind of damage.
+func damageHash(damage []db.Damage) string {
+	parts := make([]string, len(damage))
+	for i, d := range damage {
+		parts[i] = d.Link + "\x00" + d.Kind
+	}
+	sort.Strings(parts)
+	sum := sha256.Sum256([]byte(strings.Join(parts, "\n")))
+	return hex.EncodeToString(sum[:8])
 }
 
 // unknownAddress prefixes the recipient of a mail notice whose user's address was not read: the

@@ -9,13 +9,16 @@ import (
 	"time"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/integrity"
 	"github.com/omero-adi/omero-adi/runner/omero"
 )
 
-// Events a notification announces, one switch each (Config.Completed, Config.Failed).
+// Events a notification announces, one switch each (Config.Completed, Config.Failed,
+// Config.Broken).
 const (
 	EventCompleted = "completed"
 	EventFailed    = "failed"
+	EventBroken    = "broken" // a completed in-place order whose files changed since (integrity)
 )
 
 // Outcome is what a notice carries (its payload, as JSON): the order as it ended. It is built
@@ -36,7 +39,56 @@ type Outcome struct {
 	Files       []string   `json:"files"`
 	Result      *db.Result `json:"result,omitempty"`
 	Logs        []string   `json:"logs,omitempty"` // the order's log files on the agent's host
-	FinishedAt  time.Time  `json:"finished_at"`
+	FinishedAt  time.Time  `json:"finished_at"`    // when it ended; EventBroken: when the check found it
+	// Damage is, for EventBroken, what happened to which file (Files are the damaged ones).
+	Damage []db.Damage `json:"damage,omitempty"`
+}
+
+// brokenOutcome is the Outcome of an order the integrity check found broken (b), p its user's
+// name and address (nil when unknown), now the time of the check.
+func brokenOutcome(b integrity.Broken, p *omero.Person, now time.Time) Outcome {
+	out := Outcome{UUID: b.UUID, User: b.User, Group: b.Group, Event: EventBroken, Damage: b.Damage,
+		Result: &db.Result{Images: b.Images}, FinishedAt: now.UTC(), Files: []string{}}
+	seen := map[string]bool{}
+	for _, d := range b.Damage {
+		if !seen[d.Target] {
+			seen[d.Target] = true
+			out.Files = append(out.Files, d.Target)
+		}
+	}
+	if p != nil {
+		out.Name, out.Email = p.Name(), p.Email
+	}
+	return out
+}
+
+// Broken reports whether the notice is of an order whose files changed after its import.
+func (o Outcome) Broken() bool { return o.Event == EventBroken }
+
+// ImageIDs are the ids of the order's images, e.g. "101, 102" ("none" when it has none).
+func (o Outcome) ImageIDs() string {
+	if o.Result == nil || len(o.Result.Images) == 0 {
+		return "none"
+	}
+	ids := make([]string, len(o.Result.Images))
+	for i, id := range o.Result.Images {
+		ids[i] = strconv.FormatInt(id, 10)
+	}
+	return strings.Join(ids, ", ")
+}
+
+// Summary says in a few words what happened to a broken order's files, e.g. "2 deleted, 1 moved".
+func (o Outcome) Summary() string { return integrity.Broken{Damage: o.Damage}.Summary() }
+
+// Repairable reports whether a damaged file of a broken order was found elsewhere: `omero-adi
+// integrity --repair` can then re-point its link.
+func (o Outcome) Repairable() bool {
+	for _, d := range o.Damage {
+		if d.MovedTo != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // outcomeOf is the Outcome of o (with its final stage, description and result), p its user's
