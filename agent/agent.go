@@ -132,7 +132,7 @@ type Agent struct {
 	notifier  *notify.Notifier   // nil when nothing is to be notified or this agent runs no orders
 
 	// BrokenOrders, when set before Run, receives each order the periodic integrity check finds
-	// newly broken (the notifier plugs in here).
+	// newly broken; unset, the notifier reports them (when notifications are on).
 	BrokenOrders integrity.Reporter
 
 	closeOnce sync.Once
@@ -237,7 +237,7 @@ func (a *Agent) start(ctx context.Context) error {
 		rc := runnerConfig(cfg, a.zarrRules)
 		rc.Registerer = a.reg
 		a.notifier, err = notify.New(cfg.Notify, notify.Deps{Store: store, Log: a.log.WithField("component", "notify"),
-			Registerer: a.reg, Worker: WorkerName(cfg)})
+			Registerer: a.reg, Worker: WorkerName(cfg), Known: a.omero.Known})
 		if err != nil {
 			return settings.Prefix("notify", err)
 		}
@@ -248,7 +248,11 @@ func (a *Agent) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		a.integrity, err = NewChecker(cfg, store, a.omero, a.BrokenOrders, a.reg, a.log.WithField("component", "integrity"))
+		reporter := a.BrokenOrders
+		if reporter == nil && a.notifier != nil {
+			reporter = a.notifier
+		}
+		a.integrity, err = NewChecker(cfg, store, a.omero, reporter, a.reg, a.log.WithField("component", "integrity"))
 		if err != nil {
 			return err
 		}
