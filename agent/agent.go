@@ -209,6 +209,20 @@ func NewChecker(cfg Config, store *db.Store, client *omero.Client, reporter inte
 	return integrity.New(cfg.Integrity, d)
 }
 
+// NewReporter is the notifier as `omero-adi integrity` reports the broken orders it finds: it
+// writes the notices into the outbox with the check's outcome and sends nothing (the runner agents
+// do, as with every notice); nil when notifications are off.
+func NewReporter(cfg Config, log *logrus.Entry) (integrity.Reporter, error) {
+	n, err := notify.New(cfg.Notify, notify.Deps{Log: log})
+	if err != nil {
+		return nil, settings.Prefix("notify", err)
+	}
+	if n == nil {
+		return nil, nil
+	}
+	return n, nil
+}
+
 // preprocessing is the [preprocessing] table with what preprocess takes from other owners.
 func (c Config) preprocessing() preprocess.Config {
 	pc := c.Preprocessing

@@ -66,7 +66,11 @@ func (e *env) cmdIntegrity(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := agent.NewChecker(cfg, s, client, nil, nil, log.WithField("component", "integrity"))
+	reporter, err := agent.NewReporter(cfg, log.WithField("component", "notify"))
+	if err != nil {
+		return err
+	}
+	c, err := agent.NewChecker(cfg, s, client, reporter, nil, log.WithField("component", "integrity"))
 	if err != nil {
 		return err
 	}
