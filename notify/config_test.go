@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/omero-adi/omero-adi/db"
 )
 
 func TestValidate(t *testing.T) {
@@ -53,12 +55,19 @@ func TestValidate(t *testing.T) {
 func TestNewNeedsThePasswordOfAUser(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.SMTPURL, cfg.From = "smtp://adi@mail.example.org", "omero@example.org"
-	if _, err := New(cfg, Deps{Getenv: func(string) string { return "" }}); err == nil || !strings.Contains(err.Error(), PasswordEnv) {
+	// A sender (it has a Store; New does not use it) needs the password.
+	sender := Deps{Store: (*db.Store)(nil), Getenv: func(string) string { return "" }}
+	if _, err := New(cfg, sender); err == nil || !strings.Contains(err.Error(), PasswordEnv) {
 		t.Fatalf("New without the password = %v", err)
 	}
-	n, err := New(cfg, Deps{Getenv: func(k string) string { return map[string]string{PasswordEnv: "pw"}[k] }})
+	sender.Getenv = func(k string) string { return map[string]string{PasswordEnv: "pw"}[k] }
+	n, err := New(cfg, sender)
 	if err != nil || n.pass != "pw" {
 		t.Fatalf("New = %v", err)
+	}
+	// A Notifier that only writes notices (the integrity command's) sends nothing: no password.
+	if _, err := New(cfg, Deps{Getenv: func(string) string { return "" }}); err != nil {
+		t.Fatalf("New of a writer without the password = %v", err)
 	}
 }
 
