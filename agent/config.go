@@ -121,9 +121,6 @@ var EnvOverrides = []string{
 	"PODMAN_USERNS_MODE", "PROCESSED_DATA_FOLDER", "ADI_LOG_LEVEL", "USE_REGISTER_ZARR", notify.PasswordEnv,
 }
 
-// ErrSettings marks errors in the settings (file, environment or rules): exit code 2.
-var ErrSettings = settings.ErrSettings
-
 // Load reads the settings file at path over the defaults, applies the environment (getenv, usually
 // os.Getenv), and validates. A missing file is an error unless allowMissing (the default path was
 // not asked for explicitly): then the defaults and the environment are used alone.

@@ -11,7 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/omero-adi/omero-adi/agent"
+	"github.com/omero-adi/omero-adi/settings"
 )
 
 // version is stamped by the Makefile with -ldflags "-X main.version=…".
@@ -30,7 +30,7 @@ func main() {
 // exitCode maps an error to the documented exit codes: 2 for usage and settings errors, 1 otherwise.
 func exitCode(err error) int {
 	var ue *usageError
-	if errors.As(err, &ue) || errors.Is(err, agent.ErrSettings) {
+	if errors.As(err, &ue) || errors.Is(err, settings.ErrSettings) {
 		return 2
 	}
 	return 1
