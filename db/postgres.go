@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -94,7 +95,35 @@ func (e *postgresEngine) claim(ctx context.Context, worker string, max int, leas
 	if err != nil {
 		return nil, err
 	}
-	return scanOrders(rows)
+	claimed, err := scanOrders(rows)
+	if err != nil {
+		return nil, err
+	}
+	// The join sees the claim statement's first snapshot, while adi_claim's UPDATE takes a newer
+	// one: an order inserted right after its imports_preprocessing row (as the web plugin and
+	// orders-db.md do it, in two statements) can be claimed with the join missing that row. A
+	// new statement sees it, since it was committed before the order.
+	for i := range claimed {
+		o := &claimed[i]
+		if o.PreprocessingID == nil || o.Preprocessing != nil {
+			continue
+		}
+		var (
+			id                                   int64
+			container, input, output, alt, extra sql.NullString
+		)
+		err := e.db.QueryRowContext(ctx, `SELECT id, container, input_file, output_folder, alt_output_folder,
+			CAST(extra_params AS TEXT) FROM imports_preprocessing WHERE id = $1`, *o.PreprocessingID).
+			Scan(&id, &container, &input, &output, &alt, &extra)
+		switch {
+		case errors.Is(err, sql.ErrNoRows): // the runner fails the order: preprocessing row missing
+		case err != nil:
+			return claimed, fmt.Errorf("read preprocessing row %d: %w", *o.PreprocessingID, err)
+		default:
+			o.Preprocessing = newPreprocessing(id, container, input, output, alt, extra)
+		}
+	}
+	return claimed, nil
 }
 
 func (e *postgresEngine) lockMigrations(ctx context.Context, tx *sql.Tx) error {
