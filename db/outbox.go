@@ -1,10 +1,12 @@
 package db
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -150,7 +152,7 @@ func (s *Store) ClaimNotices(ctx context.Context, owner string, maxGroups int, l
 			if err := rows.Err(); err != nil {
 				return err
 			}
-			sortNotices(group)
+			slices.SortFunc(group, func(a, b Notice) int { return cmp.Compare(a.ID, b.ID) })
 			out = append(out, group...)
 		}
 		return nil
@@ -159,14 +161,6 @@ func (s *Store) ClaimNotices(ctx context.Context, owner string, maxGroups int, l
 		return nil, fmt.Errorf("claim notices: %w", err)
 	}
 	return out, nil
-}
-
-func sortNotices(ns []Notice) {
-	for i := 1; i < len(ns); i++ {
-		for j := i; j > 0 && ns[j].ID < ns[j-1].ID; j-- {
-			ns[j], ns[j-1] = ns[j-1], ns[j]
-		}
-	}
 }
 
 // eachNotice runs stmt (parameters: $1 owner, $2 id, then extra) for every id in one write

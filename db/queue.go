@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -262,15 +260,5 @@ func storedResult(raw string) (filesets, tempDir string, verified bool) {
 		// A registered OME-Zarr creates images without a fileset.
 		kind, list = "Image", r.Images
 	}
-	if len(list) == 0 {
-		return "", r.TempDir, verified
-	}
-	ids := make([]string, len(list))
-	for i, id := range list {
-		ids[i] = strconv.FormatInt(id, 10)
-	}
-	if len(ids) == 1 {
-		return kind + " " + ids[0], r.TempDir, verified
-	}
-	return kind + "s " + strings.Join(ids, ", "), r.TempDir, verified
+	return named(kind, list), r.TempDir, verified
 }
