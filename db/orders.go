@@ -353,7 +353,7 @@ func (s *Store) Retry(ctx context.Context, id string) (Order, error) {
 // imports every file again, also those already in OMERO (the history keeps what the result held).
 func (s *Store) RetryAll(ctx context.Context, id string) (Order, error) {
 	desc := "retry of every file requested (--all)"
-	if o, err := s.Get(ctx, id); err == nil && o.Result != nil && len(o.Result.Filesets) > 0 {
+	if o, err := s.Get(ctx, id); err == nil && o.Result != nil && len(o.Result.Filesets)+len(o.Result.Images)+len(o.Result.Plates) > 0 {
 		desc += "; the earlier attempts' objects stay in OMERO: " + objects(o.Result.Filesets, o.Result.Images, o.Result.Plates)
 	}
 	return s.retry(ctx, id, s.st.retryAll, desc)

@@ -141,12 +141,9 @@ func list(items []string, limit int) string {
 	return strings.Join(items, "; ")
 }
 
-// objects names OMERO objects: "Fileset 55 (Images 101, 102; Plate 4)".
+// objects names OMERO objects: "Fileset 55 (Images 101, 102; Plate 4)"; without filesets (a
+// registered OME-Zarr creates images without one) the others alone: "Images 7, 8".
 func objects(filesets, images, plates []int64) string {
-	s := named("Fileset", filesets)
-	if s == "" {
-		s = "an unknown fileset"
-	}
 	var inner []string
 	for _, g := range []struct {
 		kind string
@@ -156,7 +153,13 @@ func objects(filesets, images, plates []int64) string {
 			inner = append(inner, t)
 		}
 	}
-	if len(inner) > 0 {
+	s := named("Fileset", filesets)
+	switch {
+	case s == "" && len(inner) == 0:
+		return "an unknown fileset"
+	case s == "":
+		return strings.Join(inner, "; ")
+	case len(inner) > 0:
 		s += " (" + strings.Join(inner, "; ") + ")"
 	}
 	return s

@@ -27,6 +27,8 @@ func TestResultDescribe(t *testing.T) {
 		{"limited", Result{Files: []FileResult{a, b, c}}, 1,
 			"2 of 3 files are in OMERO: /data/a.tif as Fileset 55 (Image 101); and 1 more. Not in OMERO: /data/c.tif (failed: the server failed to import it).", OutcomePartial},
 		{"no per-file record", Result{Filesets: []int64{55}, Images: []int64{101}}, 0, "In OMERO: Fileset 55 (Image 101).", ""},
+		{"registered zarr", Result{Files: []FileResult{{Path: "/data/z.zarr", State: FileImported, Images: []int64{7, 8}}}}, 0,
+			"The file is in OMERO: /data/z.zarr as Images 7, 8.", OutcomeComplete},
 		{"empty", Result{}, 0, "Nothing of the order is in OMERO.", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
