@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -200,11 +201,4 @@ func tomlField(t reflect.Type, name string) (reflect.Type, bool) {
 }
 
 // OneOf reports whether v is one of allowed.
-func OneOf(v string, allowed ...string) bool {
-	for _, a := range allowed {
-		if v == a {
-			return true
-		}
-	}
-	return false
-}
+func OneOf(v string, allowed ...string) bool { return slices.Contains(allowed, v) }
