@@ -22,7 +22,7 @@ func (c *Client) Ping(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("create session folder: %w", err)
 	}
 	defer removeDir(dir)
-	script := cliLine(append(append([]string{"login"}, c.server()...), "-u", c.cfg.AdminUser)) + "\nlogout\n"
+	script := c.loginLine(c.cfg.AdminUser) + "\nlogout\n"
 	res, err := c.run(ctx, call{args: []string{"load"}, env: []string{"OMERO_SESSIONDIR=" + dir, "OMERO_PASSWORD=" + c.cfg.AdminPassword},
 		stdin: strings.NewReader(script), timeout: c.cfg.CallTimeout})
 	if err != nil {

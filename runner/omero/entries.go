@@ -43,6 +43,16 @@ func entryQueries(ids []int64, all bool) [][]string {
 	return out
 }
 
+// isRow reports whether line is a row `hql --style plain` printed: it starts "INDEX,".
+func isRow(line string) bool {
+	i := strings.IndexByte(line, ',')
+	if i <= 0 {
+		return false
+	}
+	_, err := strconv.Atoi(line[:i])
+	return err == nil
+}
+
 // parseEntries reads the rows the queries printed (an empty line for a query without rows): fileset
 // id -> absolute client paths, sorted.
 func parseEntries(rows []string) (map[int64][]string, error) {
@@ -90,7 +100,7 @@ func (c *Client) Entries(ctx context.Context, filesetIDs []int64) (map[int64][]s
 	}
 	defer removeDir(dir)
 	queries := entryQueries(uniq, true)
-	script := cliLine(append(append([]string{"login"}, c.server()...), "-u", c.cfg.AdminUser)) + "\n"
+	script := c.loginLine(c.cfg.AdminUser) + "\n"
 	for _, q := range queries {
 		script += cliLine(q) + "\n"
 	}
@@ -109,10 +119,8 @@ func (c *Client) Entries(ctx context.Context, filesetIDs []int64) (map[int64][]s
 	var rows []string
 	for _, l := range strings.Split(string(res.stdout), "\n") {
 		// login may print other text on stdout; rows start with their index.
-		if i := strings.IndexByte(l, ','); i > 0 {
-			if _, err := strconv.Atoi(l[:i]); err == nil {
-				rows = append(rows, l)
-			}
+		if isRow(l) {
+			rows = append(rows, l)
 		}
 	}
 	out, err := parseEntries(rows)

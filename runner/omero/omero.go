@@ -193,6 +193,11 @@ func (c *Client) LoginArgs(user, group string) (argv []string, stdin string) {
 	return []string{c.cfg.CLI, "load"}, c.loginScript(user, group)
 }
 
+// loginLine is the `omero load` line that logs in as user with the password in OMERO_PASSWORD.
+func (c *Client) loginLine(user string) string {
+	return cliLine(append(append([]string{"login"}, c.server()...), "-u", user))
+}
+
 // loginScript is what Login feeds `omero load`: the admin's sudo login as user in group, then the
 // session's key.
 func (c *Client) loginScript(user, group string) string {
@@ -312,10 +317,8 @@ func (c *Client) login(ctx context.Context, orderUUID, user, group string, tail 
 		line = strings.TrimSpace(line)
 		if keyRE.MatchString(line) {
 			s.Key = line
-		} else if i := strings.IndexByte(line, ','); s.Key != "" && i > 0 {
-			if _, err := strconv.Atoi(line[:i]); err == nil {
-				rows = append(rows, line)
-			}
+		} else if s.Key != "" && isRow(line) {
+			rows = append(rows, line)
 		}
 	}
 	lookedUp := true // every line after `sessions key` ran

@@ -69,7 +69,7 @@ func (c *Client) account(ctx context.Context, login, password, user string) (Acc
 	if login != user {
 		who = []string{user}
 	}
-	script := cliLine(append(append([]string{"login"}, c.server()...), "-u", login)) + "\n" +
+	script := c.loginLine(login) + "\n" +
 		cliLine(append([]string{"user", "info", "--style", "json"}, who...)) + "\n" +
 		cliLine(append([]string{"user", "listgroups", "--style", "json"}, who...)) + "\nlogout\n"
 	env := []string{"OMERO_SESSIONDIR=" + dir, "OMERO_PASSWORD=" + password}
