@@ -315,7 +315,7 @@ func (r *Runner) spec(j *job) preprocess.Spec {
 	return preprocess.Spec{
 		OrderUUID:     j.Order.UUID,
 		Preprocessing: *j.Order.Preprocessing,
-		LogPath:       filepath.Join(r.cfg.LogDir, "preprocessing."+j.Order.UUID+".log"),
+		LogPath:       r.preprocessingLog(j.Order.UUID),
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -165,8 +164,9 @@ func (r *Runner) notices(o db.Order, stage, desc string, out *outcome) []db.Noti
 		}
 	}
 	var logs []string
-	for _, name := range []string{"cli." + o.UUID + ".logs", "cli." + o.UUID + ".errs", "preprocessing." + o.UUID + ".log"} {
-		if path := filepath.Join(r.cfg.LogDir, name); r.cfg.LogDir != "" && fileExists(path) {
+	cliLogs, cliErrs := omero.LogFiles(r.cfg.LogDir, o.UUID)
+	for _, path := range []string{cliLogs, cliErrs, r.preprocessingLog(o.UUID)} {
+		if r.cfg.LogDir != "" && fileExists(path) {
 			logs = append(logs, path)
 		}
 	}

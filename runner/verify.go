@@ -228,6 +228,13 @@ func ids(fs []omero.Fileset) []int64 {
 	return out
 }
 
+// errsFile is the order's CLI log with the importer's log and summary (omero.LogFiles).
 func (r *Runner) errsFile(j *job) string {
-	return filepath.Join(r.cfg.LogDir, "cli."+j.Order.UUID+".errs")
+	_, errs := omero.LogFiles(r.cfg.LogDir, j.Order.UUID)
+	return errs
+}
+
+// preprocessingLog is the order's log of its preprocessing containers.
+func (r *Runner) preprocessingLog(uuid string) string {
+	return filepath.Join(r.cfg.LogDir, "preprocessing."+uuid+".log")
 }

@@ -53,11 +53,16 @@ func (e *ImportError) Error() string {
 
 func (e *ImportError) Unwrap() error { return e.Sentinel }
 
-// LogFiles returns the paths of an order's CLI logs: --file (what the importer prints on stdout:
-// the ids) and --errs (its log and summary).
-func (c *Client) LogFiles(orderUUID string) (logs, errs string) {
-	base := filepath.Join(c.cfg.LogDir, "cli."+orderUUID)
+// LogFiles returns the paths of an order's CLI logs in log_dir: --file (what the importer prints
+// on stdout: the ids) and --errs (its log and summary).
+func LogFiles(logDir, orderUUID string) (logs, errs string) {
+	base := filepath.Join(logDir, "cli."+orderUUID)
 	return base + ".logs", base + ".errs"
+}
+
+// LogFiles returns the paths of an order's CLI logs (see the package's LogFiles).
+func (c *Client) LogFiles(orderUUID string) (logs, errs string) {
+	return LogFiles(c.cfg.LogDir, orderUUID)
 }
 
 // ErrsTail is the last lines of an order's --errs file (bounded; "" when there is none).
