@@ -107,7 +107,7 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 		if err := r.saveResult(ctx, j, ver); err != nil {
 			return "", err
 		}
-		return "nothing to import: every file was in OMERO from an earlier attempt. " + ver.Describe(describeLimit), nil
+		return nothingLeft(ver), nil
 	}
 	sess, err := r.login(ctx, j, prev)
 	if err != nil {
@@ -123,7 +123,7 @@ func (r *Runner) execute(ctx context.Context, o db.Order, log *logrus.Entry, out
 			return "", r.abandonTemp(ctx, j, sess, omero.ImportResult{}, err)
 		}
 		r.removeTempIfAny(j)
-		return "nothing to import: every file was in OMERO from an earlier attempt. " + ver.Describe(describeLimit), nil
+		return nothingLeft(ver), nil
 	}
 
 	res, ierr := r.imp.Import(ctx, sess, r.importRequest(j, j.paths()))
@@ -211,6 +211,11 @@ func (r *Runner) login(ctx context.Context, j *job, prev earlier) (*omero.Sessio
 		}
 	}
 	return sess, nil
+}
+
+// nothingLeft describes a retry that found every file of the order in OMERO already.
+func nothingLeft(ver db.Result) string {
+	return "nothing to import: every file was in OMERO from an earlier attempt. " + ver.Describe(describeLimit)
 }
 
 // removeTempIfAny removes the local temp folder of a preprocessed order that imported nothing.
@@ -518,9 +523,18 @@ func (r *Runner) event(ctx context.Context, j *job, desc string) {
 
 // dryRun builds the exact commands the order would run and describes them.
 func (r *Runner) dryRun(j *job) string {
-	cmds := r.commands(j)
+	return dryRunText(j, r.commands(j))
+}
+
+// dryRunText logs and describes the commands a dry run would run.
+func dryRunText(j *job, cmds []string) string {
 	j.log.WithField("commands", cmds).Info("dry run: would run")
 	return fmt.Sprintf("dry run: as user %q in group %q: %s", j.Order.User, j.Order.Group, strings.Join(cmds, " && "))
+}
+
+// previewSession stands for the order's session in the commands a dry run shows.
+func previewSession(j *job) *omero.Session {
+	return &omero.Session{Key: "SESSION-KEY", User: j.Order.User, Group: j.Order.Group}
 }
 
 // Preview returns the exact commands order o would run, in their order, and changes nothing: the
@@ -558,8 +572,7 @@ func (r *Runner) commands(j *job) []string {
 		}
 		paths = []string{where}
 	}
-	sess := &omero.Session{Key: "SESSION-KEY", User: j.Order.User, Group: j.Order.Group}
-	argv := r.imp.ImportArgs(sess, r.importRequest(j, paths))
+	argv := r.imp.ImportArgs(previewSession(j), r.importRequest(j, paths))
 	return append(cmds, child.Quote(argv))
 }
 

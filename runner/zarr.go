@@ -65,14 +65,13 @@ func (r *Runner) zarrTool() string {
 
 // zarrDryRun is the dry run of a registration: the `omero zarr import` of each Zarr.
 func (r *Runner) zarrDryRun(j *job, zarrs []string) string {
-	sess := &omero.Session{Key: "SESSION-KEY", User: j.Order.User, Group: j.Order.Group}
+	sess := previewSession(j)
 	req := omero.RegisterRequest{OrderUUID: j.Order.UUID, Target: j.Target, Zarrs: zarrs}
 	var cmds []string
 	for _, z := range zarrs {
 		cmds = append(cmds, child.Quote(r.reg.RegisterArgs(sess, req, z)))
 	}
-	j.log.WithField("commands", cmds).Info("dry run: would run")
-	return fmt.Sprintf("dry run: as user %q in group %q: %s", j.Order.User, j.Order.Group, strings.Join(cmds, " && "))
+	return dryRunText(j, cmds)
 }
 
 // register registers the order's Zarrs in place: log in, one `omero zarr import` run for every
