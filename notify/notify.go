@@ -40,6 +40,7 @@ import (
 
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/integrity"
+	"github.com/omero-adi/omero-adi/retry"
 	"github.com/omero-adi/omero-adi/runner/omero"
 	"github.com/omero-adi/omero-adi/settings"
 )
@@ -444,12 +445,10 @@ func MessageID(key, domain string) string {
 	return "omero-adi." + hex.EncodeToString(sum[:16]) + "@" + domain
 }
 
+// backoff is the wait after the attempts-th failed send: retry_backoff doubled per attempt, up to
+// retry_backoff_max.
 func (n *Notifier) backoff(attempts int) time.Duration {
-	d := n.cfg.RetryBackoff
-	for i := 1; i < attempts && d < n.cfg.RetryBackoffMax; i++ {
-		d *= 2
-	}
-	return min(d, n.cfg.RetryBackoffMax)
+	return retry.Policy{Initial: n.cfg.RetryBackoff, Max: n.cfg.RetryBackoffMax}.Delay(attempts)
 }
 
 // message renders batch b: its rendering, the address (mail channels), or why it is not sent.
