@@ -2,7 +2,6 @@ package notify
 
 import (
 	"fmt"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -169,16 +168,13 @@ type Link struct {
 // maxShown bounds how many images one link selects; more are reached through their dataset.
 const maxShown = 100
 
-// Links are the OMERO.web links of the order (ome/omero-web webclient/show.py: ?show=image-1|image-2,
-// plate-N, dataset-N, screen-N; the webclient switches to the object's group), built on webclient;
-// none without it.
+// Links are the OMERO.web links of the order (omero.ShowURL: its images, plates, and its dataset or
+// screen), built on webclient; none without it.
 func (o Outcome) Links(webclient string) []Link {
 	if webclient == "" {
 		return nil
 	}
-	show := func(items ...string) string {
-		return strings.TrimRight(webclient, "/") + "/?show=" + url.QueryEscape(strings.Join(items, "|"))
-	}
+	show := func(items ...string) string { return omero.ShowURL(webclient, items...) }
 	var out []Link
 	if r := o.Result; r != nil {
 		if n := len(r.Images); n > 0 && n <= maxShown && len(r.Plates) == 0 {

@@ -2,7 +2,6 @@ package web
 
 import (
 	"fmt"
-	"net/url"
 	"path"
 	"strconv"
 	"strings"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/omero-adi/omero-adi/db"
 	"github.com/omero-adi/omero-adi/order"
+	"github.com/omero-adi/omero-adi/runner/omero"
 )
 
 // The views are what both the pages and the API show: the templates render them, the API
@@ -144,17 +144,7 @@ type logs struct {
 
 // webclient is the OMERO.web address that shows object kind:id ("" without webclient_url).
 func (s *Server) webclient(kind string, id int64) string {
-	if s.cfg.WebclientURL == "" {
-		return ""
-	}
-	u, err := url.Parse(s.cfg.WebclientURL)
-	if err != nil {
-		return ""
-	}
-	q := u.Query()
-	q.Set("show", strings.ToLower(kind)+"-"+strconv.FormatInt(id, 10))
-	u.RawQuery = q.Encode()
-	return u.String()
+	return omero.ShowURL(s.cfg.WebclientURL, strings.ToLower(kind)+"-"+strconv.FormatInt(id, 10))
 }
 
 func (s *Server) detailOf(v *session, o db.Order, created time.Time, hist []db.Event, now time.Time) detail {
