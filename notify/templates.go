@@ -10,6 +10,7 @@ import (
 	"unicode"
 
 	"github.com/omero-adi/omero-adi/db"
+	"github.com/omero-adi/omero-adi/order"
 )
 
 // Message is the data every template gets: one mail (or webhook post) about one or more orders.
@@ -200,9 +201,6 @@ func (t *templates) render(m Message) (rendered, error) {
 	}
 	r.html = b.String()
 	// A subject is one header line whatever the template made of it.
-	r.subject = strings.Join(strings.Fields(oneline(r.subject)), " ")
-	if rs := []rune(r.subject); len(rs) > 200 {
-		r.subject = string(rs[:200])
-	}
+	r.subject = order.Clip(strings.Join(strings.Fields(oneline(r.subject)), " "), 200)
 	return r, nil
 }
