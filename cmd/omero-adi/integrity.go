@@ -50,21 +50,17 @@ func (e *env) cmdIntegrity(ctx context.Context, args []string) error {
 	if *rate >= 0 {
 		opts.Rate = *rate
 	}
-	var client *omero.Client
 	opts.AllFilesets = *all
 	opts.FoundServer = func(d integrity.ServerDamage) { fmt.Fprintln(e.stdout, d.Line()) }
-	if opts.Hash != integrity.HashNone || opts.Repair || opts.AllFilesets {
-		log, err := agent.NewLogger(cfg, e.stderr)
-		if err != nil {
-			return err
-		}
-		if client, err = agent.NewOmeroClient(cfg, log.WithField("component", "integrity")); err != nil {
-			return err
-		}
-	}
 	log, err := agent.NewLogger(cfg, e.stderr)
 	if err != nil {
 		return err
+	}
+	var client *omero.Client
+	if opts.Hash != integrity.HashNone || opts.Repair || opts.AllFilesets {
+		if client, err = agent.NewOmeroClient(cfg, log.WithField("component", "integrity")); err != nil {
+			return err
+		}
 	}
 	reporter, err := agent.NewReporter(cfg, log.WithField("component", "notify"))
 	if err != nil {
