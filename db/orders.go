@@ -459,3 +459,27 @@ func (s *Store) HasWatchItem(ctx context.Context, k WatchKey) (string, bool, err
 	}
 	return id, true, nil
 }
+
+// DryRunPrefix starts the description of every order a dry run ended.
+const DryRunPrefix = "dry run:"
+
+// NotDryRun counts the orders a dry run did not make, and names the newest of them (its uuid and
+// stage; empty when n is 0). A dry run's orders are those it ended (description DryRunPrefix …)
+// and pending orders of its own kinds, `orders create` and watch rules (source other than
+// SourceSQL); everything else counts: orders of the web plugin or hand-written SQL, orders
+// running or ended otherwise.
+func (s *Store) NotDryRun(ctx context.Context) (n int, newestUUID, newestStage string, err error) {
+	foreign := ` FROM imports WHERE COALESCE(description, '') NOT LIKE '` + DryRunPrefix + `%'` +
+		` AND NOT (stage = '` + StagePending + `' AND COALESCE(source, '` + SourceSQL + `') <> '` + SourceSQL + `')`
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(DISTINCT uuid)`+foreign).Scan(&n); err != nil {
+		return 0, "", "", fmt.Errorf("count orders no dry run made: %w", err)
+	}
+	if n == 0 {
+		return 0, "", "", nil
+	}
+	err = s.db.QueryRowContext(ctx, `SELECT uuid, stage`+foreign+` ORDER BY id DESC LIMIT 1`).Scan(&newestUUID, &newestStage)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, "", "", fmt.Errorf("read the newest order no dry run made: %w", err)
+	}
+	return n, newestUUID, newestStage, nil
+}

@@ -529,7 +529,7 @@ func (r *Runner) dryRun(j *job) string {
 // dryRunText logs and describes the commands a dry run would run.
 func dryRunText(j *job, cmds []string) string {
 	j.log.WithField("commands", cmds).Info("dry run: would run")
-	return fmt.Sprintf("dry run: as user %q in group %q: %s", j.Order.User, j.Order.Group, strings.Join(cmds, " && "))
+	return fmt.Sprintf(db.DryRunPrefix+" as user %q in group %q: %s", j.Order.User, j.Order.Group, strings.Join(cmds, " && "))
 }
 
 // previewSession stands for the order's session in the commands a dry run shows.
