@@ -17,7 +17,7 @@ help: ## list the targets
 build: ## build bin/omero-adi with the version stamped in
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/omero-adi
 
-test-deps: ## install what the tests need (PostgreSQL server, podman, runc, bindfs, debootstrap, chromium, playwright-core) when missing
+test-deps: ## install what the tests need (PostgreSQL server, podman, runc, bindfs, debootstrap, python3-aiosmtpd, chromium, node, playwright-core) when missing
 	@scripts/test-deps.sh
 
 test: test-deps lint ## lint, then every test with the race detector (real PostgreSQL, podman, bindfs, chromium); files tests keep (screenshots) go to $(ARTIFACTS)/_artifacts
