@@ -283,8 +283,11 @@ const gather = 100 * time.Millisecond
 func (n *Notifier) drain(ctx context.Context) bool {
 	s := n.deps.Store
 	owner := fmt.Sprintf("%s#%d", n.deps.Worker, n.claims.Add(1))
-	// A round's sends take at most 2.6 send timeouts (see sendMails' deadline): the lease outlives them.
 	lease := 4 * n.cfg.SendTimeout
+	// Every send of the round ends, and is marked sent, before the lease does: another agent must
+	// never send what this one still sends. A batch that no longer fits is left unsent for a later
+	// round (its lease runs out; nothing of it went out).
+	end := time.Now().Add(lease - n.cfg.SendTimeout)
 	claimed, err := s.ClaimNotices(ctx, owner, maxGroups, lease, n.cfg.DigestWindow)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -310,6 +313,9 @@ func (n *Notifier) drain(ctx context.Context) bool {
 				n.log.WithError(err).Warn("mark notification skipped")
 			}
 		case b.channel() == db.ChannelWebhook:
+			if time.Until(end) < n.cfg.SendTimeout {
+				continue // left for a later round
+			}
 			pctx, cancel := context.WithTimeout(ctx, n.cfg.SendTimeout)
 			err := n.post(pctx, b.key, msg.webhook)
 			cancel()
@@ -331,8 +337,12 @@ func (n *Notifier) drain(ctx context.Context) bool {
 			mails = append(mails, &outgoing{b: b, msg: m})
 		}
 	}
+	// Ten mails per send timeout, as many as fit before the round's end; the rest wait.
+	if fit := int(time.Until(end) / n.cfg.SendTimeout * 10); len(mails) > fit {
+		mails = mails[:max(fit, 0)]
+	}
 	if len(mails) > 0 {
-		sctx, cancel := context.WithTimeout(ctx, n.cfg.SendTimeout*time.Duration(1+len(mails)/10))
+		sctx, cancel := context.WithTimeout(ctx, min(n.cfg.SendTimeout*time.Duration(1+len(mails)/10), time.Until(end)))
 		err := n.sendMails(sctx, mails)
 		cancel()
 		for _, o := range mails {
